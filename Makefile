@@ -1,0 +1,57 @@
+# Every target sets itself up: `make test` alone works on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PC := $(VENV)/bin/pipeline-check
+STAMPS := .stamps
+KAFKA_LIBS := compose/kafka/libs
+PYTEST := $(PY) -m pytest
+
+.PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
+        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+setup: $(STAMPS)/venv $(STAMPS)/kafka ## create .venv, install the project, fetch the Kafka jars (once)
+
+$(STAMPS)/venv: pyproject.toml constraints.txt
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[reference,dev,containers]'
+	@touch $@
+
+$(STAMPS)/kafka: compose/kafka/pom.xml
+	@mkdir -p $(STAMPS)
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f compose/kafka/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	@touch $@
+
+test: setup ## unit + e2e tests (real Kafka, Iceberg, services)
+	$(PYTEST) tests
+
+test-unit: setup ## fast tests, no processes
+	$(PYTEST) -m "not e2e" tests
+
+lint: setup ## ruff + mypy strict
+	$(VENV)/bin/ruff check pipeline_check tests compose/services
+	$(VENV)/bin/ruff format --check pipeline_check tests compose/services
+	$(VENV)/bin/mypy
+
+stack-up: setup ## start the local reference stack (Kafka, consumer, ingestor, API)
+	$(PC) stack up
+
+stack-down: setup ## stop the local stack; no process or port left behind
+	$(PC) stack down
+
+stack-status: setup ## state, health, pid, uptime, restarts of each service
+	$(PC) stack status
+
+clean: ## remove the venv, stamps, stack state and reports
+	-$(PC) stack down 2>/dev/null
+	rm -rf $(VENV) $(STAMPS) .stack reports $(KAFKA_LIBS)
