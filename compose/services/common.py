@@ -1,0 +1,310 @@
+"""Plumbing shared by every service: env parsing, logging, signals, the health HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Exit code for a bad configuration, like pipeline-check's ExitCode.USAGE.
+EXIT_CONFIG = 2
+
+
+# --------------------------------------------------------------------------- env
+
+
+class ConfigError(Exception):
+    """A missing or invalid environment variable; the message names it."""
+
+
+def _fail(name: str, value: str | None, what: str) -> NoReturn:
+    shown = "<unset>" if value is None else repr(value)
+    raise ConfigError(f"{name}={shown} (env): {what}")
+
+
+def env_str(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """A non-empty string; ``default`` when unset (required when ``default`` is None)."""
+    source = os.environ if env is None else env
+    value = source.get(name)
+    if value is None or value.strip() == "":
+        if default is not None:
+            return default
+        _fail(name, value, "required; set it in the service environment")
+    return value.strip()
+
+
+def env_int(
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """An integer within [minimum, maximum]; ``default`` when unset."""
+    source = os.environ if env is None else env
+    raw = source.get(name)
+    if raw is None or raw.strip() == "":
+        if default is not None:
+            return default
+        _fail(name, raw, "required; set it to an integer")
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        _fail(name, raw, "must be an integer")
+    if minimum is not None and value < minimum:
+        _fail(name, raw, f"must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        _fail(name, raw, f"must be <= {maximum}")
+    return value
+
+
+def env_port(name: str, default: int | None = None, env: Mapping[str, str] | None = None) -> int:
+    return env_int(name, default, minimum=1, maximum=65535, env=env)
+
+
+def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    source = os.environ if env is None else env
+    raw = source.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    _fail(name, raw, "must be a boolean (1/0, true/false)")
+
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def env_topic(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    value = env_str(name, default, env)
+    if not _TOPIC_RE.match(value) or value in {".", ".."}:
+        _fail(name, value, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CommonConfig:
+    """The variables every Python service gets (stack.toml [env])."""
+
+    kafka_bootstrap: str
+    raw_topic: str
+    raw_topic_partitions: int
+    dlq_topic: str
+    iceberg_catalog_uri: str
+    iceberg_warehouse: str
+    iceberg_table: str
+
+    @property
+    def table_namespace(self) -> str:
+        return self.iceberg_table.rsplit(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.iceberg_table.rsplit(".", 1)[1]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
+        table = env_str("ICEBERG_TABLE", env=env)
+        if not _IDENT_RE.match(table):
+            _fail("ICEBERG_TABLE", table, "must be <namespace>.<table>, e.g. market.trades")
+        uri = env_str("ICEBERG_CATALOG_URI", env=env)
+        if "://" not in uri:
+            _fail("ICEBERG_CATALOG_URI", uri, "must be an SQLAlchemy URL, e.g. sqlite:////data/catalog.db")
+        warehouse = env_str("ICEBERG_WAREHOUSE", env=env)
+        if "://" not in warehouse:
+            _fail("ICEBERG_WAREHOUSE", warehouse, "must be a URI, e.g. file:///data/warehouse")
+        return cls(
+            kafka_bootstrap=env_str("KAFKA_BOOTSTRAP", env=env),
+            raw_topic=env_topic("RAW_TOPIC", env=env),
+            raw_topic_partitions=env_int("RAW_TOPIC_PARTITIONS", minimum=1, maximum=10_000, env=env),
+            dlq_topic=env_topic("DLQ_TOPIC", env=env),
+            iceberg_catalog_uri=uri,
+            iceberg_warehouse=warehouse,
+            iceberg_table=table,
+        )
+
+
+def load_config(factory: Callable[[], T]) -> T:
+    """Build a config; on ConfigError log one line and exit with code 2."""
+    try:
+        return factory()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        logging.shutdown()
+        sys.exit(EXIT_CONFIG)
+
+
+# ----------------------------------------------------------------------- logging
+
+
+def setup_logging(service: str) -> None:
+    """Plain INFO lines on stdout (the stack driver captures stdout to a file)."""
+    handler = logging.StreamHandler(sys.stdout)  # StreamHandler flushes after every record
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # aiokafka logs every failed reconnect at ERROR while Kafka is down; our own health/state
+    # logging reports outages once per state change, so keep only its critical lines.
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+class StateLog:
+    """Log a line only when a named state changes (not once per retry)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._states: dict[str, str] = {}
+
+    def set(self, key: str, state: str, detail: str = "", level: int = logging.INFO) -> bool:
+        if self._states.get(key) == state:
+            return False
+        self._states[key] = state
+        self._logger.log(level, "%s: %s%s", key, state, f" ({detail})" if detail else "")
+        return True
+
+
+# ----------------------------------------------------------------------- signals
+
+
+class Shutdown:
+    """SIGTERM/SIGINT -> an asyncio.Event; a second signal is logged (the deadline still applies)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signal_time: float | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.trigger, sig)
+
+    def trigger(self, sig: int | None = None) -> None:
+        if self.event.is_set():
+            log.info("signal %s again: still shutting down", sig)
+            return
+        self.signal_time = time.monotonic()
+        log.info("signal %s: shutting down gracefully", signal.Signals(sig).name if sig else "-")
+        self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait for shutdown up to ``timeout`` seconds; True when it was requested."""
+        if timeout is None:
+            await self.event.wait()
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
+        return self.event.is_set()
+
+
+def run_main(main: Callable[[], Awaitable[int]]) -> NoReturn:
+    """asyncio.run the service's main and exit with its code."""
+    try:
+        code = asyncio.run(main())  # type: ignore[arg-type]
+    except KeyboardInterrupt:  # only before our handlers are installed
+        code = 0
+    logging.shutdown()
+    sys.exit(code)
+
+
+# ------------------------------------------------------------------ HTTP servers
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM.
+
+    uvicorn's ``capture_signals`` replaces the loop's handlers and re-raises the signal after
+    shutdown, which would kill the process with -SIGTERM instead of letting it exit 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def make_server(app: Any, host: str, port: int) -> EmbeddedServer:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        # uvicorn's own logging config would replace our stdout handler
+        log_config=None,
+    )
+    return EmbeddedServer(config)
+
+
+HealthReport = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def health_app(report: HealthReport) -> Starlette:
+    """A Starlette app with ``GET /health``: 200 when ``report()`` says healthy, else 503."""
+
+    async def health(_: Request) -> JSONResponse:
+        ok, body = report()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return Starlette(routes=[Route("/health", health, methods=["GET"])])
+
+
+class HttpTask:
+    """An embedded uvicorn server run as a task of the service's event loop."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.server = make_server(app, host, port)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start serving; returns once the socket is bound (uvicorn exits the process if it cannot bind)."""
+        self.task = asyncio.create_task(self.server.serve(), name="http")
+        while not self.server.started and not self.task.done():
+            await asyncio.sleep(0.01)
+        if self.task.done():
+            self.task.result()
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        if self.task is None:
+            return
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(self.task, timeout)
+        except TimeoutError:
+            log.warning("HTTP server did not stop within %.1fs", timeout)
+
+
+def utc_ms() -> int:
+    return time.time_ns() // 1_000_000

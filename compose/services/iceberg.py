@@ -1,0 +1,135 @@
+"""The Iceberg side: the trades schema, the catalog factory, and Kafka offsets in snapshot summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import (
+    DecimalType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from .common import CommonConfig
+
+log = logging.getLogger(__name__)
+
+# Snapshot summary key holding {"<topic>:<partition>": next_offset} for every partition ever written.
+OFFSETS_PROPERTY = "kafka.offsets"
+
+TRADES_SCHEMA = Schema(
+    NestedField(1, "symbol", StringType(), required=True),
+    NestedField(2, "trade_id", LongType(), required=True),
+    NestedField(3, "price", DecimalType(18, 8), required=False),
+    NestedField(4, "quantity", DecimalType(18, 8), required=False),
+    NestedField(5, "side", StringType(), required=False),
+    NestedField(6, "event_time", TimestamptzType(), required=False),
+    NestedField(7, "trade_time", TimestamptzType(), required=False),
+    NestedField(8, "ingest_time", TimestamptzType(), required=False),
+    NestedField(9, "kafka_partition", IntegerType(), required=False),
+    NestedField(10, "kafka_offset", LongType(), required=False),
+)
+
+# The Arrow schema the writer produces; derived from the Iceberg schema so nullability matches.
+TRADES_ARROW_SCHEMA: pa.Schema = TRADES_SCHEMA.as_arrow()
+
+TABLE_PROPERTIES = {
+    # pyiceberg's fast append adds one manifest per commit; at two commits a second the manifest list
+    # (and scan planning) would grow without bound. Merging keeps it at a few manifests.
+    "commit.manifest-merge.enabled": "true",
+    # keep the metadata folder bounded (one metadata.json per commit otherwise)
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+}
+
+
+def _local_path(uri: str) -> Path | None:
+    """The filesystem path of a sqlite:/// or file:// URI, None for anything else."""
+    if uri.startswith("sqlite:///"):
+        rest = uri[len("sqlite:///"):].split("?", 1)[0]
+        return None if rest in {"", ":memory:"} else Path(unquote(rest))
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return None
+
+
+def open_catalog(cfg: CommonConfig, *, writer: bool) -> SqlCatalog:
+    """The SqlCatalog named "local"; the writer creates the local folders and the catalog tables."""
+    if writer:
+        db = _local_path(cfg.iceberg_catalog_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        warehouse = _local_path(cfg.iceberg_warehouse)
+        if warehouse is not None:
+            warehouse.mkdir(parents=True, exist_ok=True)
+    props: dict[str, Any] = {"uri": cfg.iceberg_catalog_uri, "warehouse": cfg.iceberg_warehouse}
+    if not writer:
+        # readers never create the catalog's tables (the writer owns the file)
+        props["init_catalog_tables"] = "false"
+    return SqlCatalog("local", **props)
+
+
+def ensure_table(catalog: SqlCatalog, cfg: CommonConfig) -> Table:
+    """Load the trades table, creating namespace and table on first start."""
+    try:
+        return catalog.load_table(cfg.iceberg_table)
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace(cfg.table_namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    try:
+        table = catalog.create_table(cfg.iceberg_table, schema=TRADES_SCHEMA, properties=TABLE_PROPERTIES)
+        log.info("created Iceberg table %s at %s", cfg.iceberg_table, table.location())
+        return table
+    except TableAlreadyExistsError:
+        return catalog.load_table(cfg.iceberg_table)
+
+
+def snapshot_offsets(table: Table) -> tuple[dict[str, int], int | None]:
+    """The offsets map of the newest snapshot carrying one (walking back from the current one).
+
+    Returns ({"topic:partition": next_offset}, snapshot_id) or ({}, None).
+    """
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        raw = snapshot.summary.get(OFFSETS_PROPERTY) if snapshot.summary is not None else None
+        if raw:
+            return parse_offsets(raw), snapshot.snapshot_id
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return {}, None
+
+
+def parse_offsets(raw: str) -> dict[str, int]:
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"{OFFSETS_PROPERTY} is not a JSON object: {raw[:100]}")
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def tp_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def merge_offsets(previous: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    """Every partition ever written stays in the map; this batch's positions replace older ones."""
+    return {**previous, **new}
+
+
+def dump_offsets(offsets: dict[str, int]) -> str:
+    return json.dumps(dict(sorted(offsets.items())), separators=(",", ":"))

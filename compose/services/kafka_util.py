@@ -1,0 +1,144 @@
+"""Kafka helpers shared by ingestor and consumer: topic creation and a reachability watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .common import CommonConfig, Shutdown, StateLog
+
+log = logging.getLogger(__name__)
+
+# Each reachability probe must answer within this many seconds (the health contract: 503 within 5 s).
+PROBE_TIMEOUT_S = 2.0
+PROBE_INTERVAL_S = 1.0
+
+
+def _admin(bootstrap: str, client_id: str) -> AIOKafkaAdminClient:
+    # Short timeouts: these clients answer health questions, they must not hang for the 40 s default.
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+        retry_backoff_ms=100,
+        metadata_max_age_ms=5000,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
+
+async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -> bool:
+    """Create the raw topic (RAW_TOPIC_PARTITIONS) and the DLQ topic (1 partition) if missing.
+
+    Retries until Kafka answers (logging once per state change); False if shutdown came first.
+    """
+    states = StateLog(log)
+    backoff = 0.1
+    while not shutdown.requested:
+        admin = _admin(cfg.kafka_bootstrap, client_id)
+        try:
+            await asyncio.wait_for(admin.start(), PROBE_TIMEOUT_S * 2)
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(cfg.raw_topic, num_partitions=cfg.raw_topic_partitions, replication_factor=1),
+                NewTopic(cfg.dlq_topic, num_partitions=1, replication_factor=1),
+            ]
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                # create one by one: a TopicAlreadyExists on one (a concurrent creator) must not hide
+                # an error on the other
+                for topic in missing:
+                    try:
+                        await admin.create_topics([topic])
+                        log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
+                    except TopicAlreadyExistsError:
+                        pass
+            meta = await admin.describe_topics([cfg.raw_topic])
+            have = len(meta[0]["partitions"]) if meta else 0
+            if have and have != cfg.raw_topic_partitions:
+                log.warning(
+                    "topic %s has %d partitions, RAW_TOPIC_PARTITIONS=%d; using the existing topic",
+                    cfg.raw_topic, have, cfg.raw_topic_partitions,
+                )
+            return True
+        except Exception as exc:  # any failure: Kafka not up yet, retry
+            states.set("kafka", "waiting to create topics", _describe(exc), logging.WARNING)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        await shutdown.wait(backoff)
+        backoff = min(backoff * 2, 2.0)
+    return False
+
+
+class KafkaWatchdog:
+    """Checks every second that Kafka answers a metadata request (2 s timeout).
+
+    Uses its own admin client so a stuck producer/consumer request cannot delay the answer; the
+    admin client is recreated after a failure because a client that never bootstrapped cannot
+    recover on its own.
+    """
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._admin: AIOKafkaAdminClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._states = StateLog(log)
+        self.ok = False
+        self.reason = "not checked yet"
+        self.checked_at: float | None = None
+        self.cluster: dict[str, Any] = {}
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else f"unreachable: {self.reason}"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kafka-watchdog")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_admin()
+
+    async def _close_admin(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(admin.close(), 1.0)
+
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                if self._admin is None:
+                    admin = _admin(self._bootstrap, self._client_id)
+                    self._admin = admin
+                    await admin.start()
+                info = await self._admin.describe_cluster()
+            self.cluster = {"cluster_id": info.get("cluster_id"), "brokers": len(info.get("brokers", []))}
+            self.ok, self.reason = True, ""
+            self._states.set("kafka", "reachable")
+        except Exception as exc:
+            self.ok = False
+            self.reason = "timeout after 2s" if isinstance(exc, TimeoutError) else _describe(exc)
+            self._states.set("kafka", "unreachable", self.reason, logging.WARNING)
+            await self._close_admin()
+        finally:
+            self.checked_at = time.time()
+
+    async def _run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(PROBE_INTERVAL_S)

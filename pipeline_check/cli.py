@@ -1,0 +1,166 @@
+"""The ``pipeline-check`` command: parse, call the library, map the outcome to an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline_check.errors import ExitCode, PipelineCheckError
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _ports(values: tuple[str, ...]) -> dict[str, int]:
+    ports = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not number.isdigit() or not 0 < int(number) < 65536:
+            raise click.BadParameter(f"{value!r}: expected NAME=PORT, e.g. api=8001", param_hint="--port")
+        ports[name] = int(number)
+    return ports
+
+
+stack_file_option = click.option(
+    "--stack-file", type=click.Path(path_type=Path), default=None,
+    help="stack description [default: $PIPELINE_CHECK_STACK_FILE or compose/stack.toml]",
+)  # fmt: skip
+run_dir_option = click.option(
+    "--run-dir", type=click.Path(path_type=Path), default=None,
+    help="state, logs and data of the stack [default: as stack.toml says]",
+)  # fmt: skip
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pipeline-check")
+def cli() -> None:
+    """Prove a streaming data pipeline works end to end."""
+
+
+@cli.group()
+def stack() -> None:
+    """Run the local reference stack (Kafka, consumer, ingestor, query API) as processes."""
+
+
+@stack.command("up")
+@stack_file_option
+@run_dir_option
+@click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="override a port of stack.toml")
+@click.option("--with", "with_optional", multiple=True, metavar="SERVICE", help="also start an optional service")
+def stack_up(
+    stack_file: Path | None, run_dir: Path | None, ports: tuple[str, ...], with_optional: tuple[str, ...]
+) -> None:
+    """Start every service in dependency order, each healthy before the next."""
+    from pipeline_check.stack import LocalStack
+
+    local = LocalStack.open(stack_file, run_dir=run_dir, ports=_ports(ports))
+    reports = local.up(with_optional)
+    for report in reports:
+        out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
+    total = sum(r.seconds for r in reports)
+    out.print(f"stack {local.spec.name!r} up in {total:.1f}s (run dir {local.spec.run_dir})")
+
+
+@stack.command("down")
+@stack_file_option
+@run_dir_option
+def stack_down(stack_file: Path | None, run_dir: Path | None) -> None:
+    """Stop every service, dependents first."""
+    from pipeline_check.stack import LocalStack
+
+    LocalStack.open(stack_file, run_dir=run_dir).down()
+    out.print("stack down")
+
+
+@stack.command("status")
+@stack_file_option
+@run_dir_option
+def stack_status(stack_file: Path | None, run_dir: Path | None) -> None:
+    """State, health, pid, uptime and restarts of each service."""
+    from pipeline_check.stack import LocalStack
+
+    local = LocalStack.open(stack_file, run_dir=run_dir)
+    table = Table("service", "state", "health", "pid", "uptime", "restarts", "port(s)", title=local.spec.name)
+    for s in local.status():
+        health = "-" if s.healthy is None else ("[green]healthy[/]" if s.healthy else "[red]unhealthy[/]")
+        ports = ", ".join(str(p) for n, p in local.spec.ports.items() if n.split("_")[0] == s.name)
+        table.add_row(
+            s.name + (" (optional)" if s.optional else ""),
+            s.state,
+            health,
+            str(s.pid or "-"),
+            "-" if s.uptime_s is None else f"{s.uptime_s:.0f}s",
+            str(s.restarts),
+            ports,
+        )
+    out.print(table)
+
+
+def _service_command(name: str, doc: str) -> None:
+    @stack.command(name, help=doc)
+    @click.argument("service")
+    @stack_file_option
+    @run_dir_option
+    def command(service: str, stack_file: Path | None, run_dir: Path | None) -> None:
+        from pipeline_check.stack import LocalStack
+
+        local = LocalStack.open(stack_file, run_dir=run_dir)
+        report = getattr(local, name)(service)
+        seconds = f" (healthy in {report.seconds:.1f}s)" if report is not None else ""
+        out.print(f"{service}: {name} done{seconds}")
+
+
+for _name, _doc in {
+    "start": "Start one service and wait until it is healthy.",
+    "stop": "Stop one service (SIGTERM, then SIGKILL after a grace period).",
+    "kill": "Kill one service with SIGKILL (a crash: no shutdown hooks run).",
+    "restart": "Stop and start one service.",
+}.items():
+    _service_command(_name, _doc)
+
+
+@stack.command("logs")
+@click.argument("service")
+@click.option("-n", "--lines", default=50, show_default=True, help="how many lines from the end")
+@stack_file_option
+@run_dir_option
+def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path | None) -> None:
+    """Print the end of one service's log."""
+    from pipeline_check.stack import LocalStack
+
+    click.echo(LocalStack.open(stack_file, run_dir=run_dir).logs(service, lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: run the CLI, turn errors into one line and an exit code."""
+    # aiokafka logs every refused connection at ERROR; the CLI reports outcomes itself
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        cli.main(args=argv, prog_name="pipeline-check", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return ExitCode.USAGE_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE_ERROR
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except PipelineCheckError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        err.print("[red]internal error[/] in pipeline-check (exit 3): please report it with the traceback above")
+        return ExitCode.INTERNAL_ERROR
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The local stack driver: runs the services of a stack.toml as processes, in dependency order.
+
+State (pids, ports, restarts) lives in ``<run_dir>/state.json`` so ``stack up`` in one command and
+``stack status`` / ``stack down`` in the next see the same stack. Each service runs in its own process
+group (so stopping it stops whatever it spawned) and logs to ``<run_dir>/logs/<service>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from pipeline_check.errors import ServiceStartError, StackError
+from pipeline_check.polling import poll
+from pipeline_check.stack.health import HEALTH_CHECKS, Health
+from pipeline_check.stack.prepare import PREPARERS
+from pipeline_check.stack.spec import ServiceSpec, StackSpec, load_stack
+
+STOP_TIMEOUT = 20.0
+LOG_TAIL_LINES = 30
+
+
+@dataclass(slots=True)
+class _ServiceState:
+    """What state.json remembers of one service."""
+
+    pid: int | None = None
+    create_time: float | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    starts: int = 0
+    env_overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """A service as ``stack status`` shows it."""
+
+    name: str
+    state: str  # running | stopped | exited
+    healthy: bool | None  # None when not running
+    health_detail: str
+    pid: int | None
+    uptime_s: float | None
+    restarts: int
+    optional: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StartReport:
+    """How long one service took from spawn to healthy."""
+
+    name: str
+    seconds: float
+
+
+class LocalStack:
+    """Start, inspect, stop, kill and restart the services of one stack."""
+
+    def __init__(self, spec: StackSpec) -> None:
+        self.spec = spec
+        self._state_file = spec.run_dir / "state.json"
+        self._logs = spec.run_dir / "logs"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._state = {name: _ServiceState() for name in spec.services}
+        if self._state_file.exists():
+            saved = json.loads(self._state_file.read_text())
+            for name, item in saved.get("services", {}).items():
+                if name in self._state:
+                    self._state[name] = _ServiceState(**item)
+
+    @classmethod
+    def open(
+        cls, file: Path | None = None, *, run_dir: Path | None = None, ports: Mapping[str, int] | None = None
+    ) -> LocalStack:
+        """The stack of ``file`` in ``run_dir``, on the ports it already runs on unless ``ports`` says."""
+        spec = load_stack(file, run_dir=run_dir, ports=ports)
+        state_file = spec.run_dir / "state.json"
+        if state_file.exists():
+            saved_ports: dict[str, int] = json.loads(state_file.read_text()).get("ports", {})
+            stack = cls(spec)
+            running = [s.name for s in stack.status(check_health=False) if s.state == "running"]
+            if ports and running and any(saved_ports.get(k) != v for k, v in ports.items()):
+                raise StackError(
+                    f"the stack in {spec.run_dir} already runs ({', '.join(running)}) on ports {saved_ports}; "
+                    "run `pipeline-check stack down` before choosing other ports"
+                )
+            if not ports and saved_ports:
+                spec = load_stack(file, run_dir=run_dir, ports=saved_ports)
+        return cls(spec)
+
+    # -- whole stack -------------------------------------------------------------------------------
+
+    def up(self, with_optional: Iterable[str] = ()) -> list[StartReport]:
+        """Start every non-optional service (plus ``with_optional``) in dependency order, each healthy
+        before its dependents start. On a failure everything is stopped and the error raised."""
+        extra = set(with_optional)
+        unknown = extra - set(self.spec.services)
+        if unknown:
+            raise StackError(f"unknown service(s) {sorted(unknown)}; services: {', '.join(self.spec.services)}")
+        wanted = {n for n, s in self.spec.services.items() if not s.optional} | extra
+        reports = []
+        try:
+            for name in self.spec.start_order(wanted):
+                if self._running(name) and self.health(name).ok:
+                    continue
+                reports.append(self.start(name))
+        except BaseException:
+            self.down()
+            raise
+        return reports
+
+    def down(self) -> None:
+        """Stop every service, dependents first."""
+        for name in reversed(self.spec.start_order()):
+            self.stop(name)
+
+    def status(self, *, check_health: bool = True) -> list[ServiceStatus]:
+        """State, health, pid, uptime and restarts of each service, in start order."""
+        result = []
+        for name in self.spec.start_order():
+            st = self._state[name]
+            running = self._running(name)
+            health = self.health(name) if running and check_health else None
+            result.append(
+                ServiceStatus(
+                    name=name,
+                    state="running" if running else ("exited" if st.pid else "stopped"),
+                    healthy=None if health is None else health.ok,
+                    health_detail="" if health is None else health.detail,
+                    pid=st.pid if running else None,
+                    uptime_s=time.time() - st.started_at if running and st.started_at else None,
+                    restarts=st.restarts,
+                    optional=self.spec.services[name].optional,
+                )
+            )
+        return result
+
+    # -- one service -------------------------------------------------------------------------------
+
+    def start(self, name: str, env: Mapping[str, str] | None = None) -> StartReport:
+        """Spawn ``name`` (``env`` overrides its variables for this start) and wait until healthy."""
+        service = self._service(name)
+        if self._running(name):
+            raise StackError(f"service {name!r} is already running (pid {self._state[name].pid})")
+        for dep in service.depends_on:
+            if not self._running(dep):
+                raise StackError(f"service {name!r} depends on {dep!r}, which is not running; start it first")
+        began = time.monotonic()
+        if service.prepare:
+            PREPARERS[service.prepare](self.spec, service)
+        self._logs.mkdir(parents=True, exist_ok=True)
+        log_path = self._logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            log.write(f"--- {name} starting at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    service.command,
+                    cwd=self.spec.compose_dir,
+                    env={
+                        **os.environ,
+                        "PYTHONPATH": str(self.spec.compose_dir),
+                        **service.env,
+                        **(env or {}),
+                    },
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: stop/kill reach its children too
+                )
+            except OSError as exc:
+                raise ServiceStartError(name, f"cannot run {service.command[0]!r}: {exc}", None, "") from None
+        self._children[name] = proc
+        st = self._state[name]
+        st.pid = proc.pid
+        st.create_time = psutil.Process(proc.pid).create_time()
+        st.started_at = time.time()
+        st.restarts += 1 if st.starts else 0
+        st.starts += 1
+        st.env_overrides = dict(env or {})
+        self._save()
+        self.wait_healthy(name, service.start_timeout)
+        return StartReport(name, time.monotonic() - began)
+
+    def wait_healthy(self, name: str, timeout: float) -> Health:
+        """Poll the health check until it passes; raise with the log tail if the process dies or time runs out."""
+        service = self._service(name)
+        check = HEALTH_CHECKS[service.health_kind]
+        last = Health(False, "not checked yet")
+
+        def attempt() -> Health | None:
+            nonlocal last
+            if not self._running(name):
+                raise ServiceStartError(name, "the process exited", self._exit_code(name), self.logs(name))
+            last = check(service.health_target)
+            return last if last.ok else None
+
+        healthy = poll(attempt, timeout, initial=0.05)
+        if healthy is None:
+            raise ServiceStartError(
+                name,
+                f"not healthy after {timeout:.0f}s ({last.detail})",
+                self._exit_code(name),
+                self.logs(name),
+            )
+        return healthy
+
+    def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM the service's process group; SIGKILL what is left after ``timeout``."""
+        if self._signal(name, signal.SIGTERM) and poll(lambda: not self._running(name), timeout) is None:
+            self._signal(name, signal.SIGKILL)
+            poll(lambda: not self._running(name), 5.0)
+        self._forget(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the service's process group: no shutdown hooks run (a crash)."""
+        if self._signal(name, signal.SIGKILL):
+            poll(lambda: not self._running(name), 5.0)
+        self._forget(name)
+
+    def restart(self, name: str, env: Mapping[str, str] | None = None) -> StartReport:
+        """Stop then start ``name``; ``env`` overrides its variables for the new process."""
+        self.stop(name)
+        return self.start(name, env)
+
+    def health(self, name: str) -> Health:
+        service = self._service(name)
+        return HEALTH_CHECKS[service.health_kind](service.health_target)
+
+    def logs(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the service's log."""
+        path = self._logs / f"{self._service(name).name}.log"
+        if not path.exists():
+            return "(no log yet)"
+        with path.open("rb") as fh:
+            tail = deque(fh, maxlen=lines)
+        return b"".join(tail).decode(errors="replace").rstrip("\n")
+
+    def pid(self, name: str) -> int | None:
+        return self._state[name].pid if self._running(name) else None
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _service(self, name: str) -> ServiceSpec:
+        try:
+            return self.spec.services[name]
+        except KeyError:
+            raise StackError(
+                f"service {name!r} is not in {self.spec.file}; services: {', '.join(self.spec.services)}"
+            ) from None
+
+    def _process(self, name: str) -> psutil.Process | None:
+        st = self._state[name]
+        if st.pid is None:
+            return None
+        child = self._children.get(name)
+        if child is not None and child.poll() is not None:  # reaps our own exited child
+            return None
+        try:
+            proc = psutil.Process(st.pid)
+            if st.create_time is not None and abs(proc.create_time() - st.create_time) > 0.01:
+                return None  # the pid was reused by another process
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.NoSuchProcess:
+            return None
+
+    def _running(self, name: str) -> bool:
+        return self._process(name) is not None
+
+    def _exit_code(self, name: str) -> int | None:
+        child = self._children.get(name)
+        return None if child is None else child.poll()
+
+    def _signal(self, name: str, sig: signal.Signals) -> bool:
+        proc = self._process(name)
+        if proc is None:
+            return False
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _forget(self, name: str) -> None:
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.wait(timeout=5)
+        st = self._state[name]
+        st.pid = st.create_time = st.started_at = None
+        self._save()
+
+    def _save(self) -> None:
+        self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "stack": self.spec.name,
+            "ports": dict(self.spec.ports),
+            "services": {name: asdict(st) for name, st in self._state.items()},
+        }
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self._state_file)

@@ -1,0 +1,206 @@
+"""stack.toml -> a typed, validated stack description with its placeholders filled in."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline_check.errors import ConfigError, StackError
+
+HealthKind = Literal["kafka", "http", "tcp"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _StackSection(_Strict):
+    name: str
+    run_dir: str = "../.stack"
+
+
+class _ServiceModel(_Strict):
+    command: list[str] = Field(min_length=1)
+    depends_on: list[str] = []
+    health: dict[HealthKind, str] = Field(min_length=1, max_length=1)
+    env: dict[str, str] = {}
+    start_timeout: float = Field(default=30.0, gt=0)
+    optional: bool = False
+    prepare: str | None = None
+
+
+class _StackModel(_Strict):
+    stack: _StackSection
+    ports: dict[str, int]
+    env: dict[str, str] = {}
+    services: dict[str, _ServiceModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _dependencies_exist(self) -> _StackModel:
+        for name, service in self.services.items():
+            for dep in service.depends_on:
+                if dep not in self.services:
+                    raise ValueError(f"services.{name}.depends_on names unknown service {dep!r}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One service, placeholders filled in."""
+
+    name: str
+    command: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    health_kind: HealthKind
+    health_target: str
+    env: Mapping[str, str]
+    start_timeout: float
+    optional: bool
+    prepare: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StackSpec:
+    """The whole stack for one run folder and one set of ports."""
+
+    name: str
+    file: Path
+    compose_dir: Path
+    run_dir: Path
+    ports: Mapping[str, int]
+    services: Mapping[str, ServiceSpec]
+    placeholders: Mapping[str, object]
+
+    @property
+    def kafka_libs(self) -> Path:
+        return Path(str(self.placeholders["kafka_libs"]))
+
+    def render(self, setting: str, text: str) -> str:
+        """Fill ``{python}``, ``{compose_dir}``, ``{run_dir}``, ``{kafka_libs}``, ``{port.NAME}``."""
+        try:
+            return text.format_map(self.placeholders)
+        except (KeyError, AttributeError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.file.name}:{setting}",
+                text,
+                f"has an unknown placeholder ({exc})",
+                "use {python}, {compose_dir}, {run_dir}, {kafka_libs} or {port.NAME}",
+            ) from None
+
+    def start_order(self, names: set[str] | None = None) -> list[str]:
+        """Dependencies first, ties in file order; ``names`` plus what they depend on."""
+        wanted = set(self.services) if names is None else self._closure(names)
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                raise StackError(f"{self.file}: services form a dependency cycle through {name!r}")
+            visiting.add(name)
+            for dep in self.services[name].depends_on:
+                visit(dep)
+            order.append(name)
+
+        for name in self.services:
+            if name in wanted:
+                visit(name)
+        return order
+
+    def dependents(self, name: str) -> list[str]:
+        """Services that depend on ``name``, directly or not, in start order."""
+        return [s for s in self.start_order() if s != name and name in self._closure({s})]
+
+    def _closure(self, names: set[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name not in self.services:
+                raise StackError(f"service {name!r} is not in {self.file}; services: {', '.join(self.services)}")
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.services[name].depends_on)
+        return seen
+
+
+def default_stack_file() -> Path:
+    """``$PIPELINE_CHECK_STACK_FILE`` or ``compose/stack.toml`` under the working directory."""
+    return Path(os.environ.get("PIPELINE_CHECK_STACK_FILE", "compose/stack.toml"))
+
+
+def load_stack(
+    file: Path | None = None,
+    *,
+    run_dir: Path | None = None,
+    ports: Mapping[str, int] | None = None,
+    kafka_libs: Path | None = None,
+) -> StackSpec:
+    """Read and validate ``file``; ``run_dir`` and ``ports`` override what it says."""
+    file = (file or default_stack_file()).resolve()
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            "stack file", str(file), "does not exist", "run from the project root or pass --stack-file"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("stack file", str(file), f"is not valid TOML ({exc})", "fix the syntax") from None
+    try:
+        model = _StackModel.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{file.name}:{where}", first.get("input"), first["msg"], "see the comments in compose/stack.toml"
+        ) from None
+
+    compose_dir = file.parent
+    resolved_ports = dict(model.ports)
+    for name, port in (ports or {}).items():
+        if name not in resolved_ports:
+            raise ConfigError(
+                f"port.{name}", port, "is not a port of this stack", f"use one of {sorted(resolved_ports)}"
+            )
+        resolved_ports[name] = port
+    if run_dir is None:
+        env_dir = os.environ.get("PIPELINE_CHECK_STACK_DIR")
+        run_dir = Path(env_dir) if env_dir else compose_dir / model.stack.run_dir
+    run_dir = run_dir.resolve()
+    libs = kafka_libs or Path(os.environ.get("PIPELINE_CHECK_KAFKA_LIBS", compose_dir / "kafka" / "libs"))
+    placeholders = {
+        "python": sys.executable,
+        "compose_dir": str(compose_dir),
+        "run_dir": str(run_dir),
+        "kafka_libs": str(libs.resolve()),
+        "port": SimpleNamespace(**resolved_ports),
+    }
+    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, {}, placeholders)
+    fill = spec.render
+    shared_env = {k: fill(f"env.{k}", v) for k, v in model.env.items()}
+    services = {
+        name: ServiceSpec(
+            name=name,
+            command=tuple(fill(f"services.{name}.command", part) for part in svc.command),
+            depends_on=tuple(svc.depends_on),
+            health_kind=next(iter(svc.health)),
+            health_target=fill(f"services.{name}.health", next(iter(svc.health.values()))),
+            env={**shared_env, **{k: fill(f"services.{name}.env.{k}", v) for k, v in svc.env.items()}},
+            start_timeout=svc.start_timeout,
+            optional=svc.optional,
+            prepare=svc.prepare,
+        )
+        for name, svc in model.services.items()
+    }
+    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, services, placeholders)
+    spec.start_order()  # fail early on cycles
+    return spec
