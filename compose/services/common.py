@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -228,10 +228,10 @@ class Shutdown:
         return self.event.is_set()
 
 
-def run_main(main: Callable[[], Awaitable[int]]) -> NoReturn:
+def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """asyncio.run the service's main and exit with its code."""
     try:
-        code = asyncio.run(main())  # type: ignore[arg-type]
+        code = asyncio.run(main())
     except KeyboardInterrupt:  # only before our handlers are installed
         code = 0
     logging.shutdown()

@@ -1,0 +1,268 @@
+"""Query API: FastAPI over the Iceberg table, DuckDB for ordering and limiting.
+
+Per request: load the table (fresh metadata), plan the scan with a row filter on symbol and the
+trade_time range (pyiceberg prunes data files by their min/max stats), then let DuckDB read just
+those Parquet files, filter, order (trade_time desc, trade_id desc) and limit. Decimals leave DuckDB
+as text with the column's 8-digit scale, so they are never floats.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import duckdb
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
+from pyiceberg.table import Table
+
+from .common import (
+    CommonConfig,
+    HttpTask,
+    Shutdown,
+    env_port,
+    env_str,
+    load_config,
+    run_main,
+    setup_logging,
+)
+from .iceberg import open_catalog
+
+log = logging.getLogger("api")
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 500
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+# epoch ms accepted for start_time/end_time: 0 .. 9999-12-31
+MAX_EPOCH_MS = 253_402_300_799_999
+
+PARAM_HINTS = {
+    "symbol": "required, 2-20 letters or digits, e.g. BTCUSDT",
+    "start_time": "must be epoch milliseconds",
+    "end_time": "must be epoch milliseconds",
+    "limit": f"must be an integer between 1 and {MAX_LIMIT}",
+}
+
+COLUMNS = """
+    symbol,
+    trade_id,
+    CAST(price AS VARCHAR) AS price,
+    CAST(quantity AS VARCHAR) AS quantity,
+    side,
+    epoch_ms(event_time) AS event_time,
+    epoch_ms(trade_time) AS trade_time,
+    epoch_ms(ingest_time) AS ingest_time
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    common: CommonConfig
+    host: str
+    port: int
+
+    @classmethod
+    def from_env(cls) -> ApiConfig:
+        return cls(
+            common=CommonConfig.from_env(),
+            host=env_str("API_HOST", "127.0.0.1"),
+            port=env_port("API_PORT"),
+        )
+
+
+class BadRequest(Exception):
+    """A parameter problem found after FastAPI's own parsing (400)."""
+
+
+class TableReader:
+    """Opens the catalog lazily (the consumer creates it) and reads the table per request."""
+
+    def __init__(self, cfg: CommonConfig) -> None:
+        self.cfg = cfg
+        self._catalog: SqlCatalog | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Table:
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = open_catalog(self.cfg, writer=False)
+            catalog = self._catalog
+        try:
+            return catalog.load_table(self.cfg.iceberg_table)
+        except Exception:
+            # e.g. the catalog file was replaced: reopen next time
+            with self._lock:
+                self._catalog = None
+            raise
+
+    def trades(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> tuple[
+        list[dict[str, Any]], int | None
+    ]:
+        table = self.load()
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return [], None
+        row_filter: BooleanExpression = EqualTo("symbol", symbol)  # type: ignore[call-arg,arg-type]
+        if start_ms is not None:
+            row_filter = And(row_filter, GreaterThanOrEqual("trade_time", start_ms * 1000))  # type: ignore[call-arg,arg-type]
+        if end_ms is not None:
+            row_filter = And(row_filter, LessThan("trade_time", end_ms * 1000))  # type: ignore[call-arg,arg-type]
+        scan = table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id)
+        tasks = list(scan.plan_files())
+        where = ["symbol = $symbol"]
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if start_ms is not None:
+            where.append("trade_time >= make_timestamptz($start_us)")
+            params["start_us"] = start_ms * 1000
+        if end_ms is not None:
+            where.append("trade_time < make_timestamptz($end_us)")
+            params["end_us"] = end_ms * 1000
+        query_tail = f"WHERE {' AND '.join(where)} ORDER BY trade_time DESC, trade_id DESC LIMIT $limit"
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            paths = [_local_file(t.file.file_path) for t in tasks]
+            if not tasks:
+                return [], snapshot.snapshot_id
+            if all(p is not None for p in paths) and not any(t.delete_files for t in tasks):
+                # fast path: DuckDB reads only the pruned files, with projection and top-N pushdown
+                params["files"] = paths
+                sql = f"SELECT {COLUMNS} FROM read_parquet($files) {query_tail}"
+            else:
+                # object stores or delete files: let pyiceberg materialise the (filtered) rows
+                con.register("trades", scan.to_arrow())
+                sql = f"SELECT {COLUMNS} FROM trades {query_tail}"
+            cursor = con.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        finally:
+            con.close()
+        return rows, snapshot.snapshot_id
+
+
+def _local_file(uri: str) -> str | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "":
+        return uri
+    return None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(cfg: ApiConfig) -> FastAPI:
+    reader = TableReader(cfg.common)
+    app = FastAPI(title="market-data query API", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = [str(x) for x in err.get("loc", ())]
+            where = loc[0] if loc else "request"
+            name = loc[-1] if len(loc) > 1 else where
+            value = err.get("input")
+            shown = "<missing>" if err.get("type") == "missing" else value
+            hint = PARAM_HINTS.get(name, err.get("msg", "invalid"))
+            parts.append(f"{name}={shown} ({where}): {hint}")
+        return _error(422, "; ".join(parts))
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        try:
+            table = reader.load()
+        except Exception as exc:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "catalog": "ok" if "NoSuchTable" in type(exc).__name__ else "unavailable",
+                    "reason": f"{type(exc).__name__}: {exc}",
+                    "table": {"name": cfg.common.iceberg_table, "exists": False},
+                },
+                status_code=503,
+            )
+        snapshot = table.current_snapshot()
+        return JSONResponse(
+            {
+                "status": "ok",
+                "catalog": "ok",
+                "table": {
+                    "name": cfg.common.iceberg_table,
+                    "exists": True,
+                    "snapshot_id": None if snapshot is None else snapshot.snapshot_id,
+                    "snapshots": len(table.snapshots()),
+                },
+            }
+        )
+
+    # plain def: FastAPI runs it in its threadpool, so the scan never blocks the event loop
+    @app.get("/v1/trades")
+    def trades(
+        symbol: str = Query(..., min_length=1, max_length=40),
+        start_time: int | None = Query(None, ge=0, le=MAX_EPOCH_MS),
+        end_time: int | None = Query(None, ge=0, le=MAX_EPOCH_MS),
+        limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    ) -> JSONResponse:
+        sym = symbol.strip().upper()
+        if not SYMBOL_RE.match(sym):
+            raise BadRequest(f"symbol={symbol} (query): {PARAM_HINTS['symbol']}")
+        if start_time is not None and end_time is not None and start_time >= end_time:
+            raise BadRequest(
+                f"start_time={start_time} (query): must be before end_time={end_time} "
+                "(start inclusive, end exclusive)"
+            )
+        try:
+            rows, snapshot_id = reader.trades(sym, start_time, end_time, limit)
+        except Exception as exc:
+            log.warning("query failed: %s: %s", type(exc).__name__, exc)
+            return JSONResponse(
+                {"error": f"table {cfg.common.iceberg_table} unavailable: {type(exc).__name__}: {exc}"},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "data": rows,
+                "meta": {
+                    "count": len(rows),
+                    "limit": limit,
+                    "snapshot_id": snapshot_id,
+                    "symbol": sym,
+                    "start_time": start_time,
+                    "end_time": end_time,
+                },
+            }
+        )
+
+    return app
+
+
+async def main() -> int:
+    setup_logging("api")
+    cfg = load_config(ApiConfig.from_env)
+    shutdown = Shutdown()
+    shutdown.install()
+    http = HttpTask(create_app(cfg), cfg.host, cfg.port)
+    await http.start()
+    log.info("query API on http://%s:%d (table %s)", cfg.host, cfg.port, cfg.common.iceberg_table)
+    await shutdown.wait()
+    await http.stop()
+    log.info("api stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
