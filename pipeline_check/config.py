@@ -204,9 +204,12 @@ class PipelineConfig(_Model):
         return self.load.model_copy(update=override)
 
     def thresholds_for(self, scenario: str | None) -> list[Threshold]:
-        extra = () if scenario is None else self.scenario(scenario).thresholds
         stages = self.stages.enabled()
-        return [parse_threshold(t, stages) for t in (*self.sla.thresholds, *extra)]
+        parsed = [parse_threshold(t, stages) for t in self.sla.thresholds]
+        if scenario is not None:
+            setting = f"scenarios.{scenario}.thresholds"
+            parsed += [parse_threshold(t, stages, setting) for t in self.scenario(scenario).thresholds]
+        return parsed
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data with secrets masked (for reports)."""
@@ -270,7 +273,9 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
 
 
 def _config_error(exc: ValidationError, file: str) -> ConfigError:
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also leaves its real one missing: report the misspelling, which carries the hint.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(error["loc"])
     setting = f"{file}: " + (".".join(str(p) for p in loc) or "(top level)")
     if error["type"] == "extra_forbidden":

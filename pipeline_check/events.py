@@ -53,6 +53,35 @@ class Note:
     message: str
 
 
+class NoteBuffer:
+    """Notes an injector or probe gathers between two looks of the engine; a repeat of the last note
+    is counted, not queued again (an API that stays down is one note, not one per poll)."""
+
+    def __init__(self) -> None:
+        self._notes: list[Note] = []
+        self._last_note = ""
+        self._repeats = 0
+
+    def note(self, message: str) -> None:
+        if message == self._last_note:
+            self._repeats += 1
+            return
+        self._flush_repeats()
+        self._last_note = message
+        self._notes.append(Note(message))
+
+    def notes(self) -> list[Note]:
+        """The notes since the last call."""
+        self._flush_repeats()
+        notes, self._notes = self._notes, []
+        return notes
+
+    def _flush_repeats(self) -> None:
+        if self._repeats:
+            self._notes.append(Note(f"(the note above repeated {self._repeats} more times)"))
+            self._repeats = 0
+
+
 @dataclass(frozen=True, slots=True)
 class CheckFinished:
     result: CheckResult

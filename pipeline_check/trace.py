@@ -190,6 +190,9 @@ class TraceBook:
     def reached(self, stage: str) -> int:
         return self._reached[stage]
 
+    def has_seen(self, stage: str, seq: int) -> bool:
+        return not np.isnan(self._columns[stage].first[seq])
+
     def first_seen(self, stage: str) -> Floats:
         """First-seen times at ``stage`` (NaN: not seen), for the injected canaries."""
         if stage == SOURCE:

@@ -7,6 +7,7 @@ from typing import ClassVar, Protocol
 
 from pipeline_check.clock import Clock
 from pipeline_check.config import PipelineConfig
+from pipeline_check.events import Note
 from pipeline_check.registry import Registry
 from pipeline_check.trace import TraceBook
 
@@ -32,6 +33,10 @@ class Probe(Protocol):
     @property
     def resolution(self) -> float:
         """Median seconds between two looks at the stage: the precision of its times."""
+        ...
+
+    def notes(self) -> list[Note]:
+        """Notes gathered since the last call (failed queries, pagination limits)."""
         ...
 
 

@@ -1,0 +1,28 @@
+"""Event handlers that report a run: console, JSON, JUnit XML. No command-line code in here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline_check.events import Handler
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
+
+__all__ = ["ConsoleReporter", "JUnitReporter", "JsonReporter", "build_handlers"]
+
+
+def build_handlers(
+    console: Console | None, json_path: Path | None, junit_path: Path | None, live: bool = True
+) -> list[Handler]:
+    """The reporters asked for: the console one unless ``console`` is None, a file one per path given."""
+    handlers: list[Handler] = []
+    if console is not None:
+        handlers.append(ConsoleReporter(console, live=live))
+    if json_path is not None:
+        handlers.append(JsonReporter(json_path))
+    if junit_path is not None:
+        handlers.append(JUnitReporter(junit_path))
+    return handlers

@@ -1,0 +1,262 @@
+"""Console reporter: progress while a run goes on, then per-stage figures, the checks and the verdict.
+
+In a terminal (and with ``live=True``) a rich progress display shows one line for the injection and
+one per stage, with :class:`~pipeline_check.events.Note` messages printed above it. Anywhere else (CI
+logs, pipes, ``live=False``) a plain progress line is printed at most every ``interval`` seconds, so a
+log stays readable and bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from pipeline_check.events import (
+    CheckFinished,
+    Event,
+    Injected,
+    Note,
+    Observed,
+    RunFinished,
+    RunStarted,
+)
+from pipeline_check.sla import Status, format_value
+from pipeline_check.tags import label
+from pipeline_check.trace import SOURCE, RunSummary
+
+SHOWN = 5  # tags and field diffs listed per line before "…"
+STATS = ("p50", "p95", "p99", "max")
+STATUS_STYLE = {
+    Status.PASSED: "bold green",
+    Status.SKIPPED: "yellow",
+    Status.FAILED: "bold red",
+    Status.ERROR: "bold magenta",
+}
+_INJECTION = "injection"
+
+
+def _latency(stats: Mapping[str, float], key: str) -> str:
+    value = stats.get(key)
+    return "-" if value is None else format_value(value, "latency")
+
+
+def _first(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN]) + ("…" if len(items) > SHOWN else "")
+
+
+class ConsoleReporter:
+    """Writes a run's progress and its final report to ``console``."""
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        live: bool = True,
+        interval: float = 2.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console
+        self.live = live and console.is_terminal
+        self.interval = interval
+        self._now = now
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._injected: Injected | None = None
+        self._observed: dict[str, Observed] = {}
+        self._stages: tuple[str, ...] = ()
+        self._last_plain = -math.inf
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._run_started(event)
+        elif isinstance(event, Injected):
+            self._injected = event
+            self._progressed()
+        elif isinstance(event, Observed):
+            self._observed[event.stage] = event
+            self._progressed()
+        elif isinstance(event, Note):
+            self._print(Text(f"• {event.message}", style="dim"))
+        elif isinstance(event, CheckFinished):
+            pass  # the checks table comes with RunFinished
+        elif isinstance(event, RunFinished):
+            self._stop()
+            self._report(event)
+
+    def close(self) -> None:
+        self._stop()
+
+    # -- progress --------------------------------------------------------------------------------------
+
+    def _run_started(self, run: RunStarted) -> None:
+        self._stages = run.stages
+        background = f" (+{run.background_rate:g}/s background)" if run.background_rate else ""
+        scenario = f" scenario {run.scenario}," if run.scenario else ""
+        self.console.print(
+            Text.assemble(
+                ("pipeline-check ", "bold"),
+                f"{run.run_id}:{scenario} {run.count} canaries at {run.rate:g}/s{background} ",
+                f"from {run.source} through {' → '.join(run.stages)}",
+            )
+        )
+        if not self.live:
+            return
+        self._progress = Progress(
+            TextColumn("{task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._tasks[_INJECTION] = self._progress.add_task("injected", total=run.count, extra="")
+        for stage in run.stages:
+            self._tasks[stage] = self._progress.add_task(stage, total=0, extra="")
+        self._progress.start()
+
+    def _progressed(self) -> None:
+        if self._progress is not None:
+            self._update_live(self._progress)
+        elif self._now() - self._last_plain >= self.interval:
+            self._last_plain = self._now()
+            self.console.print(self._plain_line(), highlight=False)
+
+    def _update_live(self, progress: Progress) -> None:
+        if self._injected is not None:
+            inj = self._injected
+            progress.update(
+                self._tasks[_INJECTION], completed=inj.sent, total=inj.total, extra=f"{inj.achieved_rate:.1f}/s"
+            )
+        for stage, obs in self._observed.items():
+            if stage not in self._tasks:
+                self._tasks[stage] = progress.add_task(stage, total=0, extra="")
+            progress.update(self._tasks[stage], completed=obs.reached, total=obs.injected)
+
+    def _plain_line(self) -> str:
+        parts = []
+        if self._injected is not None:
+            inj = self._injected
+            parts.append(f"injected {inj.sent}/{inj.total} at {inj.achieved_rate:.1f}/s")
+        order = [*self._stages, *(s for s in self._observed if s not in self._stages)]
+        parts += [f"{s} {self._observed[s].reached}/{self._observed[s].injected}" for s in order if s in self._observed]
+        return " | ".join(parts)
+
+    def _print(self, renderable: Text) -> None:
+        # Progress shares the console: printing through it lands above the live display.
+        (self._progress.console if self._progress is not None else self.console).print(renderable)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # -- final report ----------------------------------------------------------------------------------
+
+    def _report(self, done: RunFinished) -> None:
+        summary = done.summary
+        self.console.print(self._stage_table(summary))
+        self.console.print(self._checks_table(done))
+        self._problems(summary)
+        self._injection(done)
+        self._verdict(done)
+
+    def _stage_table(self, summary: RunSummary) -> Table:
+        table = Table(title="stages", caption="latencies over delivered canaries", title_justify="left")
+        table.add_column("stage")
+        table.add_column("reached", justify="right")
+        table.add_column("copies (extra)", justify="right")
+        for stat in STATS:
+            table.add_column(stat, justify="right")
+        table.add_column("measured")
+        table.add_column("since injection p99", justify="right")
+        for stage in summary.stages:
+            table.add_row(
+                stage.name,
+                f"{stage.reached}/{summary.injected}",
+                str(stage.extra_copies),
+                *(_latency(stage.latency, s) for s in STATS),
+                f"from {stage.upstream}",
+                _latency(stage.since_injection, "p99"),
+            )
+        e2e = summary.stages[-1].since_injection if summary.stages else {}
+        table.add_row(
+            Text("e2e", style="bold"),
+            f"{summary.delivered}/{summary.injected}",
+            "",
+            *(_latency(e2e, s) for s in STATS),
+            "since injection",
+            _latency(e2e, "p99"),
+            end_section=True,
+        )
+        return table
+
+    def _checks_table(self, done: RunFinished) -> Table:
+        table = Table(title="checks", title_justify="left")
+        for name in ("status", "threshold", "observed", "samples", "detail"):
+            table.add_column(name, justify="right" if name == "samples" else "left")
+        for r in done.results:
+            table.add_row(
+                Text(r.status.name, style=STATUS_STYLE[r.status]),
+                Text(r.threshold),
+                Text(r.observed_text),
+                str(r.samples),
+                Text(r.detail),
+            )
+        return table
+
+    def _problems(self, summary: RunSummary) -> None:
+        if summary.lost:
+            self.console.print(Text(f"{summary.lost} of {summary.injected} canaries lost", style="bold red"))
+            order = {name: i for i, name in enumerate((SOURCE, *(s.name for s in summary.stages)))}
+            for stage, tags in sorted(summary.stuck.items(), key=lambda kv: order.get(kv[0], len(order))):
+                self.console.print(Text(f"  {len(tags)} stuck after {stage}: {_first(tags)}"))
+        if summary.corrupted:
+            self.console.print(Text(f"{summary.corrupted} canaries corrupted", style="bold red"))
+            for d in summary.diffs[:SHOWN]:
+                self.console.print(
+                    Text(f"  {label(d.tag)} at {d.stage}: {d.field} expected {d.expected}, got {d.actual}")
+                )
+            if len(summary.diffs) > SHOWN:
+                self.console.print(Text(f"  … {len(summary.diffs) - SHOWN} more field differences"))
+        counts = [
+            f"{name} {value}"
+            for name, value in (
+                ("duplicates", summary.duplicates),
+                ("out of order", summary.out_of_order),
+                ("unexpected tags", summary.unexpected),
+            )
+            if value
+        ]
+        if counts:
+            self.console.print(Text("; ".join(counts), style="yellow"))
+
+    def _injection(self, done: RunFinished) -> None:
+        inj = done.injection
+        background = f" + {inj.background} background" if inj.background else ""
+        self.console.print(
+            Text(
+                f"injection: {inj.sent} canaries{background}; offered {inj.offered_rate:.1f}/s, "
+                f"achieved {inj.achieved_rate:.1f}/s; lateness p99 {format_value(inj.lateness_p99, 'latency')}; "
+                f"{inj.pauses} pauses; delivered {format_value(done.summary.throughput, 'rate')}"
+            )
+        )
+        if done.resolution:
+            resolution = ", ".join(f"{s} {format_value(v, 'latency')}" for s, v in done.resolution.items())
+            self.console.print(Text(f"probe resolution: {resolution}"))
+
+    def _verdict(self, done: RunFinished) -> None:
+        took = f" in {done.duration:.1f}s"
+        if done.verdict < Status.FAILED:
+            self.console.print(Text(f"PASSED{took}", style=STATUS_STYLE[Status.PASSED]))
+        else:
+            failed = f"{done.verdict.name}: {len(done.failed)} of {len(done.results)} checks failed{took}"
+            self.console.print(Text(failed, style=STATUS_STYLE[done.verdict]))
