@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -138,6 +139,67 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path 
     click.echo(LocalStack.open(stack_file, run_dir=run_dir).logs(service, lines))
 
 
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+)
+@click.option("-s", "--scenario", default=None, help="smoke | freshness | throughput | one defined in the config")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here")
+@click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="an extra SLA, e.g. 'e2e.p99 < 5s'")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="canaries to inject (overrides the scenario)")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="canaries per second")
+@click.option("--start-stack", is_flag=True, help="bring the local stack up first and down after")
+@stack_file_option
+@run_dir_option
+def validate(
+    config_path: Path | None,
+    scenario: str | None,
+    json_path: Path | None,
+    junit_path: Path | None,
+    thresholds: tuple[str, ...],
+    count: int | None,
+    rate: float | None,
+    start_stack: bool,
+    stack_file: Path | None,
+    run_dir: Path | None,
+) -> None:
+    """Inject tagged canaries, follow them through every stage, judge the SLAs.
+
+    Exit 0 when every check passes, 1 when one fails, 2 for bad settings or unreachable endpoints.
+    """
+    from pipeline_check.config import find_config, load_config
+    from pipeline_check.engine import run
+    from pipeline_check.reporting import build_handlers
+
+    path = find_config(config_path)
+    env = dict(os.environ)
+    local = None
+    if start_stack:
+        from pipeline_check.stack import LocalStack
+
+        local = LocalStack.open(stack_file, run_dir=run_dir)
+        for report in local.up():
+            out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
+        env.update(local.spec.exports)
+    try:
+        config = load_config(path, env).with_overrides(scenario, thresholds=thresholds, count=count, rate=rate)
+        handlers = build_handlers(
+            out, json_path or config.report.json_path, junit_path or config.report.junit, live=out.is_terminal
+        )
+        outcome = run(config, scenario, handlers)
+    finally:
+        if local is not None:
+            local.down()
+            out.print("local stack stopped")
+    raise SystemExit(int(outcome.exit_code))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the CLI, turn errors into one line and an exit code."""
     # aiokafka logs every refused connection at ERROR; the CLI reports outcomes itself
@@ -152,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE_ERROR
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0)
     except PipelineCheckError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code

@@ -161,7 +161,8 @@ class ReportConfig(_Model):
 
 
 BUILTIN_SCENARIOS = {
-    "smoke": Scenario(description="a few canaries, quick yes/no", load=LoadOverride(count=50, rate=50)),
+    # 100 canaries: the fewest that give the default p99 threshold enough samples
+    "smoke": Scenario(description="100 canaries in 2 s: a quick yes/no", load=LoadOverride(count=100, rate=50)),
     "freshness": Scenario(
         description="1,000 canaries at 100/s over background load; freshness and loss",
         load=LoadOverride(count=1000, rate=100, background_rate=200),
@@ -210,6 +211,28 @@ class PipelineConfig(_Model):
             setting = f"scenarios.{scenario}.thresholds"
             parsed += [parse_threshold(t, stages, setting) for t in self.scenario(scenario).thresholds]
         return parsed
+
+    def with_overrides(
+        self,
+        scenario: str | None,
+        *,
+        thresholds: tuple[str, ...] = (),
+        count: int | None = None,
+        rate: float | None = None,
+    ) -> PipelineConfig:
+        """A copy whose ``scenario`` (or base load, without one) injects ``count`` at ``rate`` and
+        judges ``thresholds`` too: the command line's overrides."""
+        for text in thresholds:
+            parse_threshold(text, self.stages.enabled(), "--threshold")
+        load = {k: v for k, v in {"count": count, "rate": rate}.items() if v is not None}
+        if scenario is None:
+            sla = self.sla.model_copy(update={"thresholds": (*self.sla.thresholds, *thresholds)})
+            return self.model_copy(update={"load": self.load.model_copy(update=load), "sla": sla})
+        base = self.scenario(scenario)
+        patched = base.model_copy(
+            update={"load": base.load.model_copy(update=load), "thresholds": (*base.thresholds, *thresholds)}
+        )
+        return self.model_copy(update={"scenarios": {**self.scenarios, scenario: patched}})
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data with secrets masked (for reports)."""
@@ -278,14 +301,45 @@ def _config_error(exc: ValidationError, file: str) -> ConfigError:
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(error["loc"])
     setting = f"{file}: " + (".".join(str(p) for p in loc) or "(top level)")
+    value = _masked(error.get("input"), loc)  # the value is printed: a misspelt secret key must not leak
     if error["type"] == "extra_forbidden":
         owner = _model_at(loc)
         known = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
-        return ConfigError(setting, error["input"], "is not a known setting", _choices(str(loc[-1]), known))
+        return ConfigError(setting, value, "is not a known setting", _choices(str(loc[-1]), known))
     if error["type"] == "missing":
         return ConfigError(setting, None, "is required", "add it (see compose/pipeline.toml)")
     message = error["msg"].removeprefix("Value error, ")
-    return ConfigError(setting, error.get("input"), message, "see the config reference in README.md")
+    return ConfigError(setting, value, message, "see the config reference in README.md")
+
+
+def _is_secret(key: object) -> bool:
+    return str(key) == "headers" or bool(_SECRET_KEY.search(str(key)))
+
+
+def _masked(value: Any, loc: tuple[int | str, ...]) -> Any:
+    """``value`` with secret-looking settings (by key, at ``loc`` or nested) replaced by ``***``."""
+    if any(_is_secret(part) for part in loc):
+        return "***"
+    if isinstance(value, dict):
+        return {k: _masked(v, (k,)) for k, v in value.items()}
+    return value
+
+
+def find_config(path: Path | None = None) -> Path:
+    """``path``, else ``$PIPELINE_CHECK_CONFIG``, else ``pipeline.toml``, else ``compose/pipeline.toml``."""
+    if path is not None:
+        return path
+    if "PIPELINE_CHECK_CONFIG" in os.environ:
+        return Path(os.environ["PIPELINE_CHECK_CONFIG"])
+    for candidate in (Path("pipeline.toml"), Path("compose/pipeline.toml")):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(
+        "--config",
+        None,
+        "no pipeline.toml here or in compose/",
+        "pass -c path/to/pipeline.toml or run from the project root",
+    )
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> PipelineConfig:

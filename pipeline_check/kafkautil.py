@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from pipeline_check.errors import EndpointError
@@ -29,3 +31,12 @@ async def reach(step: Awaitable[T], bootstrap: str, setting: str = "stages.kafka
 
 def missing_topic(topic: str, setting: str = "stages.kafka.topic") -> EndpointError:
     return EndpointError(setting, topic, "the topic does not exist on the broker", "create it or fix the name")
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, bootstrap: str, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (from a started admin client); ``EndpointError`` if there is none."""
+    described = await reach(admin.describe_topics([topic]), bootstrap)
+    ids = sorted(p["partition"] for d in described if d["error_code"] == 0 for p in d["partitions"])
+    if not ids:
+        raise missing_topic(topic)
+    return [TopicPartition(topic, p) for p in ids]

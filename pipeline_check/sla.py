@@ -76,7 +76,10 @@ def aggregate(samples: npt.NDArray[np.float64], name: str) -> float:
         return float(samples.max())
     if name == "avg":
         return float(samples.mean())
-    return float(np.percentile(samples, float(name[1:]) / 10 ** (len(name) - 3), method="inverted_cdf"))
+    # rank = ceil(n * q) in integers: p999 as the float 99.9 would pick the max of 1000 samples, not the 999th
+    digits = name[1:]
+    rank = max(1, -(-len(samples) * int(digits) // 10 ** len(digits)))
+    return float(np.partition(samples, rank - 1)[rank - 1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pipeline_check.clock import Clock
 from pipeline_check.config import ConsumerStage, KafkaStage, PipelineConfig
 from pipeline_check.events import NoteBuffer
-from pipeline_check.kafkautil import missing_topic, reach
+from pipeline_check.kafkautil import reach, topic_partitions
 from pipeline_check.probes.base import PROBES
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.trace import TraceBook
@@ -45,10 +45,7 @@ class ConsumerGroupProbe(NoteBuffer):
         await reach(self._admin.start(), bootstrap)
         try:
             await reach(self._ends.start(), bootstrap)
-            if self.kafka.topic not in await reach(self._ends.topics(), bootstrap):
-                raise missing_topic(self.kafka.topic)
-            ids = sorted(self._ends.partitions_for_topic(self.kafka.topic) or ())
-            self._partitions = [TopicPartition(self.kafka.topic, p) for p in ids]
+            self._partitions = await topic_partitions(self._admin, bootstrap, self.kafka.topic)
             await reach(self._committed(), bootstrap, "stages.consumer.group")
         except BaseException:
             await self.finish()

@@ -11,13 +11,14 @@ import asyncio
 import json
 from typing import ClassVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline_check.clock import Clock
 from pipeline_check.config import KafkaStage, PipelineConfig
 from pipeline_check.events import NoteBuffer
 from pipeline_check.jsonpath import compile_path
-from pipeline_check.kafkautil import missing_topic, reach
+from pipeline_check.kafkautil import reach, topic_partitions
 from pipeline_check.probes.base import PROBES
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.trace import TraceBook
@@ -48,15 +49,14 @@ class KafkaTopicProbe(NoteBuffer):
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await reach(admin.start(), bootstrap)
+        try:
+            partitions = await topic_partitions(admin, bootstrap, self.settings.topic)
+        finally:
+            await admin.close()
         await reach(self._consumer.start(), bootstrap)
         try:
-            topics = await reach(self._consumer.topics(), bootstrap)
-            if self.settings.topic not in topics:
-                raise missing_topic(self.settings.topic)
-            partitions = [
-                TopicPartition(self.settings.topic, p)
-                for p in sorted(self._consumer.partitions_for_topic(self.settings.topic) or ())
-            ]
             self._consumer.assign(partitions)
             ends = await reach(self._consumer.end_offsets(partitions), bootstrap)
         except BaseException:

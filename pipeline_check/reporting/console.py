@@ -126,8 +126,8 @@ class ConsoleReporter:
     def _progressed(self) -> None:
         if self._progress is not None:
             self._update_live(self._progress)
-        elif self._now() - self._last_plain >= self.interval:
-            self._last_plain = self._now()
+        elif (now := self._now()) - self._last_plain >= self.interval:
+            self._last_plain = now
             self.console.print(self._plain_line(), highlight=False)
 
     def _update_live(self, progress: Progress) -> None:

@@ -41,6 +41,7 @@ class _StackModel(_Strict):
     stack: _StackSection
     ports: dict[str, int]
     env: dict[str, str] = {}
+    exports: dict[str, str] = {}
     services: dict[str, _ServiceModel] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -78,6 +79,7 @@ class StackSpec:
     ports: Mapping[str, int]
     services: Mapping[str, ServiceSpec]
     placeholders: Mapping[str, object]
+    exports: Mapping[str, str]  # environment that points the validator's config at this stack
 
     @property
     def kafka_libs(self) -> Path:
@@ -184,7 +186,7 @@ def load_stack(
         "kafka_libs": str(libs.resolve()),
         "port": SimpleNamespace(**resolved_ports),
     }
-    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, {}, placeholders)
+    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, {}, placeholders, {})
     fill = spec.render
     shared_env = {k: fill(f"env.{k}", v) for k, v in model.env.items()}
     services = {
@@ -201,6 +203,7 @@ def load_stack(
         )
         for name, svc in model.services.items()
     }
-    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, services, placeholders)
+    exports = {k: fill(f"exports.{k}", v) for k, v in model.exports.items()}
+    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, services, placeholders, exports)
     spec.start_order()  # fail early on cycles
     return spec
