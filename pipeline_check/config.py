@@ -217,14 +217,17 @@ class PipelineConfig(_Model):
         scenario: str | None,
         *,
         thresholds: tuple[str, ...] = (),
-        count: int | None = None,
-        rate: float | None = None,
+        **load_settings: Any,
     ) -> PipelineConfig:
-        """A copy whose ``scenario`` (or base load, without one) injects ``count`` at ``rate`` and
-        judges ``thresholds`` too: the command line's overrides."""
+        """A copy whose ``scenario`` (or base load, without one) also judges ``thresholds`` and uses
+        the given load settings (count, rate, background_rate, drain_timeout, ...); None keeps a setting."""
         for text in thresholds:
             parse_threshold(text, self.stages.enabled(), "--threshold")
-        load = {k: v for k, v in {"count": count, "rate": rate}.items() if v is not None}
+        given = {k: v for k, v in load_settings.items() if v is not None}
+        try:
+            load = LoadOverride.model_validate(given).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise _config_error(exc, "overrides") from None
         if scenario is None:
             sla = self.sla.model_copy(update={"thresholds": (*self.sla.thresholds, *thresholds)})
             return self.model_copy(update={"load": self.load.model_copy(update=load), "sla": sla})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipeline_check.clock import Clock
 from pipeline_check.config import PipelineConfig
-from pipeline_check.errors import ExitCode
+from pipeline_check.errors import ExitCode, VerdictFailed
 from pipeline_check.events import (
     CheckFinished,
     Event,
@@ -57,6 +57,21 @@ class Outcome:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.OK if self.finished.verdict == Status.PASSED else ExitCode.VERDICT_FAILED
+
+    def result(self, threshold: str) -> CheckResult:
+        """The result of the check with this threshold text."""
+        for result in self.finished.results:
+            if result.threshold == threshold:
+                return result
+        raise KeyError(f"no check {threshold!r}; checks: {[r.threshold for r in self.finished.results]}")
+
+    def check(self) -> None:
+        """Raise ``VerdictFailed`` (an ``AssertionError``) naming each failed check, observed vs threshold."""
+        failed = self.finished.failed
+        if failed:
+            lines = [f"{len(failed)} of {len(self.finished.results)} SLA checks failed:"]
+            lines += [f"  {r.threshold}: observed {r.observed_text} ({r.detail})" for r in failed]
+            raise VerdictFailed("\n".join(lines))
 
 
 class Run:

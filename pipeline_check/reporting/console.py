@@ -46,6 +46,10 @@ def _latency(stats: Mapping[str, float], key: str) -> str:
     return "-" if value is None else format_value(value, "latency")
 
 
+def _canaries(n: int) -> str:
+    return f"{n} canary" if n == 1 else f"{n} canaries"
+
+
 def _first(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + ("…" if len(items) > SHOWN else "")
 
@@ -103,7 +107,7 @@ class ConsoleReporter:
         self.console.print(
             Text.assemble(
                 ("pipeline-check ", "bold"),
-                f"{run.run_id}:{scenario} {run.count} canaries at {run.rate:g}/s{background} ",
+                f"{run.run_id}:{scenario} {_canaries(run.count)} at {run.rate:g}/s{background} ",
                 f"from {run.source} through {' → '.join(run.stages)}",
             )
         )
@@ -215,12 +219,12 @@ class ConsoleReporter:
 
     def _problems(self, summary: RunSummary) -> None:
         if summary.lost:
-            self.console.print(Text(f"{summary.lost} of {summary.injected} canaries lost", style="bold red"))
+            self.console.print(Text(f"{summary.lost} of {_canaries(summary.injected)} lost", style="bold red"))
             order = {name: i for i, name in enumerate((SOURCE, *(s.name for s in summary.stages)))}
             for stage, tags in sorted(summary.stuck.items(), key=lambda kv: order.get(kv[0], len(order))):
                 self.console.print(Text(f"  {len(tags)} stuck after {stage}: {_first(tags)}"))
         if summary.corrupted:
-            self.console.print(Text(f"{summary.corrupted} canaries corrupted", style="bold red"))
+            self.console.print(Text(f"{_canaries(summary.corrupted)} corrupted", style="bold red"))
             for d in summary.diffs[:SHOWN]:
                 self.console.print(
                     Text(f"  {label(d.tag)} at {d.stage}: {d.field} expected {d.expected}, got {d.actual}")
@@ -244,7 +248,7 @@ class ConsoleReporter:
         background = f" + {inj.background} background" if inj.background else ""
         self.console.print(
             Text(
-                f"injection: {inj.sent} canaries{background}; offered {inj.offered_rate:.1f}/s, "
+                f"injection: {_canaries(inj.sent)}{background}; offered {inj.offered_rate:.1f}/s, "
                 f"achieved {inj.achieved_rate:.1f}/s; lateness p99 {format_value(inj.lateness_p99, 'latency')}; "
                 f"{inj.pauses} pauses; delivered {format_value(done.summary.throughput, 'rate')}"
             )

@@ -5,7 +5,8 @@
     <testsuites name tests failures errors skipped time>
       <testsuite name tests failures errors skipped time timestamp hostname>
         <properties> run_id, scenario, injected, delivered, lost, duplicates, corrupted, out_of_order,
-                     throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. stage.<name>.p99_s
+                     throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. stage.<name>.p99_s,
+                     check[<threshold>] = "<STATUS> observed=<value>"
         <testcase classname="pipeline-check.sla" name="<threshold>" time="0">
           <properties> observed, threshold, samples, status
           <failure message="observed X vs threshold Y" type="SLAViolation">detail</failure>   FAILED
@@ -44,6 +45,27 @@ def _latencies(prefix: str, stats: Mapping[str, float]) -> list[tuple[str, objec
     return [(f"{prefix}.{p}_s", f"{stats[p]:.6f}") for p in PERCENTILES if p in stats]
 
 
+def figures(done: RunFinished) -> dict[str, object]:
+    """A run's figures as flat name -> value: counts, throughput, e2e and per-stage percentiles, and
+    each check's outcome (JUnit suite properties; the pytest plugin's ``record_property``)."""
+    s = done.summary
+    items: list[tuple[str, object]] = [
+        ("injected", s.injected),
+        ("delivered", s.delivered),
+        ("lost", s.lost),
+        ("duplicates", s.duplicates),
+        ("corrupted", s.corrupted),
+        ("out_of_order", s.out_of_order),
+        ("throughput_per_s", f"{s.throughput:.3f}"),
+        ("offered_per_s", f"{s.offered_rate:.3f}"),
+    ]
+    items += _latencies("e2e", s.stages[-1].since_injection if s.stages else {})
+    for stage in s.stages:
+        items += _latencies(f"stage.{stage.name}", stage.latency)
+    items += [(f"check[{r.threshold}]", f"{r.status.name} observed={r.observed_text}") for r in done.results]
+    return dict(items)
+
+
 def _testcase(suite: ET.Element, result: CheckResult) -> None:
     case = ET.SubElement(suite, "testcase", classname=CLASSNAME, name=result.threshold, time="0")
     _properties(
@@ -78,22 +100,11 @@ def build_tree(done: RunFinished, started: RunStarted | None, suite_name: str) -
     if started is not None:
         suite.set("timestamp", dt.datetime.fromtimestamp(started.started_at, dt.UTC).isoformat(timespec="seconds"))
 
-    s = done.summary
     props: list[tuple[str, object]] = [
-        ("run_id", started.run_id if started is not None else s.run),
+        ("run_id", started.run_id if started is not None else done.summary.run),
         ("scenario", (started.scenario if started is not None else None) or ""),
-        ("injected", s.injected),
-        ("delivered", s.delivered),
-        ("lost", s.lost),
-        ("duplicates", s.duplicates),
-        ("corrupted", s.corrupted),
-        ("out_of_order", s.out_of_order),
-        ("throughput_per_s", f"{s.throughput:.3f}"),
-        ("offered_per_s", f"{s.offered_rate:.3f}"),
+        *figures(done).items(),
     ]
-    props += _latencies("e2e", s.stages[-1].since_injection if s.stages else {})
-    for stage in s.stages:
-        props += _latencies(f"stage.{stage.name}", stage.latency)
     _properties(suite, props)
     for result in results:
         _testcase(suite, result)

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from rich.console import Console
+
+from pipeline_check.events import Injected, Note, Observed
+from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter, build_handlers
+
+if TYPE_CHECKING:
+    from conftest import SyntheticRun  # tests/unit/conftest.py
+
+MakeRun = Callable[..., "SyntheticRun"]
+THRESHOLDS = ("e2e.p99 < 30s", "stage.api.p95 < 10s", "lost == 0", "duplicates == 0", "throughput >= 90%")
+
+
+def feed(handler: Any, run: SyntheticRun) -> None:
+    for event in run.events:
+        handler.handle(event)
+    handler.close()
+
+
+def strict_json(path: Path) -> Any:
+    def reject(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+@pytest.fixture
+def lossy(make_run: MakeRun) -> SyntheticRun:
+    """200 canaries: 3 lost (one before kafka, two after iceberg), one duplicated, one corrupted."""
+    return make_run(
+        lost={5: "source", 7: "iceberg", 9: "iceberg"},
+        duplicates={"kafka": [11]},
+        corrupt=[12],
+        thresholds=THRESHOLDS,
+    )
+
+
+# -- JSON ------------------------------------------------------------------------------------------------
+
+
+def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
+    path = tmp_path / "deep" / "dir" / "report.json"
+    run = make_run(thresholds=THRESHOLDS)
+    feed(JsonReporter(path), run)
+    doc = strict_json(path)
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    assert doc["schema_version"] == 1
+    assert doc["tool"]["name"] == "pipeline-check"
+    assert set(doc) >= {"run", "config", "verdict", "exit_code", "checks", "stages", "e2e", "lost", "duplicates"}
+    assert set(doc) >= {"corrupted", "out_of_order", "throughput", "injection", "resolution_s"}
+    assert doc["run"]["run_id"] == run.started.run_id
+    assert doc["run"]["stages"] == ["kafka", "consumer", "iceberg", "api"]
+    assert doc["run"]["started_at"].endswith("Z") and doc["run"]["started_at"].startswith("2025-06-15T")
+    assert doc["run"]["duration_s"] == 12.5
+    assert (doc["verdict"], doc["exit_code"]) == ("passed", 0)
+    assert [c["name"] for c in doc["checks"]] == list(THRESHOLDS)
+    assert {c["status"] for c in doc["checks"]} == {"passed"}
+    assert set(doc["checks"][0]) == {
+        "name",
+        "status",
+        "observed",
+        "observed_text",
+        "threshold",
+        "samples",
+        "detail",
+        "kind",
+    }
+    assert [s["name"] for s in doc["stages"]] == ["kafka", "consumer", "iceberg", "api"]
+    assert doc["stages"][2]["upstream"] == "kafka"
+    assert doc["e2e"]["reached"] == 200 and doc["e2e"]["latency"]["p99"] > 0
+    assert doc["lost"] == {"count": 0, "stuck": {}}
+    assert doc["throughput"]["offered_per_s"] == 100.0
+    assert doc["injection"]["sent"] == 200
+    assert doc["resolution_s"] == {"kafka": 0.1, "consumer": 0.1, "iceberg": 0.1, "api": 0.1}
+    assert doc["config"] == {"load": {"count": 200, "rate": 100.0}}
+
+
+def test_json_failed_run_with_infinity(tmp_path: Path, lossy: SyntheticRun) -> None:
+    path = tmp_path / "report.json"
+    feed(JsonReporter(path), lossy)
+    doc = strict_json(path)
+    assert (doc["verdict"], doc["exit_code"]) == ("failed", 1)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["e2e.p99 < 30s"]["observed"] == "inf"  # 3 of 200 never arrived: the p99 is one of them
+    assert float(checks["e2e.p99 < 30s"]["observed"]) == float("inf")
+    assert checks["e2e.p99 < 30s"]["observed_text"] == "never (not delivered)"
+    assert checks["lost == 0"]["observed"] == 3
+    assert doc["lost"]["count"] == 3
+    assert {k: len(v) for k, v in doc["lost"]["stuck"].items()} == {"source": 1, "iceberg": 2}
+    assert doc["duplicates"] == 1
+    assert doc["corrupted"]["count"] == 1
+    assert doc["corrupted"]["diffs"][0]["field"] == "price"
+    assert doc["corrupted"]["diffs"][0]["label"].endswith("#12")
+
+
+def test_json_too_few_samples_is_null(tmp_path: Path, make_run: MakeRun) -> None:
+    path = tmp_path / "r.json"
+    feed(JsonReporter(path), make_run(count=20, thresholds=("e2e.p99 < 30s",)))
+    check = strict_json(path)["checks"][0]
+    assert (check["status"], check["observed"], check["observed_text"]) == ("failed", None, "n/a")
+
+
+def test_json_aborted_run(tmp_path: Path, make_run: MakeRun) -> None:
+    path = tmp_path / "r.json"
+    reporter = JsonReporter(path)
+    reporter.handle(make_run().started)
+    reporter.close()
+    doc = strict_json(path)
+    assert (doc["verdict"], doc["exit_code"], doc["checks"]) == ("aborted", None, [])
+    assert doc["run"]["duration_s"] is None
+
+
+# -- JUnit -----------------------------------------------------------------------------------------------
+
+
+def junit(tmp_path: Path, run: SyntheticRun) -> ET.Element:
+    path = tmp_path / "out" / "junit.xml"
+    feed(JUnitReporter(path, suite_name="nightly"), run)
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    return suite
+
+
+def props(element: ET.Element) -> dict[str, str]:
+    return {p.get("name", ""): p.get("value", "") for p in element.findall("properties/property")}
+
+
+def test_junit(tmp_path: Path, lossy: SyntheticRun) -> None:
+    suite = junit(tmp_path, lossy)
+    assert suite.get("name") == "nightly"
+    attrs = {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")}
+    assert attrs == {"tests": "5", "failures": "3", "errors": "0", "skipped": "0"}  # e2e.p99, lost, duplicates
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == list(THRESHOLDS)
+    assert {c.get("classname") for c in cases} == {"pipeline-check.sla"}
+    failures = {c.get("name"): c.find("failure") for c in cases}
+    lost = failures["lost == 0"]
+    assert lost is not None
+    assert lost.get("type") == "SLAViolation"
+    assert lost.get("message") == "observed 3 vs threshold lost == 0"
+    assert lost.text is not None and "3 of 200 not delivered" in lost.text
+    assert failures["stage.api.p95 < 10s"] is None
+    assert props(cases[2]) == {"observed": "3", "threshold": "lost == 0", "samples": "200", "status": "FAILED"}
+    suite_props = props(suite)
+    assert suite_props["run_id"] == lossy.started.run_id
+    assert (suite_props["injected"], suite_props["delivered"], suite_props["lost"]) == ("200", "197", "3")
+    assert suite_props["duplicates"] == "1"
+    expected = {"scenario", "throughput_per_s", "e2e.p50_s", "e2e.p95_s", "e2e.p99_s"}
+    expected |= {f"stage.{s}.{p}_s" for s in ("kafka", "consumer", "iceberg", "api") for p in ("p50", "p95", "p99")}
+    assert expected <= set(suite_props)
+    assert float(suite_props["stage.iceberg.p50_s"]) == pytest.approx(0.5, abs=0.01)
+
+
+def test_junit_skipped_and_error(tmp_path: Path, make_run: MakeRun) -> None:
+    import dataclasses
+
+    from pipeline_check.sla import Status
+
+    run = make_run(thresholds=("lost == 0", "duplicates == 0", "corrupted == 0"))
+    r = run.results
+    results = (r[0], dataclasses.replace(r[1], status=Status.SKIPPED), dataclasses.replace(r[2], status=Status.ERROR))
+    run.finished = dataclasses.replace(run.finished, results=results, verdict=Status.ERROR)
+    suite = junit(tmp_path, run)
+    attrs = {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")}
+    assert attrs == {"tests": "3", "failures": "0", "errors": "1", "skipped": "1"}
+    cases = suite.findall("testcase")
+    assert cases[1].find("skipped") is not None
+    error = cases[2].find("error")
+    assert error is not None and error.get("message") == "observed 0 vs threshold corrupted == 0"
+
+
+# -- console ---------------------------------------------------------------------------------------------
+
+
+def console_text(run: SyntheticRun, **kwargs: Any) -> str:
+    console = Console(record=True, width=200, file=io.StringIO())
+    feed(ConsoleReporter(console, **kwargs), run)
+    return console.export_text()
+
+
+def test_console_summary(lossy: SyntheticRun) -> None:
+    text = console_text(lossy)
+    lines = text.splitlines()
+    row = {name: next(line for line in lines if line.strip("│ ").startswith(name + " ")) for name in ("kafka", "api")}
+    assert "199/200" in row["kafka"] and "1 " in row["kafka"] and "from source" in row["kafka"]
+    assert "197/200" in row["api"] and "from iceberg" in row["api"]
+    assert any(line.strip("│ ").startswith("e2e ") and "197/200" in line for line in lines)
+    assert "since injection" in text
+    assert "FAILED" in text and "never (not delivered)" in text  # the checks table
+    assert "3 of 200 canaries lost" in text
+    assert "1 stuck after source: run-" in text
+    assert "2 stuck after iceberg: run-" in text
+    assert "1 canary corrupted" in text and "price expected '" in text
+    assert "offered 100.0/s, achieved 99.0/s" in text
+    assert "probe resolution: kafka 100.0ms" in text
+    assert lines[-1] == "FAILED: 3 of 5 checks failed in 12.5s"
+
+
+def test_console_passed(make_run: MakeRun) -> None:
+    text = console_text(make_run())
+    assert text.splitlines()[-1] == "PASSED in 12.5s"
+    assert "lost" not in text.split("checks")[0]
+
+
+def test_console_nothing_delivered(make_run: MakeRun, tmp_path: Path) -> None:
+    run = make_run(count=10, lost=dict.fromkeys(range(10), "source"))
+    text = console_text(run)
+    assert "10 stuck after source" in text
+    assert "0/10" in text
+    assert text.splitlines()[-1].startswith("FAILED: ")
+    feed(JsonReporter(tmp_path / "r.json"), run)
+    assert strict_json(tmp_path / "r.json")["e2e"]["latency"] == {}
+    junit(tmp_path, run)
+
+
+def test_plain_progress_is_throttled(make_run: MakeRun) -> None:
+    clock = iter([0.0, 0.5, 1.0, 2.5, 3.0, 3.5]).__next__
+    console = Console(record=True, width=200, file=io.StringIO())
+    reporter = ConsoleReporter(console, live=True, now=clock)  # not a terminal: plain lines
+    reporter.handle(make_run().started)
+    reporter.handle(Note("subscriber connected"))
+    for sent in (10, 20, 30, 40, 50):
+        reporter.handle(Injected(sent, 100, 0, 9.5))
+    reporter.handle(Observed("kafka", 45, 50))
+    text = console.export_text()
+    assert "injected 10/100 at 9.5/s" in text
+    assert "injected 20/100" not in text and "injected 30/100" not in text  # within 2 s of the last line
+    assert "injected 40/100 at 9.5/s" in text  # 2.5 s: due again
+    assert "kafka 45/50" not in text  # 3.5 s: 1 s after the last line
+    assert "• subscriber connected" in text
+
+
+def test_live_progress_in_a_terminal(make_run: MakeRun) -> None:
+    console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True)
+    reporter = ConsoleReporter(console)
+    run = make_run()
+    reporter.handle(run.started)
+    assert reporter._progress is not None
+    reporter.handle(Note("subscriber connected"))
+    reporter.handle(Observed("kafka", 5, 10))
+    for event in run.events[1:]:
+        reporter.handle(event)
+    reporter.close()
+    assert reporter._progress is None
+    text = console.export_text()
+    assert "subscriber connected" in text and "PASSED in 12.5s" in text
+
+
+def test_build_handlers(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO())
+    kinds = [type(h) for h in build_handlers(console, tmp_path / "a.json", tmp_path / "b.xml", live=False)]
+    assert kinds == [ConsoleReporter, JsonReporter, JUnitReporter]
+    assert build_handlers(None, None, None) == []

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline_check.errors import ConfigError
+from pipeline_check.sla import (
+    OPS,
+    Measurements,
+    Status,
+    Threshold,
+    aggregate,
+    evaluate,
+    format_value,
+    min_samples,
+    parse_threshold,
+)
+
+STAGES = ("kafka", "iceberg", "api")
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "op", "value", "kind", "stage", "agg", "relative"),
+    [
+        ("e2e.p99 < 30s", "e2e.p99", "<", 30.0, "latency", None, "p99", False),
+        ("stage.iceberg.p95 <= 500ms", "stage.iceberg.p95", "<=", 0.5, "latency", "iceberg", "p95", False),
+        ("e2e.max > 2m", "e2e.max", ">", 120.0, "latency", None, "max", False),
+        ("e2e.avg >= 1.5s", "e2e.avg", ">=", 1.5, "latency", None, "avg", False),
+        ("stage.kafka.p999 != 10ms", "stage.kafka.p999", "!=", 0.01, "latency", "kafka", "p999", False),
+        ("e2e.p50==250 ms", "e2e.p50", "==", 0.25, "latency", None, "p50", False),
+        ("stage.api.min < 1s", "stage.api.min", "<", 1.0, "latency", "api", "min", False),
+        ("e2e.p90 < 0.5m", "e2e.p90", "<", 30.0, "latency", None, "p90", False),
+        ("throughput >= 100/s", "throughput", ">=", 100.0, "rate", None, None, False),
+        ("throughput >= 12.5 / s", "throughput", ">=", 12.5, "rate", None, None, False),
+        ("throughput > 90%", "throughput", ">", 90.0, "rate", None, None, True),
+        ("lost == 0", "lost", "==", 0.0, "count", None, None, False),
+        ("duplicates <= 3", "duplicates", "<=", 3.0, "count", None, None, False),
+        ("corrupted == 0", "corrupted", "==", 0.0, "count", None, None, False),
+        ("out_of_order < 5", "out_of_order", "<", 5.0, "count", None, None, False),
+        ("  delivered >= 100  ", "delivered", ">=", 100.0, "count", None, None, False),
+    ],
+)
+def test_grammar(
+    text: str,
+    metric: str,
+    op: str,
+    value: float,
+    kind: str,
+    stage: str | None,
+    agg: str | None,
+    relative: bool,
+) -> None:
+    t = parse_threshold(text, STAGES)
+    assert (t.metric, t.op, t.kind, t.stage, t.aggregate, t.relative) == (metric, op, kind, stage, agg, relative)
+    assert t.value == pytest.approx(value)
+    assert t.text == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("latency < 5s", "unknown metric 'latency'"),
+        ("stage.kafka < 5s", "unknown metric 'stage.kafka'"),
+        ("stage.nope.p99 < 1s", "unknown stage 'nope'; configured stages: kafka, iceberg, api"),
+        ("e2e.p42 < 1s", "unknown statistic 'p42'"),
+        ("stage.kafka.median < 1s", "unknown statistic 'median'"),
+        ("e2e.p99 < 30h", "'30h' is not a duration"),
+        ("e2e.p99 < 30", "'30' is not a duration"),
+        ("throughput >= 100", "'100' is not a rate"),
+        ("throughput >= 100/m", "'100/m' is not a rate"),
+        ("lost == 1.5", "'1.5' is not a whole number"),
+        ("lost = 0", "is not `metric OP value`"),
+        ("E2E.p99 < 1s", "is not `metric OP value`"),
+    ],
+)
+def test_grammar_errors_name_the_value(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_threshold(text, STAGES, setting="scenarios.x.thresholds")
+    assert str(exc.value).startswith(f"scenarios.x.thresholds={text!r} (str): ")
+    assert problem in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("agg", "needed"),
+    [("p50", 2), ("p90", 10), ("p95", 20), ("p99", 100), ("p999", 1000), ("max", 1), ("min", 1), ("avg", 1)],
+)
+def test_min_samples(agg: str, needed: int) -> None:
+    assert min_samples(agg) == needed
+
+
+@pytest.mark.parametrize(
+    ("samples", "agg", "expected"),
+    [
+        (np.arange(1, 101), "p50", 50),
+        (np.arange(1, 101), "p95", 95),
+        (np.arange(1, 101), "p99", 99),
+        (np.arange(1, 1001), "p999", 999),
+        (np.arange(1, 11), "p90", 9),
+        (np.arange(1, 11), "p99", 10),
+        ([1.0, 2.0], "p50", 1.0),  # nearest rank: an observed value, never interpolated (1.5)
+        ([3.0, 1.0, 2.0], "min", 1.0),
+        ([3.0, 1.0, 2.0], "max", 3.0),
+        ([3.0, 1.0, 2.0], "avg", 2.0),
+    ],
+)
+def test_nearest_rank(samples: list[float], agg: str, expected: float) -> None:
+    assert aggregate(np.asarray(samples, dtype=np.float64), agg) == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "observed", "target", "holds"),
+    [
+        ("<", 1, 2, True),
+        ("<", 2, 2, False),
+        ("<=", 2, 2, True),
+        ("<=", 3, 2, False),
+        (">", 3, 2, True),
+        (">", 2, 2, False),
+        (">=", 2, 2, True),
+        (">=", 1, 2, False),
+        ("==", 0, 0, True),
+        ("==", 1, 0, False),
+        ("!=", 1, 0, True),
+        ("!=", 0, 0, False),
+    ],
+)
+def test_operators(op: str, observed: float, target: float, holds: bool) -> None:
+    assert Threshold("t", "lost", op, target, "count").holds(observed) is holds
+    assert OPS[op](observed, target) is holds
+
+
+def measurements(
+    e2e: list[float] | None = None,
+    *,
+    counts: dict[str, int] | None = None,
+    throughput: float = 95.0,
+    delivered: int = 100,
+    injected: int = 100,
+    extra: int = 0,
+) -> Measurements:
+    latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
+    return Measurements(latencies, counts or {}, throughput, delivered, 100.0, injected, extra)
+
+
+TENTHS = [i / 10 for i in range(1, 101)]  # 0.1 .. 10.0 s; p99 = 9.9 s
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "m", "status", "observed"),
+    [
+        ("e2e.p99 < 10s", measurements(TENTHS), Status.PASSED, 9.9),
+        ("e2e.p99 < 9s", measurements(TENTHS), Status.FAILED, 9.9),
+        ("e2e.max <= 10s", measurements(TENTHS), Status.PASSED, 10.0),
+        ("e2e.p99 < 1000s", measurements(TENTHS[:99]), Status.FAILED, None),  # 99 < 100 samples
+        ("e2e.max < 1000s", measurements([5.0]), Status.PASSED, 5.0),
+        ("e2e.max < 1000s", measurements([5.0], extra=10), Status.FAILED, None),  # sla.min_samples raises it
+        ("stage.kafka.p50 < 1s", measurements(TENTHS), Status.FAILED, None),  # no series at all
+        ("e2e.p99 < 30s", measurements([1.0] * 98 + [INF] * 2), Status.FAILED, INF),  # undelivered count
+        ("e2e.p99 < 30s", measurements([1.0] * 99 + [INF]), Status.PASSED, 1.0),  # 1 in 100 is the 1% allowed
+        ("e2e.avg < 30s", measurements([1.0] * 99 + [INF]), Status.FAILED, INF),
+        ("throughput >= 90%", measurements(), Status.PASSED, 95.0),
+        ("throughput >= 96%", measurements(), Status.FAILED, 95.0),
+        ("throughput >= 100/s", measurements(), Status.FAILED, 95.0),
+        ("throughput >= 1/s", measurements(delivered=1), Status.FAILED, None),  # a rate needs 2 deliveries
+        ("lost == 0", measurements(counts={"lost": 0}), Status.PASSED, 0.0),
+        ("lost == 0", measurements(counts={"lost": 2}), Status.FAILED, 2.0),
+        ("duplicates <= 3", measurements(counts={"duplicates": 3}), Status.PASSED, 3.0),
+        ("lost == 0", measurements(counts={"lost": 0}, injected=0), Status.FAILED, None),  # nothing sent
+    ],
+)
+def test_evaluate(threshold: str, m: Measurements, status: Status, observed: float | None) -> None:
+    result = evaluate(parse_threshold(threshold, STAGES), m)
+    assert result.status == status
+    assert result.observed == (None if observed is None else pytest.approx(observed))
+    assert result.threshold == threshold
+    if observed is None:
+        assert "too few samples" in result.detail
+
+
+def test_evaluate_details() -> None:
+    never = evaluate(parse_threshold("e2e.p99 < 30s", STAGES), measurements([1.0] * 98 + [INF] * 2))
+    assert never.detail == "p99 of 100 e2e latencies (2 never arrived)"
+    assert never.observed_text == "never (not delivered)"
+    assert never.samples == 100
+    floor = evaluate(parse_threshold("throughput >= 90%", STAGES), measurements())
+    assert "floor 90% of offered = 90.0/s" in floor.detail
+    few = evaluate(parse_threshold("e2e.p999 < 1s", STAGES), measurements(TENTHS))
+    assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000 needed")
+    assert few.observed_text == "n/a"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "text"),
+    [
+        (0.0123, "latency", "12.3ms"),
+        (2.5, "latency", "2.500s"),
+        (INF, "latency", "never (not delivered)"),
+        (98.54, "rate", "98.5/s"),
+        (3.0, "count", "3"),
+    ],
+)
+def test_format_value(value: float, kind: str, text: str) -> None:
+    assert format_value(value, kind) == text  # type: ignore[arg-type]
