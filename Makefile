@@ -52,6 +52,21 @@ stack-down: setup ## stop the local stack; no process or port left behind
 stack-status: setup ## state, health, pid, uptime, restarts of each service
 	$(PC) stack status
 
+validate-pipeline: setup ## start the local stack, run the freshness scenario, write reports/, stop the stack
+	$(PC) validate --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml
+
+test-e2e: setup ## every e2e suite against a local stack the tests start on free ports
+	$(PYTEST) -m e2e tests/e2e
+
+test-e2e-pipeline: setup ## complete pipeline: WS/Kafka -> API, consistency, schema, fidelity, DLQ, replay
+	$(PYTEST) tests/e2e/test_complete_pipeline.py
+
+test-e2e-health: setup ## stack health: start order, health propagation, restarts during a stream
+	$(PYTEST) tests/e2e/test_stack_health.py
+
+test-e2e-freshness: setup ## freshness SLA, per-stage budgets, throughput floor, delayed consumer
+	$(PYTEST) tests/e2e/test_data_freshness.py
+
 clean: ## remove the venv, stamps, stack state and reports
 	-$(PC) stack down 2>/dev/null
 	rm -rf $(VENV) $(STAMPS) .stack reports $(KAFKA_LIBS)

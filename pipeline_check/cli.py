@@ -16,7 +16,8 @@ from rich.table import Table
 from pipeline_check.errors import ExitCode, PipelineCheckError
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# CI logs are not terminals: give tables room rather than the 80 columns rich assumes
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def _ports(values: tuple[str, ...]) -> dict[str, int]:
@@ -179,12 +180,13 @@ def validate(
 
     path = find_config(config_path)
     env = dict(os.environ)
-    local = None
+    local, started = None, []
     if start_stack:
         from pipeline_check.stack import LocalStack
 
         local = LocalStack.open(stack_file, run_dir=run_dir)
         for report in local.up():
+            started.append(report.name)
             out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
         env.update(local.spec.exports)
     try:
@@ -194,9 +196,9 @@ def validate(
         )
         outcome = run(config, scenario, handlers)
     finally:
-        if local is not None:
-            local.down()
-            out.print("local stack stopped")
+        if local is not None and started:  # a stack that was already up is left as it was
+            local.down(started)
+            out.print(f"stopped what --start-stack started: {', '.join(started)}")
     raise SystemExit(int(outcome.exit_code))
 
 

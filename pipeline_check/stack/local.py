@@ -119,10 +119,12 @@ class LocalStack:
             raise
         return reports
 
-    def down(self) -> None:
-        """Stop every service, dependents first."""
+    def down(self, names: Iterable[str] | None = None) -> None:
+        """Stop every service (or just ``names``), dependents first."""
+        only = None if names is None else set(names)
         for name in reversed(self.spec.start_order()):
-            self.stop(name)
+            if only is None or name in only:
+                self.stop(name)
 
     def status(self, *, check_health: bool = True) -> list[ServiceStatus]:
         """State, health, pid, uptime and restarts of each service, in start order."""
