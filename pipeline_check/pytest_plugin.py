@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from pipeline_check.config import PipelineConfig
     from pipeline_check.engine import Outcome
+    from pipeline_check.events import Handler
     from pipeline_check.stack.local import LocalStack
 
 MARKERS = {
@@ -153,8 +154,9 @@ Validator = Callable[..., "Outcome"]
 def validator(
     request: pytest.FixtureRequest, pipeline_config: PipelineConfig, record_property: Callable[[str, object], None]
 ) -> Validator:
-    """``validator(scenario=None, *, config=None, thresholds=(), **load)`` runs one validation
-    (``load``: count, rate, background_rate, drain_timeout, ...) and returns its outcome; its SLA
+    """``validator(scenario=None, *, config=None, thresholds=(), handlers=(), **load)`` runs one
+    validation (``load``: count, rate, background_rate, drain_timeout, ...; ``handlers`` see every
+    event, e.g. to act during the run or write a report) and returns its outcome; its SLA
     figures go into the JUnit XML as properties. ``outcome.check()`` raises an ``AssertionError``
     naming each failed check with observed vs threshold."""
     from pipeline_check.asyncutil import run_sync
@@ -166,10 +168,11 @@ def validator(
         *,
         config: PipelineConfig | None = None,
         thresholds: tuple[str, ...] = (),
+        handlers: Iterable[Handler] = (),
         **load: Any,
     ) -> Outcome:
         settings = (config or pipeline_config).with_overrides(scenario, thresholds=thresholds, **load)
-        outcome = run_sync(run_async(settings, scenario))
+        outcome = run_sync(run_async(settings, scenario, handlers))
         for name, value in figures(outcome.finished).items():
             record_property(name, value)
         return outcome

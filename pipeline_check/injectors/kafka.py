@@ -1,4 +1,11 @@
-"""The ``kafka`` injector: produces canaries straight to the raw topic (``stages.kafka``)."""
+"""The ``kafka`` injector: produces canaries straight to the raw topic (``stages.kafka``).
+
+Records go into per-partition batches the injector builds itself (aiokafka's batch API), so a record
+costs an append to a batch buffer instead of a future and an accumulator lookup of its own; that keeps
+the injector near Kafka's own producer in records per second (BENCHMARKS.md, injection capacity).
+A batch ships when it is full or ``source.linger`` after its first record, in order, through one
+shipping task, so records of one partition keep their send order.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import asyncio
 from collections import deque
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from pipeline_check.clock import Clock
 from pipeline_check.config import KafkaSource, KafkaStage, PipelineConfig
@@ -15,45 +24,125 @@ from pipeline_check.injectors.base import INJECTORS
 from pipeline_check.kafkautil import missing_topic, reach
 from pipeline_check.messages import Trade
 
-IN_FLIGHT = 20_000  # unacknowledged sends before ``send`` waits: bounded memory, full batches
+BATCH_BYTES = 256 * 1024
+MAX_QUEUED = 8  # full batches waiting for the shipping task before ``send`` waits: bounded memory
+IN_FLIGHT = 64  # shipped batches not yet acknowledged before ``send`` waits
 
 
 @INJECTORS.register("kafka")
 class KafkaInjector(NoteBuffer):
-    """An idempotent, acks=all producer keyed by symbol, like the reference ingestor."""
+    """An idempotent, acks=all producer keyed by symbol (the default partitioner), like the reference
+    ingestor."""
 
     def __init__(self, config: PipelineConfig, clock: Clock) -> None:
         super().__init__()
         assert isinstance(config.source, KafkaSource) and config.stages.kafka is not None
         self.stage: KafkaStage = config.stages.kafka
+        self.linger = config.source.linger
+        # batches are closed before they are handed over, so the producer's own linger never applies
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.stage.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=int(config.source.linger * 1000),
-            max_batch_size=256 * 1024,
+            bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
         )
-        self._pending: deque[asyncio.Future[object]] = deque()
+        self._partitioner = DefaultPartitioner()
+        self._partitions: list[int] = []
+        self._partition_of: dict[bytes, int] = {}
+        self._open: dict[int, BatchBuilder] = {}  # the batch being filled, per partition
+        self._queued: deque[tuple[int, BatchBuilder]] = deque()  # closed, in shipping order
+        self._acks: deque[asyncio.Future[object]] = deque()  # one per shipped batch
+        self._wake = asyncio.Event()  # something was queued
+        self._moved = asyncio.Event()  # the shipping task took a batch (or failed)
+        self._shipper: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     async def start(self) -> None:
         try:
             await reach(self._producer.start(), self.stage.bootstrap)
-            if not await reach(self._producer.partitions_for(self.stage.topic), self.stage.bootstrap):
+            partitions = await reach(self._producer.partitions_for(self.stage.topic), self.stage.bootstrap)
+            if not partitions:
                 raise missing_topic(self.stage.topic)
         except EndpointError:
             await self._producer.stop()
             raise
+        self._partitions = sorted(partitions)
+        self._shipper = asyncio.create_task(self._ship(), name="kafka-injector-ship")
 
     async def send(self, trade: Trade) -> None:
-        future = await self._producer.send(self.stage.topic, trade.to_json().encode(), key=trade.symbol.encode())
-        self._pending.append(future)
-        while len(self._pending) > IN_FLIGHT or (self._pending and self._pending[0].done()):
-            await self._pending.popleft()  # raises the broker's error, if any
+        key = trade.symbol.encode()
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = self._partition_of[key] = self._partitioner(key, self._partitions, self._partitions)
+        value = trade.to_json().encode()
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._new_batch(partition)
+        if batch.append(timestamp=None, key=key, value=value) is None:  # full: ship it, start the next
+            self._queue(partition)
+            batch = self._new_batch(partition)
+            batch.append(timestamp=None, key=key, value=value)
+        if self._failure is not None:
+            raise self._failure
+        acks = self._acks
+        while acks and acks[0].done():
+            acks.popleft().result()  # raises the broker's error, if any
+        if len(acks) >= IN_FLIGHT:
+            await acks.popleft()
+        while len(self._queued) >= MAX_QUEUED:
+            await self._wait_moved()
 
     async def flush(self) -> None:
-        await self._producer.flush()
-        while self._pending:
-            await self._pending.popleft()
+        for partition in list(self._open):
+            self._queue(partition)
+        while self._queued:
+            await self._wait_moved()
+        while self._acks:
+            await self._acks.popleft()
 
     async def close(self) -> None:
+        if self._shipper is not None:
+            self._shipper.cancel()
+            await asyncio.gather(self._shipper, return_exceptions=True)
         await self._producer.stop()
+
+    # -- batching ------------------------------------------------------------------------------------
+
+    def _new_batch(self, partition: int) -> BatchBuilder:
+        batch: BatchBuilder = self._producer.create_batch()
+        self._open[partition] = batch
+        asyncio.get_running_loop().call_later(self.linger, self._lingered, partition, batch)
+        return batch
+
+    def _lingered(self, partition: int, batch: BatchBuilder) -> None:
+        if self._open.get(partition) is batch:
+            self._queue(partition)
+
+    def _queue(self, partition: int) -> None:
+        batch = self._open.pop(partition)
+        batch.close()
+        self._queued.append((partition, batch))
+        self._wake.set()
+
+    async def _wait_moved(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._moved.clear()
+        await self._moved.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _ship(self) -> None:
+        """Hand queued batches to the producer one by one (it waits while a partition's previous batch
+        is still queued there), keeping their order."""
+        try:
+            while True:
+                while not self._queued:
+                    self._wake.clear()
+                    await self._wake.wait()
+                partition, batch = self._queued[0]
+                ack = await self._producer.send_batch(batch, self.stage.topic, partition=partition)
+                self._queued.popleft()
+                self._acks.append(ack)
+                self._moved.set()
+        except Exception as exc:
+            self._failure = exc
+            self._moved.set()
+            raise

@@ -34,16 +34,19 @@ class ConsumerGroupProbe(NoteBuffer):
         self.kafka: KafkaStage = config.stages.kafka
         self.clock = clock
         self.book = book
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap)
-        self._ends = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap, group_id=None)
+        # clients are made in start: an unstarted one warns when it is collected
+        self._admin: AIOKafkaAdminClient | None = None
+        self._ends: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._looks = LookTimes()
         self.lag: list[tuple[float, int]] = []  # (monotonic time, total lag) per poll
 
     async def start(self) -> None:
         bootstrap = self.kafka.bootstrap
-        await reach(self._admin.start(), bootstrap)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         try:
+            await reach(self._admin.start(), bootstrap)
             await reach(self._ends.start(), bootstrap)
             self._partitions = await topic_partitions(self._admin, bootstrap, self.kafka.topic)
             await reach(self._committed(), bootstrap, "stages.consumer.group")
@@ -52,10 +55,11 @@ class ConsumerGroupProbe(NoteBuffer):
             raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        book = self.book
+        book, ends_client = self.book, self._ends
+        assert ends_client is not None, "start() first"
         while not stop.is_set():
             committed = await self._committed()
-            ends = await self._ends.end_offsets(self._partitions)
+            ends = await ends_client.end_offsets(self._partitions)
             now = self.clock.now()
             self._looks.look(now)
             self.lag.append((now, sum(ends[tp] - max(committed[tp.partition], 0) for tp in self._partitions)))
@@ -71,8 +75,10 @@ class ConsumerGroupProbe(NoteBuffer):
             await asyncio.sleep(self.settings.poll_interval)
 
     async def finish(self) -> None:
-        await self._ends.stop()
-        await self._admin.close()
+        if self._ends is not None:
+            await self._ends.stop()
+        if self._admin is not None:
+            await self._admin.close()
 
     @property
     def resolution(self) -> float:
@@ -80,6 +86,7 @@ class ConsumerGroupProbe(NoteBuffer):
 
     async def _committed(self) -> np.ndarray:
         """Committed offset per partition index (-1 where the group committed nothing yet)."""
+        assert self._admin is not None, "start() first"
         offsets = await self._admin.list_consumer_group_offsets(self.settings.group, partitions=self._partitions)
         committed = np.full(max((tp.partition for tp in self._partitions), default=0) + 1, -1, np.int64)
         for tp, meta in offsets.items():

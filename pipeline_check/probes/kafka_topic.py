@@ -37,13 +37,7 @@ class KafkaTopicProbe(NoteBuffer):
         self.clock = clock
         self.book = book
         self._tag = compile_path("stages.kafka.tag_field", self.settings.tag_field)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        self._consumer: AIOKafkaConsumer | None = None  # made in start: an unstarted client warns when collected
         self._looks = LookTimes()
         self.baseline: dict[int, int] = {}
 
@@ -55,21 +49,29 @@ class KafkaTopicProbe(NoteBuffer):
             partitions = await topic_partitions(admin, bootstrap, self.settings.topic)
         finally:
             await admin.close()
-        await reach(self._consumer.start(), bootstrap)
+        self._consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
         try:
-            self._consumer.assign(partitions)
-            ends = await reach(self._consumer.end_offsets(partitions), bootstrap)
+            await reach(consumer.start(), bootstrap)
+            consumer.assign(partitions)
+            ends = await reach(consumer.end_offsets(partitions), bootstrap)
         except BaseException:
-            await self._consumer.stop()
+            await consumer.stop()
             raise
         for tp in partitions:
-            self._consumer.seek(tp, ends[tp])
+            consumer.seek(tp, ends[tp])
             self.baseline[tp.partition] = ends[tp]
 
     async def run(self, stop: asyncio.Event) -> None:
-        book, fields = self.book, self.settings.fields
+        book, fields, consumer = self.book, self.settings.fields, self._consumer
+        assert consumer is not None, "start() first"
         while not stop.is_set():
-            batches = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS * 5, max_records=10_000)
+            batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS * 5, max_records=10_000)
             now = self.clock.now()
             self._looks.look(now)
             for tp, records in batches.items():
@@ -88,7 +90,8 @@ class KafkaTopicProbe(NoteBuffer):
                         book.diff("kafka", seq, message, fields)
 
     async def finish(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     @property
     def resolution(self) -> float:

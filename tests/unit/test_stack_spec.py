@@ -75,7 +75,7 @@ def test_bad_stack_files_name_the_setting(tmp_path: Path, change: tuple[str, str
 
 
 def test_unknown_port_override(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="port.zz"):
+    with pytest.raises(ConfigError, match=r"port\.zz"):
         load_stack(write(tmp_path, MINIMAL), run_dir=tmp_path, ports={"zz": 1})
 
 

@@ -1,0 +1,40 @@
+"""Shared fixtures of the e2e suites (the stack itself comes from the pipeline-check plugin)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pipeline_check.events import Event, Injected
+from pipeline_check.pytest_plugin import PipelineStack
+from pipeline_check.stack.local import LocalStack
+
+
+@pytest.fixture
+def local_stack(pipeline_stack: PipelineStack) -> Iterator[LocalStack]:
+    """The session's local stack, for tests that stop, kill or reconfigure services; afterwards it is
+    back to its declared state (every service up, healthy, default settings) for the next test."""
+    stack = pipeline_stack.require_local()
+    yield stack
+    stack.reset()
+
+
+class AfterInjected:
+    """A handler that runs ``action`` on a thread once ``sent`` canaries are injected (the engine's
+    loop must keep going while a service stops)."""
+
+    def __init__(self, sent: int, action: Callable[[], object]) -> None:
+        self.sent = sent
+        self.action = action
+        self.thread: threading.Thread | None = None
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Injected) and event.sent >= self.sent and self.thread is None:
+            self.thread = threading.Thread(target=self.action, daemon=True)
+            self.thread.start()
+
+    def close(self) -> None:
+        assert self.thread is not None, f"the run ended before {self.sent} canaries were injected"
+        self.thread.join(timeout=60)

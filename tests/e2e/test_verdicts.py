@@ -1,0 +1,157 @@
+"""Each SLA fails for the right reason against the real stack, and bad settings exit 2."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline_check.config import PipelineConfig
+from pipeline_check.errors import ExitCode
+from pipeline_check.pytest_plugin import PipelineStack, Validator
+from pipeline_check.reporting import JsonReporter
+from pipeline_check.stack.local import LocalStack
+from tests.e2e.conftest import AfterInjected
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
+
+
+def validate(stack: PipelineStack, *args: str, config: Path = CONFIG) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a deploy gate runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline_check.cli", "validate", "-c", str(config), *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def failed_checks(report: Path) -> dict[str, dict[str, object]]:
+    doc = json.loads(report.read_text())
+    return {c["threshold"]: c for c in doc["checks"] if c["status"] != "passed"}
+
+
+def test_impossible_freshness_fails_with_the_observed_p99(pipeline_stack: PipelineStack, tmp_path: Path) -> None:
+    report = tmp_path / "v.json"
+    done = validate(pipeline_stack, "--scenario", "smoke", "--threshold", "e2e.p99 < 1ms", "--json", str(report))
+    assert done.returncode == ExitCode.VERDICT_FAILED, done.stdout + done.stderr
+    failed = failed_checks(report)
+    assert "e2e.p99 < 1ms" in failed, failed
+    assert isinstance(failed["e2e.p99 < 1ms"]["observed"], float) and failed["e2e.p99 < 1ms"]["observed"] > 0.001
+    assert "e2e.p99 < 1ms" in done.stdout
+
+
+def test_throughput_floor_above_the_offered_rate_fails(pipeline_stack: PipelineStack, tmp_path: Path) -> None:
+    report = tmp_path / "v.json"
+    done = validate(
+        pipeline_stack,
+        "--scenario",
+        "smoke",
+        "--rate",
+        "50",
+        "--threshold",
+        "throughput >= 500/s",
+        "--json",
+        str(report),
+    )
+    assert done.returncode == ExitCode.VERDICT_FAILED, done.stdout + done.stderr
+    failed = failed_checks(report)
+    assert "throughput >= 500/s" in failed, failed
+    observed = failed["throughput >= 500/s"]["observed"]
+    assert isinstance(observed, float) and 40 < observed < 60, observed
+
+
+def run_with_stop(
+    validator: Validator, config: PipelineConfig, stack: LocalStack, service: str, report: Path
+) -> dict[str, object]:
+    stop = AfterInjected(100, lambda: stack.stop(service))
+    outcome = validator(config=config, count=400, rate=100, drain_timeout="6s", handlers=[stop, JsonReporter(report)])
+    assert outcome.exit_code == ExitCode.VERDICT_FAILED
+    doc: dict[str, object] = json.loads(report.read_text())
+    return doc
+
+
+def test_consumer_stopped_mid_run_loses_canaries_stuck_after_kafka(
+    validator: Validator, pipeline_config: PipelineConfig, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    doc = run_with_stop(validator, pipeline_config, local_stack, "consumer", tmp_path / "v.json")
+    failed = failed_checks(tmp_path / "v.json")
+    assert "lost == 0" in failed and failed["lost == 0"]["observed"] > 0, failed
+    lost = doc["lost"]
+    assert isinstance(lost, dict) and set(lost["stuck"]) == {"kafka"}, lost
+    assert len(lost["stuck"]["kafka"]) == lost["count"] == failed["lost == 0"]["observed"]
+
+
+def test_api_stopped_mid_run_loses_canaries_stuck_after_iceberg(
+    validator: Validator, pipeline_config: PipelineConfig, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    doc = run_with_stop(validator, pipeline_config, local_stack, "api", tmp_path / "v.json")
+    failed = failed_checks(tmp_path / "v.json")
+    assert "lost == 0" in failed and failed["lost == 0"]["observed"] > 0, failed
+    lost = doc["lost"]
+    assert isinstance(lost, dict) and set(lost["stuck"]) == {"iceberg"}, lost
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "names"),
+    [
+        ("PC_API_URL", "http://127.0.0.1:{port}", "stages.api.base_url"),
+        ("PC_KAFKA_BOOTSTRAP", "127.0.0.1:{port}", "stages.kafka.bootstrap"),
+    ],
+)
+def test_unreachable_endpoint_exits_2_naming_setting_and_endpoint(
+    pipeline_stack: PipelineStack, variable: str, value: str, names: str
+) -> None:
+    endpoint = value.format(port=closed_port())
+    env = {**pipeline_stack.env(), variable: endpoint}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline_check.cli", "validate", "-c", str(CONFIG), "--scenario", "smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    error = done.stderr.strip().splitlines()
+    assert len(error) == 1 and names in error[0] and endpoint in error[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_subscriber_on_the_feed_port_exits_2(pipeline_stack: PipelineStack, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.toml"
+    text = CONFIG.read_text().replace('port = "${PC_FEED_PORT:-18765}"', f"port = {closed_port()}")
+    config.write_text(text.replace('subscribe_timeout = "30s"', 'subscribe_timeout = "2s"'))
+    done = validate(pipeline_stack, "--scenario", "smoke", config=config)
+    assert done.returncode == ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "source.port" in done.stderr and "no ingestor subscribed within 2s" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('tag_field = "t"', 'tag_feld = "t"'), "stages.kafka.tag_feld"),
+        (('"e2e.p99 < 30s"', '"e2e.p99 < 30"'), "write it with a unit"),
+        (('group = "iceberg-writer"', 'group = "${PC_NO_SUCH_VARIABLE}"'), "PC_NO_SUCH_VARIABLE is not set"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(
+    pipeline_stack: PipelineStack, tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(CONFIG.read_text().replace(*change))
+    done = validate(pipeline_stack, config=config)
+    assert done.returncode == ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
