@@ -48,7 +48,16 @@ class Trade:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        """``json.dumps(self.to_dict(), separators=(",", ":"))``, formatted directly (the injectors call
+        this once per message; it is several times faster) unless a string needs escaping."""
+        text = self.symbol + self.price + self.quantity
+        if not (text.isascii() and text.isprintable()) or '"' in text or "\\" in text:
+            return json.dumps(self.to_dict(), separators=(",", ":"))
+        m = "true" if self.buyer_is_maker else "false"
+        return (
+            f'{{"e":"trade","E":{self.time_ms},"s":"{self.symbol}","t":{self.trade_id},"p":"{self.price}",'
+            f'"q":"{self.quantity}","T":{self.time_ms},"m":{m},"M":true}}'
+        )
 
 
 class TradeFactory:

@@ -50,6 +50,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--pc-stack-file", default=None, help="stack.toml for --pc-stack local [compose/stack.toml]")
     group.addoption(
+        "--pc-service-env",
+        action="append",
+        default=[],
+        metavar="SERVICE:NAME=VALUE",
+        help="extra environment for a service of the local stack (repeatable), e.g. to run the suites "
+        "against a deliberately broken pipeline: consumer:FLUSH_INTERVAL_MS=60000",
+    )
+    group.addoption(
         "--pc-gate",
         action="store_true",
         help="deploy-gate mode: a skipped test or a check with too few samples fails the run",
@@ -128,8 +136,20 @@ def pipeline_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
     stack_file = request.config.getoption("--pc-stack-file")
     spec = load_stack(Path(stack_file) if stack_file else None)
+    service_env: dict[str, dict[str, str]] = {}
+    for item in request.config.getoption("--pc-service-env"):
+        service, _, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not (service and name and eq):
+            raise pytest.UsageError(f"--pc-service-env {item!r}: expected SERVICE:NAME=VALUE")
+        service_env.setdefault(service, {})[name] = value
     local = LocalStack(
-        load_stack(spec.file, run_dir=tmp_path_factory.mktemp("stack"), ports=free_ports(list(spec.ports)))
+        load_stack(
+            spec.file,
+            run_dir=tmp_path_factory.mktemp("stack"),
+            ports=free_ports(list(spec.ports)),
+            service_env=service_env,
+        )
     )
     try:
         local.up()

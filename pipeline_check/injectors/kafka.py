@@ -51,6 +51,8 @@ class KafkaInjector(NoteBuffer):
         self._acks: deque[asyncio.Future[object]] = deque()  # one per shipped batch
         self._wake = asyncio.Event()  # something was queued
         self._moved = asyncio.Event()  # the shipping task took a batch (or failed)
+        self._due: set[int] = set()  # partitions whose open batch lingered while the shipping task was busy
+        self._busy = False
         self._shipper: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
@@ -112,8 +114,13 @@ class KafkaInjector(NoteBuffer):
         return batch
 
     def _lingered(self, partition: int, batch: BatchBuilder) -> None:
+        """Linger is over: ship the batch now, or, while the shipping task is busy, as soon as it is
+        free (the batch keeps filling meanwhile, like the producer's own batches during a request)."""
         if self._open.get(partition) is batch:
-            self._queue(partition)
+            if self._busy or self._queued:
+                self._due.add(partition)
+            else:
+                self._queue(partition)
 
     def _queue(self, partition: int) -> None:
         batch = self._open.pop(partition)
@@ -138,10 +145,17 @@ class KafkaInjector(NoteBuffer):
                     self._wake.clear()
                     await self._wake.wait()
                 partition, batch = self._queued[0]
+                self._busy = True
                 ack = await self._producer.send_batch(batch, self.stage.topic, partition=partition)
+                self._busy = False
                 self._queued.popleft()
                 self._acks.append(ack)
                 self._moved.set()
+                if not self._queued and self._due:
+                    for due in self._due:
+                        if due in self._open:
+                            self._queue(due)
+                    self._due.clear()
         except Exception as exc:
             self._failure = exc
             self._moved.set()

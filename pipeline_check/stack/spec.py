@@ -146,8 +146,10 @@ def load_stack(
     run_dir: Path | None = None,
     ports: Mapping[str, int] | None = None,
     kafka_libs: Path | None = None,
+    service_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> StackSpec:
-    """Read and validate ``file``; ``run_dir`` and ``ports`` override what it says."""
+    """Read and validate ``file``; ``run_dir``, ``ports`` and ``service_env`` (extra variables per
+    service, e.g. to run a deliberately broken stack) override what it says."""
     file = (file or default_stack_file()).resolve()
     try:
         raw = tomllib.loads(file.read_text())
@@ -188,6 +190,11 @@ def load_stack(
     }
     spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, {}, placeholders, {})
     fill = spec.render
+    unknown = set(service_env or {}) - set(model.services)
+    if unknown:
+        raise ConfigError(
+            "service env", sorted(unknown), "names no service of the stack", f"use {sorted(model.services)}"
+        )
     shared_env = {k: fill(f"env.{k}", v) for k, v in model.env.items()}
     services = {
         name: ServiceSpec(
@@ -196,7 +203,11 @@ def load_stack(
             depends_on=tuple(svc.depends_on),
             health_kind=next(iter(svc.health)),
             health_target=fill(f"services.{name}.health", next(iter(svc.health.values()))),
-            env={**shared_env, **{k: fill(f"services.{name}.env.{k}", v) for k, v in svc.env.items()}},
+            env={
+                **shared_env,
+                **{k: fill(f"services.{name}.env.{k}", v) for k, v in svc.env.items()},
+                **(service_env or {}).get(name, {}),
+            },
             start_timeout=svc.start_timeout,
             optional=svc.optional,
             prepare=svc.prepare,
