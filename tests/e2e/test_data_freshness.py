@@ -1,0 +1,54 @@
+"""Freshness: the SLA holds at a steady rate, per-stage budgets add up, the throughput floor holds,
+and a consumer that flushes too rarely fails the freshness SLA with the numbers that show why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline_check.pytest_plugin import Validator
+from pipeline_check.sla import Status
+from pipeline_check.stack.local import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.freshness]
+
+
+@pytest.mark.slow
+def test_freshness_holds_at_a_steady_rate_over_background_load(validator: Validator) -> None:
+    outcome = validator("freshness")  # 1,000 canaries at 100/s over 200/s background
+    outcome.check()
+    e2e = outcome.result("e2e.p99 < 30s")
+    assert e2e.samples == 1000 and e2e.observed is not None and e2e.observed < 30
+
+
+def test_per_stage_budgets_hold_and_add_up_to_freshness(validator: Validator) -> None:
+    budgets = ("stage.kafka.p99 < 1s", "stage.consumer.p99 < 5s", "stage.iceberg.p99 < 5s", "stage.api.p99 < 3s")
+    outcome = validator("smoke", thresholds=budgets)
+    outcome.check()
+    book = outcome.book
+    # freshness is the sum of the hops on the data path: source -> kafka -> iceberg -> api
+    hops = book.hop_latencies("kafka") + book.hop_latencies("iceberg") + book.hop_latencies("api")
+    np.testing.assert_allclose(hops, book.latencies_since_injection("api"), atol=1e-9)
+    assert (book.hop_latencies("kafka") >= 0).all() and (book.hop_latencies("api") >= 0).all()
+
+
+def test_delivered_throughput_stays_above_the_floor(validator: Validator) -> None:
+    outcome = validator("smoke", count=1000, rate=250, thresholds=("throughput >= 225/s",))
+    outcome.check()
+    observed = outcome.result("throughput >= 225/s").observed
+    assert observed is not None and 225 <= observed <= 260, observed
+
+
+@pytest.mark.resilience
+def test_a_consumer_that_flushes_rarely_fails_freshness(validator: Validator, local_stack: LocalStack) -> None:
+    local_stack.restart("consumer", env={"FLUSH_INTERVAL_MS": "6000"})
+    outcome = validator("smoke", count=200, rate=100, thresholds=("e2e.p99 < 3s",))
+    check = outcome.result("e2e.p99 < 3s")
+    assert check.status == Status.FAILED and check.observed is not None
+    assert 3 < check.observed < 15, f"p99 {check.observed:.2f}s should reflect a 6 s flush interval"
+    stages = {s.name: s for s in outcome.finished.summary.stages}
+    # the delay shows where it is made: between Kafka and the table, not before
+    assert stages["kafka"].latency["p99"] < 1 < 3 < stages["iceberg"].latency["p99"], stages
+    assert outcome.finished.summary.lost == 0
+    with pytest.raises(AssertionError, match=r"e2e\.p99 < 3s: observed"):
+        outcome.check()
