@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from pipeline_check.clock import Clock
 from pipeline_check.config import ConsumerStage, KafkaStage, PipelineConfig
@@ -58,8 +59,13 @@ class ConsumerGroupProbe(NoteBuffer):
         book, ends_client = self.book, self._ends
         assert ends_client is not None, "start() first"
         while not stop.is_set():
-            committed = await self._committed()
-            ends = await ends_client.end_offsets(self._partitions)
+            try:
+                committed = await self._committed()
+                ends = await ends_client.end_offsets(self._partitions)
+            except (KafkaError, OSError) as exc:  # a broker restart: keep looking until the run ends
+                self.note(f"consumer group offsets unavailable ({type(exc).__name__}); retrying")
+                await asyncio.sleep(self.settings.poll_interval)
+                continue
             now = self.clock.now()
             self._looks.look(now)
             self.lag.append((now, sum(ends[tp] - max(committed[tp.partition], 0) for tp in self._partitions)))

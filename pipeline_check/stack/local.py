@@ -36,6 +36,7 @@ class _ServiceState:
     pid: int | None = None
     create_time: float | None = None
     started_at: float | None = None
+    healthy_at: float | None = None
     restarts: int = 0
     starts: int = 0
     env_overrides: dict[str, str] = field(default_factory=dict)
@@ -200,6 +201,8 @@ class LocalStack:
         st.env_overrides = dict(env or {})
         self._save()
         self.wait_healthy(name, service.start_timeout)
+        st.healthy_at = time.time()
+        self._save()
         return StartReport(name, time.monotonic() - began)
 
     def wait_healthy(self, name: str, timeout: float) -> Health:
@@ -308,7 +311,7 @@ class LocalStack:
         if child is not None:
             child.wait(timeout=5)
         st = self._state[name]
-        st.pid = st.create_time = st.started_at = None
+        st.pid = st.create_time = st.started_at = st.healthy_at = None
         self._save()
 
     def _save(self) -> None:
