@@ -67,6 +67,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    service_env(config)  # a malformed option is a usage error before any test runs
+
+
+def service_env(config: pytest.Config) -> dict[str, dict[str, str]]:
+    """``--pc-service-env SERVICE:NAME=VALUE`` options as {service: {name: value}}."""
+    env: dict[str, dict[str, str]] = {}
+    for item in config.getoption("--pc-service-env"):
+        service, _, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not (service and name and eq):
+            raise pytest.UsageError(f"--pc-service-env {item!r}: expected SERVICE:NAME=VALUE")
+        env.setdefault(service, {})[name] = value
+    return env
 
 
 @pytest.hookimpl(wrapper=True)
@@ -136,19 +149,12 @@ def pipeline_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
     stack_file = request.config.getoption("--pc-stack-file")
     spec = load_stack(Path(stack_file) if stack_file else None)
-    service_env: dict[str, dict[str, str]] = {}
-    for item in request.config.getoption("--pc-service-env"):
-        service, _, assignment = item.partition(":")
-        name, eq, value = assignment.partition("=")
-        if not (service and name and eq):
-            raise pytest.UsageError(f"--pc-service-env {item!r}: expected SERVICE:NAME=VALUE")
-        service_env.setdefault(service, {})[name] = value
     local = LocalStack(
         load_stack(
             spec.file,
             run_dir=tmp_path_factory.mktemp("stack"),
             ports=free_ports(list(spec.ports)),
-            service_env=service_env,
+            service_env=service_env(request.config),
         )
     )
     try:
