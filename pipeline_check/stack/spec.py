@@ -87,15 +87,7 @@ class StackSpec:
 
     def render(self, setting: str, text: str) -> str:
         """Fill ``{python}``, ``{compose_dir}``, ``{run_dir}``, ``{kafka_libs}``, ``{port.NAME}``."""
-        try:
-            return text.format_map(self.placeholders)
-        except (KeyError, AttributeError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.file.name}:{setting}",
-                text,
-                f"has an unknown placeholder ({exc})",
-                "use {python}, {compose_dir}, {run_dir}, {kafka_libs} or {port.NAME}",
-            ) from None
+        return _render(self.placeholders, f"{self.file.name}:{setting}", text)
 
     def start_order(self, names: set[str] | None = None) -> list[str]:
         """Dependencies first, ties in file order; ``names`` plus what they depend on."""
@@ -133,6 +125,18 @@ class StackSpec:
                 seen.add(name)
                 todo.extend(self.services[name].depends_on)
         return seen
+
+
+def _render(placeholders: Mapping[str, object], setting: str, text: str) -> str:
+    try:
+        return text.format_map(placeholders)
+    except (KeyError, AttributeError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            setting,
+            text,
+            f"has an unknown placeholder ({exc})",
+            "use {python}, {compose_dir}, {run_dir}, {kafka_libs} or {port.NAME}",
+        ) from None
 
 
 def default_stack_file() -> Path:
@@ -188,8 +192,10 @@ def load_stack(
         "kafka_libs": str(libs.resolve()),
         "port": SimpleNamespace(**resolved_ports),
     }
-    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, {}, placeholders, {})
-    fill = spec.render
+
+    def fill(setting: str, text: str) -> str:
+        return _render(placeholders, f"{file.name}:{setting}", text)
+
     unknown = set(service_env or {}) - set(model.services)
     if unknown:
         raise ConfigError(

@@ -67,35 +67,26 @@ def test_throughput_floor_above_the_offered_rate_fails(pipeline_stack: PipelineS
     assert isinstance(observed, float) and 40 < observed < 60, observed
 
 
-def run_with_stop(
-    validator: Validator, config: PipelineConfig, stack: LocalStack, service: str, report: Path
-) -> dict[str, object]:
-    stop = AfterInjected(100, lambda: stack.stop(service))
-    outcome = validator(config=config, count=400, rate=100, drain_timeout="6s", handlers=[stop, JsonReporter(report)])
+@pytest.mark.resilience
+@pytest.mark.parametrize(("service", "stuck_after"), [("consumer", "kafka"), ("api", "iceberg")])
+def test_service_stopped_mid_run_loses_canaries_stuck_where_it_stands(
+    service: str,
+    stuck_after: str,
+    validator: Validator,
+    pipeline_config: PipelineConfig,
+    local_stack: LocalStack,
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "v.json"
+    stop = AfterInjected(100, lambda: local_stack.stop(service))
+    outcome = validator(count=400, rate=100, drain_timeout="6s", handlers=[stop, JsonReporter(report)])
     assert outcome.exit_code == ExitCode.VERDICT_FAILED
-    doc: dict[str, object] = json.loads(report.read_text())
-    return doc
-
-
-def test_consumer_stopped_mid_run_loses_canaries_stuck_after_kafka(
-    validator: Validator, pipeline_config: PipelineConfig, local_stack: LocalStack, tmp_path: Path
-) -> None:
-    doc = run_with_stop(validator, pipeline_config, local_stack, "consumer", tmp_path / "v.json")
-    failed = failed_checks(tmp_path / "v.json")
-    assert "lost == 0" in failed and failed["lost == 0"]["observed"] > 0, failed
-    lost = doc["lost"]
-    assert isinstance(lost, dict) and set(lost["stuck"]) == {"kafka"}, lost
-    assert len(lost["stuck"]["kafka"]) == lost["count"] == failed["lost == 0"]["observed"]
-
-
-def test_api_stopped_mid_run_loses_canaries_stuck_after_iceberg(
-    validator: Validator, pipeline_config: PipelineConfig, local_stack: LocalStack, tmp_path: Path
-) -> None:
-    doc = run_with_stop(validator, pipeline_config, local_stack, "api", tmp_path / "v.json")
-    failed = failed_checks(tmp_path / "v.json")
-    assert "lost == 0" in failed and failed["lost == 0"]["observed"] > 0, failed
-    lost = doc["lost"]
-    assert isinstance(lost, dict) and set(lost["stuck"]) == {"iceberg"}, lost
+    failed = failed_checks(report)
+    lost = json.loads(report.read_text())["lost"]
+    assert "lost == 0" in failed and failed["lost == 0"]["observed"] == lost["count"] > 0, failed
+    # every lost canary is named, and all of them stopped right before the stopped service
+    assert set(lost["stuck"]) == {stuck_after}, lost["stuck"]
+    assert len(lost["stuck"][stuck_after]) == lost["count"]
 
 
 def closed_port() -> int:
