@@ -20,6 +20,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
@@ -27,6 +28,7 @@ from .common import (
     CommonConfig,
     HttpTask,
     Shutdown,
+    describe,
     env_port,
     env_str,
     load_config,
@@ -102,9 +104,9 @@ class TableReader:
                 self._catalog = None
             raise
 
-    def trades(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> tuple[
-        list[dict[str, Any]], int | None
-    ]:
+    def trades(
+        self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
         table = self.load()
         snapshot = table.current_snapshot()
         if snapshot is None:
@@ -156,6 +158,14 @@ def _local_file(uri: str) -> str | None:
     return None
 
 
+def _unavailable(cfg: CommonConfig, exc: BaseException) -> str:
+    if isinstance(exc, NoSuchTableError):
+        return f"table {cfg.iceberg_table} does not exist yet (the consumer creates it on first start)"
+    if "no such table: iceberg_tables" in str(exc):
+        return f"catalog {cfg.iceberg_catalog_uri} is not initialised yet (the consumer creates it)"
+    return f"table {cfg.iceberg_table} unavailable: {describe(exc)}"
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -186,11 +196,12 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         try:
             table = reader.load()
         except Exception as exc:
+            catalog_ok = isinstance(exc, NoSuchTableError)
             return JSONResponse(
                 {
                     "status": "unavailable",
-                    "catalog": "ok" if "NoSuchTable" in type(exc).__name__ else "unavailable",
-                    "reason": f"{type(exc).__name__}: {exc}",
+                    "catalog": "ok" if catalog_ok else "unavailable",
+                    "reason": _unavailable(cfg.common, exc),
                     "table": {"name": cfg.common.iceberg_table, "exists": False},
                 },
                 status_code=503,
@@ -222,17 +233,13 @@ def create_app(cfg: ApiConfig) -> FastAPI:
             raise BadRequest(f"symbol={symbol} (query): {PARAM_HINTS['symbol']}")
         if start_time is not None and end_time is not None and start_time >= end_time:
             raise BadRequest(
-                f"start_time={start_time} (query): must be before end_time={end_time} "
-                "(start inclusive, end exclusive)"
+                f"start_time={start_time} (query): must be before end_time={end_time} (start inclusive, end exclusive)"
             )
         try:
             rows, snapshot_id = reader.trades(sym, start_time, end_time, limit)
         except Exception as exc:
-            log.warning("query failed: %s: %s", type(exc).__name__, exc)
-            return JSONResponse(
-                {"error": f"table {cfg.common.iceberg_table} unavailable: {type(exc).__name__}: {exc}"},
-                status_code=503,
-            )
+            log.warning("query failed: %s", describe(exc))
+            return JSONResponse({"error": _unavailable(cfg.common, exc)}, status_code=503)
         return JSONResponse(
             {
                 "data": rows,
@@ -255,7 +262,7 @@ async def main() -> int:
     cfg = load_config(ApiConfig.from_env)
     shutdown = Shutdown()
     shutdown.install()
-    http = HttpTask(create_app(cfg), cfg.host, cfg.port)
+    http = HttpTask(create_app(cfg), cfg.host, cfg.port, "API_PORT")
     await http.start()
     log.info("query API on http://%s:%d (table %s)", cfg.host, cfg.port, cfg.common.iceberg_table)
     await shutdown.wait()

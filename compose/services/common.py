@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -163,9 +164,7 @@ def load_config(factory: Callable[[], T]) -> T:
 def setup_logging(service: str) -> None:
     """Plain INFO lines on stdout (the stack driver captures stdout to a file)."""
     handler = logging.StreamHandler(sys.stdout)  # StreamHandler flushes after every record
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
-    )
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -232,6 +231,9 @@ def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """asyncio.run the service's main and exit with its code."""
     try:
         code = asyncio.run(main())
+    except ServiceError as exc:
+        log.error("%s", exc)
+        code = 1
     except KeyboardInterrupt:  # only before our handlers are installed
         code = 0
     logging.shutdown()
@@ -281,16 +283,38 @@ def health_app(report: HealthReport) -> Starlette:
     return Starlette(routes=[Route("/health", health, methods=["GET"])])
 
 
+class ServiceError(Exception):
+    """A startup failure reported as one line and exit code 1 (not a traceback)."""
+
+
 class HttpTask:
     """An embedded uvicorn server run as a task of the service's event loop."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, port_var: str) -> None:
         self.server = make_server(app, host, port)
+        self.host, self.port, self.port_var = host, port, port_var
         self.task: asyncio.Task[None] | None = None
 
+    def _bind(self) -> socket.socket:
+        # bind ourselves: uvicorn would log and sys.exit(1) from inside a task instead
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ServiceError(
+                f"{self.port_var}={self.port}: cannot listen on {self.host}:{self.port}: "
+                f"{exc.strerror or exc}; pick a free port"
+            ) from None
+        sock.set_inheritable(True)
+        return sock
+
     async def start(self) -> None:
-        """Start serving; returns once the socket is bound (uvicorn exits the process if it cannot bind)."""
-        self.task = asyncio.create_task(self.server.serve(), name="http")
+        """Start serving; returns once the socket listens."""
+        sock = self._bind()
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]), name="http")
         while not self.server.started and not self.task.done():
             await asyncio.sleep(0.01)
         if self.task.done():
@@ -304,6 +328,16 @@ class HttpTask:
             await asyncio.wait_for(self.task, timeout)
         except TimeoutError:
             log.warning("HTTP server did not stop within %.1fs", timeout)
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """One line for logs and health bodies: "Type: first line of the message"."""
+    name = type(exc).__name__
+    text = (str(exc).strip().splitlines() or [""])[0][:limit]
+    if isinstance(exc, TimeoutError) and not text:
+        text = "timed out"
+    # aiokafka's errors already start with their class name
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 def utc_ms() -> int:

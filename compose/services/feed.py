@@ -21,7 +21,17 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .common import ConfigError, Shutdown, env_int, env_port, env_str, load_config, run_main, setup_logging
+from .common import (
+    ConfigError,
+    ServiceError,
+    Shutdown,
+    env_int,
+    env_port,
+    env_str,
+    load_config,
+    run_main,
+    setup_logging,
+)
 
 log = logging.getLogger("feed")
 
@@ -98,13 +108,16 @@ class Feed:
         if PATH_RE.match(request.path.split("?", 1)[0]):
             return None
         body = b"expected /ws/<symbol>@trade\n"
-        return Response(HTTPStatus.NOT_FOUND.value, "Not Found", Headers([("Content-Length", str(len(body)))]),
-                        body)
+        return Response(HTTPStatus.NOT_FOUND.value, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
     async def handler(self, ws: ServerConnection) -> None:
         self.clients.add(ws)
-        log.info("client connected: %s %s (%d clients)", ws.remote_address, ws.request.path if ws.request
-                 else "?", len(self.clients))
+        log.info(
+            "client connected: %s %s (%d clients)",
+            ws.remote_address,
+            ws.request.path if ws.request else "?",
+            len(self.clients),
+        )
         try:
             await ws.wait_closed()
         finally:
@@ -133,9 +146,15 @@ async def main() -> int:
     shutdown = Shutdown()
     shutdown.install()
     feed = Feed(cfg)
-    server: Server = await serve(feed.handler, cfg.host, cfg.port, process_request=feed.check_path)
-    log.info("feed on ws://%s:%d/ws/<symbol>@trade: %d msg/s of %s", cfg.host, cfg.port, cfg.rate,
-             ",".join(cfg.symbols))
+    try:
+        server: Server = await serve(feed.handler, cfg.host, cfg.port, process_request=feed.check_path)
+    except OSError as exc:
+        raise ServiceError(
+            f"FEED_PORT={cfg.port}: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+        ) from None
+    log.info(
+        "feed on ws://%s:%d/ws/<symbol>@trade: %d msg/s of %s", cfg.host, cfg.port, cfg.rate, ",".join(cfg.symbols)
+    )
     await feed.pump(shutdown)
     server.close()
     await asyncio.wait_for(server.wait_closed(), 3)

@@ -58,7 +58,7 @@ TABLE_PROPERTIES = {
 def _local_path(uri: str) -> Path | None:
     """The filesystem path of a sqlite:/// or file:// URI, None for anything else."""
     if uri.startswith("sqlite:///"):
-        rest = uri[len("sqlite:///"):].split("?", 1)[0]
+        rest = uri[len("sqlite:///") :].split("?", 1)[0]
         return None if rest in {"", ":memory:"} else Path(unquote(rest))
     parsed = urlparse(uri)
     if parsed.scheme == "file":
@@ -98,6 +98,28 @@ def ensure_table(catalog: SqlCatalog, cfg: CommonConfig) -> Table:
         return table
     except TableAlreadyExistsError:
         return catalog.load_table(cfg.iceberg_table)
+
+
+def expire_snapshots(table: Table, *, keep_last: int, older_than_ms: int) -> int:
+    """Drop old snapshots from the table metadata; returns how many.
+
+    Every commit rewrites the metadata JSON with the whole snapshot list, so at two commits a second
+    appends slow down by the minute. Only metadata entries go: data and manifest files stay (the
+    retained snapshots still reference them), and the current snapshot - which carries the offsets
+    map - is always kept.
+    """
+    current = table.current_snapshot()
+    if current is None:
+        return 0
+    snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    old = [
+        s.snapshot_id
+        for s in snapshots[: max(0, len(snapshots) - keep_last)]
+        if s.timestamp_ms < older_than_ms and s.snapshot_id != current.snapshot_id
+    ]
+    if old:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    return len(old)
 
 
 def snapshot_offsets(table: Table) -> tuple[dict[str, int], int | None]:

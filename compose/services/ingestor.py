@@ -30,6 +30,7 @@ from .common import (
     HttpTask,
     Shutdown,
     StateLog,
+    describe,
     env_port,
     env_str,
     health_app,
@@ -38,7 +39,7 @@ from .common import (
     setup_logging,
     utc_ms,
 )
-from .kafka_util import KafkaWatchdog, ensure_topics
+from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 
 log = logging.getLogger("ingestor")
 
@@ -46,8 +47,9 @@ BACKOFF_START_S = 0.05
 BACKOFF_CAP_S = 1.0
 # sends not yet acknowledged; beyond this the reader waits (and TCP pushes back on the feed)
 MAX_IN_FLIGHT = 20_000
-DRAIN_TIMEOUT_S = 2.0
-FLUSH_TIMEOUT_S = 2.0
+# shutdown budget (SIGTERM -> exit within ~5 s even with Kafka down): drain, flush, close
+DRAIN_TIMEOUT_S = 1.5
+FLUSH_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,11 @@ class Ingestor:
         self.all_delivered = asyncio.Event()
         self.all_delivered.set()
         self.stats: dict[str, Any] = {
-            "received": 0, "produced": 0, "resent": 0, "connects": 0, "last_message_ms": None,
+            "received": 0,
+            "produced": 0,
+            "resent": 0,
+            "connects": 0,
+            "last_message_ms": None,
         }
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,8 +136,7 @@ class Ingestor:
                 return True
             except Exception as exc:
                 self.states.set("producer", "start failed", str(exc), logging.WARNING)
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await close_quietly("producer", producer.stop(), 1.0)
             await self.shutdown.wait(backoff)
             backoff = min(backoff * 2, 2.0)
         return False
@@ -147,7 +152,7 @@ class Ingestor:
             except Exception as exc:
                 # metadata or buffer space unavailable (Kafka down): nothing was queued, so retry the
                 # same frame; meanwhile the feed is not read and TCP pushes back on the server
-                self.states.set("produce", "blocked", f"{type(exc).__name__}: {exc}", logging.WARNING)
+                self.states.set("produce", "blocked", describe(exc), logging.WARNING)
                 await asyncio.sleep(0.2)
         self.states.set("produce", "ok")
         self.in_flight += 1
@@ -199,12 +204,15 @@ class Ingestor:
                         self.stats["received"] += 1
                         self.stats["last_message_ms"] = utc_ms()
                         await self.produce(frame, record_key(frame))
-                self.states.set("feed", "disconnected", "closed by the server" if not self.shutdown.requested
-                                else "closed for shutdown")
+                self.states.set(
+                    "feed",
+                    "disconnected",
+                    "closed by the server" if not self.shutdown.requested else "closed for shutdown",
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.states.set("feed", "disconnected", f"{type(exc).__name__}: {exc}")
+                self.states.set("feed", "disconnected", describe(exc))
             finally:
                 self.ws = None
             if not self.shutdown.requested:
@@ -222,9 +230,9 @@ class Ingestor:
                 self._tasks.add(closer)
                 closer.add_done_callback(self._tasks.discard)
             try:
-                await asyncio.wait_for(asyncio.shield(feed_task), DRAIN_TIMEOUT_S + 0.5)
+                await asyncio.wait_for(asyncio.shield(feed_task), DRAIN_TIMEOUT_S + 0.3)
             except TimeoutError:
-                log.warning("feed did not close within %.1fs; abandoning it", DRAIN_TIMEOUT_S + 0.5)
+                log.warning("feed did not close within %.1fs; abandoning it", DRAIN_TIMEOUT_S + 0.3)
                 feed_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed_task
@@ -235,12 +243,14 @@ class Ingestor:
                     await self.all_delivered.wait()
             except TimeoutError:
                 log.error("producer flush timed out: %d messages not acknowledged", self.in_flight)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.producer.stop(), 1.0)
+            await close_quietly("producer", self.producer.stop(), 0.7)
         log.info(
             "stopped after %.1fs: received %d, produced %d, re-sent %d, unacknowledged %d",
-            time.monotonic() - started, self.stats["received"], self.stats["produced"],
-            self.stats["resent"], self.in_flight,
+            time.monotonic() - started,
+            self.stats["received"],
+            self.stats["produced"],
+            self.stats["resent"],
+            self.in_flight,
         )
 
 
@@ -250,11 +260,12 @@ async def main() -> int:
     shutdown = Shutdown()
     shutdown.install()
     service = Ingestor(cfg, shutdown)
-    http = HttpTask(health_app(service.health), cfg.health_host, cfg.health_port)
+    http = HttpTask(health_app(service.health), cfg.health_host, cfg.health_port, "HEALTH_PORT")
     await http.start()
     service.watchdog.start()
-    log.info("ingestor: %s -> %s, health on %s:%d", cfg.feed_url, cfg.common.raw_topic,
-             cfg.health_host, cfg.health_port)
+    log.info(
+        "ingestor: %s -> %s, health on %s:%d", cfg.feed_url, cfg.common.raw_topic, cfg.health_host, cfg.health_port
+    )
     feed_task: asyncio.Task[None] | None = None
     try:
         if await service.start_producer():

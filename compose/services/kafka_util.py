@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from .common import CommonConfig, Shutdown, StateLog
+from .common import CommonConfig, Shutdown, StateLog, describe
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,22 @@ def _admin(bootstrap: str, client_id: str) -> AIOKafkaAdminClient:
     )
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+async def close_quietly(what: str, closing: Awaitable[Any], timeout: float) -> None:
+    """Close an aiokafka client within ``timeout``, whatever state Kafka is in.
+
+    aiokafka's ``stop()`` can leak a CancelledError of its own fetch tasks when Kafka is down (the
+    fetcher cancels a task sleeping in its retry backoff and re-raises), which would abort the rest
+    of a graceful shutdown; only a cancellation of *our* task is passed on.
+    """
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.info("%s: closed (its pending requests were cancelled)", what)
+    except Exception as exc:
+        log.info("%s: not closed cleanly: %s", what, describe(exc))
 
 
 async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -> bool:
@@ -67,14 +81,15 @@ async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -
             if have and have != cfg.raw_topic_partitions:
                 log.warning(
                     "topic %s has %d partitions, RAW_TOPIC_PARTITIONS=%d; using the existing topic",
-                    cfg.raw_topic, have, cfg.raw_topic_partitions,
+                    cfg.raw_topic,
+                    have,
+                    cfg.raw_topic_partitions,
                 )
             return True
         except Exception as exc:  # any failure: Kafka not up yet, retry
-            states.set("kafka", "waiting to create topics", _describe(exc), logging.WARNING)
+            states.set("kafka", "waiting to create topics", describe(exc), logging.WARNING)
         finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
+            await close_quietly("admin client", admin.close(), 1.0)
         await shutdown.wait(backoff)
         backoff = min(backoff * 2, 2.0)
     return False
@@ -116,8 +131,7 @@ class KafkaWatchdog:
     async def _close_admin(self) -> None:
         if self._admin is not None:
             admin, self._admin = self._admin, None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(admin.close(), 1.0)
+            await close_quietly("health admin client", admin.close(), 1.0)
 
     async def check(self) -> None:
         try:
@@ -132,7 +146,7 @@ class KafkaWatchdog:
             self._states.set("kafka", "reachable")
         except Exception as exc:
             self.ok = False
-            self.reason = "timeout after 2s" if isinstance(exc, TimeoutError) else _describe(exc)
+            self.reason = "timeout after 2s" if isinstance(exc, TimeoutError) else describe(exc)
             self._states.set("kafka", "unreachable", self.reason, logging.WARNING)
             await self._close_admin()
         finally:

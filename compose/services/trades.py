@@ -99,7 +99,7 @@ def parse_trade(value: bytes | None) -> Trade:
     if not isinstance(event, dict):
         raise InvalidRecord(f"value is not a JSON object: {type(event).__name__}")
     if event.get("e") != "trade":
-        raise InvalidRecord(f"e: must be \"trade\", got {_kind(event.get('e'))}")
+        raise InvalidRecord(f'e: must be "trade", got {_kind(event.get("e"))}')
     symbol = event.get("s")
     if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
         raise InvalidRecord(f"s: must match {SYMBOL_RE.pattern}, got {_kind(symbol)}")
@@ -121,9 +121,7 @@ def parse_trade(value: bytes | None) -> Trade:
     )
 
 
-def dlq_envelope(
-    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-) -> bytes:
+def dlq_envelope(reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> bytes:
     """The DLQ record: the reason, where the record came from, and the original text."""
     return json.dumps(
         {
@@ -184,17 +182,16 @@ class BatchBuffer:
     def empty(self) -> bool:
         return self._batch.empty
 
-    def add(self, topic: str, partition: int, offset: int, timestamp_ms: int | None,
-            key: bytes | None, value: bytes | None) -> str | None:
+    def add(
+        self, topic: str, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None, value: bytes | None
+    ) -> str | None:
         """Validate one record into the buffer; returns the DLQ reason when it is invalid."""
         reason: str | None = None
         try:
             trade = parse_trade(value)
         except InvalidRecord as exc:
             reason = str(exc)
-            self._batch.dlq.append(
-                DlqRecord(key, dlq_envelope(reason, topic, partition, offset, key, value))
-            )
+            self._batch.dlq.append(DlqRecord(key, dlq_envelope(reason, topic, partition, offset, key, value)))
         else:
             ingest = timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
             self._batch.rows.append(Row(trade, ingest, topic, partition, offset))
@@ -245,6 +242,55 @@ def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
     }
     arrays = [pa.array(cols[f.name], type=f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def clamp_offset(target: int | None, begin: int, end: int) -> tuple[int, str | None]:
+    """Fit a resume offset into the partition's current [begin, end] range; (offset, warning).
+
+    Beyond the end means the topic was recreated or truncated under a table that outlived it: the
+    partition's records are new, so start at its beginning. Below the beginning means retention
+    deleted records that were never written: nothing to do but start at the oldest one left.
+    """
+    if target is None:
+        return begin, None
+    if target > end:
+        return begin, f"resume offset {target} is beyond the log end {end} (topic recreated?)"
+    if target < begin:
+        return begin, f"resume offset {target} is below the log start {begin} (records deleted)"
+    return target, None
+
+
+class PositionGuard:
+    """Which fetched records may enter the buffer, per partition.
+
+    aiokafka starts fetching a newly assigned partition from its committed offset while the
+    (async) rebalance listener is still working out where to resume; those records, and anything
+    fetched before a seek took effect, must be dropped or rows could be written twice. A partition
+    is accepted only once positioned, and only from its expected next offset on.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+
+    def position(self, topic: str, partition: int, offset: int) -> None:
+        self._next[(topic, partition)] = offset
+
+    def forget(self, topic: str, partition: int) -> None:
+        self._next.pop((topic, partition), None)
+
+    def clear(self) -> None:
+        self._next.clear()
+
+    def is_positioned(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._next
+
+    def accept(self, topic: str, partition: int, offset: int) -> bool:
+        """True when the record is the next one to process (offsets may skip forward, never back)."""
+        expected = self._next.get((topic, partition))
+        if expected is None or offset < expected:
+            return False
+        self._next[(topic, partition)] = offset + 1
+        return True
 
 
 def resume_offset(snapshot_offset: int | None, committed: int | None, *, unsafe: bool) -> int | None:
