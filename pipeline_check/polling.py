@@ -37,11 +37,11 @@ def intervals(initial: float = 0.02, cap: float = 0.5, factor: float = 1.5) -> I
 
 
 def poll(check: Callable[[], T | None], timeout: float, *, initial: float = 0.02, cap: float = 0.5) -> T | None:
-    """Call ``check`` until it returns something other than None/False or ``timeout`` passes."""
+    """Call ``check`` until it returns a truthy value (returned) or ``timeout`` passes (None)."""
     deadline = Deadline.after(timeout)
     for interval in intervals(initial, cap):
         result = check()
-        if result is not None and result is not False:
+        if result:
             return result
         if deadline.expired():
             return None
@@ -56,7 +56,7 @@ async def apoll(
     deadline = Deadline.after(timeout)
     for interval in intervals(initial, cap):
         result = await check()
-        if result is not None and result is not False:
+        if result:
             return result
         if deadline.expired():
             return None

@@ -6,6 +6,8 @@ validator's settings are the stack's ``[exports]`` at their default ports.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,18 +33,28 @@ def docker_engine_error() -> str | None:
 
 @contextmanager
 def container_stack(stack_file: str | Path | None = None) -> Iterator[dict[str, str]]:
-    """Build and start docker-compose.yml beside ``stack_file``; yield the exports; stop it after."""
+    """Build and start docker-compose.yml beside ``stack_file``; yield the exports; stop it after.
+
+    The table's folder is a host temp dir mounted at the same path in the containers
+    (``PC_DATA_DIR``), so the Iceberg probe on the host reads what the consumer wrote.
+    """
     reason = docker_engine_error()
     if reason is not None:
         raise DockerUnavailable(f"--pc-stack containers needs a Docker engine and none answers ({reason})")
     from testcontainers.compose import DockerCompose
 
     spec = load_stack(Path(stack_file) if stack_file else default_stack_file())
-    compose = DockerCompose(spec.compose_dir, compose_file_name="docker-compose.yml", build=True, wait=True)
-    compose.start()
-    try:
-        exports = dict(spec.exports)
-        # the services write the catalog inside their volume; the validator reads it through the API only
-        yield exports
-    finally:
-        compose.stop()
+    with tempfile.TemporaryDirectory(prefix="pipeline-check-data-") as data_dir:
+        os.environ["PC_DATA_DIR"] = data_dir  # docker compose substitutes it in docker-compose.yml
+        compose = DockerCompose(spec.compose_dir, compose_file_name="docker-compose.yml", build=True, wait=True)
+        compose.start()
+        try:
+            yield {
+                **spec.exports,
+                "PC_FEED_HOST": "0.0.0.0",  # the ingestor dials from the container network
+                "PC_ICEBERG_CATALOG_URI": f"sqlite:///{data_dir}/iceberg/catalog.db",
+                "PC_ICEBERG_WAREHOUSE": f"file://{data_dir}/iceberg/warehouse",
+            }
+        finally:
+            compose.stop()
+            os.environ.pop("PC_DATA_DIR", None)

@@ -21,16 +21,9 @@ T = TypeVar("T")
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns a value; fail the test naming ``what`` and the last value."""
-    last: list[object] = [None]
-
-    def attempt() -> T | None:
-        result = check()
-        last[0] = result
-        return result
-
-    found = poll(attempt, timeout, initial=0.05)
-    assert found is not None and found is not False, f"{what}: not within {timeout:g}s"
+    """Poll ``check`` until it returns a truthy value; fail the test naming ``what``."""
+    found = poll(check, timeout, initial=0.05)
+    assert found, f"{what}: not within {timeout:g}s"
     return found
 
 
