@@ -39,8 +39,8 @@ test-unit: setup ## fast tests, no processes
 	$(PYTEST) -m "not e2e" tests
 
 lint: setup ## ruff + mypy strict
-	$(VENV)/bin/ruff check pipeline_check tests compose/services
-	$(VENV)/bin/ruff format --check pipeline_check tests compose/services
+	$(VENV)/bin/ruff check pipeline_check tests compose/services benchmarks
+	$(VENV)/bin/ruff format --check pipeline_check tests compose/services benchmarks
 	$(VENV)/bin/mypy
 
 stack-up: setup ## start the local reference stack (Kafka, consumer, ingestor, API)
@@ -66,6 +66,9 @@ test-e2e-health: setup ## stack health: start order, health propagation, restart
 
 test-e2e-freshness: setup ## freshness SLA, per-stage budgets, throughput floor, delayed consumer
 	$(PYTEST) tests/e2e/test_data_freshness.py
+
+bench: setup ## benchmarks (not part of `make test`): writes reports/bench.json, prints a table; see BENCHMARKS.md
+	$(PY) -m benchmarks
 
 clean: ## remove the venv, stamps, stack state and reports
 	-$(PC) stack down 2>/dev/null

@@ -39,6 +39,7 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class _Model(BaseModel):
@@ -60,7 +61,9 @@ class KafkaSource(_Model):
     """pipeline-check produces straight to the raw topic (``stages.kafka``)."""
 
     type: Literal["kafka"] = "kafka"
-    linger: Duration = 0.005
+    # how long a batch waits for more canaries before it ships; 0 ships at once, and batches still fill
+    # while the previous one is in flight, so a longer linger only adds to the Kafka latency measured
+    linger: NonNegativeDuration = 0.0
 
 
 class MessagesConfig(_Model):

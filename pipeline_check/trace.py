@@ -9,6 +9,7 @@ beside them in wall-clock milliseconds, never instead of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.clock import Clock
+from pipeline_check.fidelity import compare
 from pipeline_check.messages import Trade, TradeFactory
 from pipeline_check.sla import Measurements
 from pipeline_check.tags import RunId, parse
@@ -130,7 +132,7 @@ class TraceBook:
             if parse(tag) is not None:
                 self.foreign += 1
             return None
-        if seq >= self.injected or np.isnan(self.injected_at[seq]):
+        if seq >= self.injected or math.isnan(self.injected_at[seq]):
             self.unexpected += 1
             return None
         return seq
@@ -149,7 +151,7 @@ class TraceBook:
         col = self._columns[stage]
         col.copies[seq] += 1
         col.last[seq] = at
-        if not np.isnan(col.first[seq]):
+        if not math.isnan(col.first[seq]):
             return False
         col.first[seq] = at
         if source_ms is not None:
@@ -168,7 +170,7 @@ class TraceBook:
         for seq, copies in counts.items():
             col.copies[seq] = max(int(col.copies[seq]), copies)
             col.last[seq] = at
-            if np.isnan(col.first[seq]):
+            if math.isnan(col.first[seq]):
                 col.first[seq] = at
                 self._reached[stage] += 1
                 new += 1
@@ -176,14 +178,9 @@ class TraceBook:
 
     def diff(self, stage: str, seq: int, actual: Mapping[str, object], fields: Mapping[str, str]) -> None:
         """Compare a stage's record with what was sent; keep the differing fields."""
-        from pipeline_check.fidelity import compare  # a leaf module; imported here to keep this one lean
-
         sent = self.factory.canary(seq, int(self.sent_ms[seq])).to_dict()
-        found = [
-            FieldDiff(stage, self.run.tag(seq), name, exp, act) for name, exp, act in compare(sent, actual, fields)
-        ]
-        if found:
-            self.diffs.setdefault(seq, []).extend(found)
+        for name, exp, act in compare(sent, actual, fields):  # called per canary and stage: no list unless needed
+            self.diffs.setdefault(seq, []).append(FieldDiff(stage, self.run.tag(seq), name, exp, act))
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -191,7 +188,7 @@ class TraceBook:
         return self._reached[stage]
 
     def has_seen(self, stage: str, seq: int) -> bool:
-        return not np.isnan(self._columns[stage].first[seq])
+        return not math.isnan(self._columns[stage].first[seq])
 
     def first_seen(self, stage: str) -> Floats:
         """First-seen times at ``stage`` (NaN: not seen), for the injected canaries."""
@@ -233,7 +230,7 @@ class TraceBook:
         for seq in np.flatnonzero(~delivered_mask):
             reached = SOURCE
             for stage in self.stages:
-                if not np.isnan(self._columns[stage].first[seq]):
+                if not math.isnan(self._columns[stage].first[seq]):
                     reached = stage
             stuck.setdefault(reached, []).append(f"{self.run}#{seq}")
 

@@ -39,10 +39,7 @@ class KafkaInjector(NoteBuffer):
         assert isinstance(config.source, KafkaSource) and config.stages.kafka is not None
         self.stage: KafkaStage = config.stages.kafka
         self.linger = config.source.linger
-        # batches are closed before they are handed over, so the producer's own linger never applies
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
-        )
+        self._producer: AIOKafkaProducer | None = None  # made in start: an unstarted one warns when collected
         self._partitioner = DefaultPartitioner()
         self._partitions: list[int] = []
         self._partition_of: dict[bytes, int] = {}
@@ -57,13 +54,17 @@ class KafkaInjector(NoteBuffer):
         self._failure: BaseException | None = None
 
     async def start(self) -> None:
+        # batches are closed before they are handed over, so the producer's own linger never applies
+        self._producer = producer = AIOKafkaProducer(
+            bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
+        )
         try:
-            await reach(self._producer.start(), self.stage.bootstrap)
-            partitions = await reach(self._producer.partitions_for(self.stage.topic), self.stage.bootstrap)
+            await reach(producer.start(), self.stage.bootstrap)
+            partitions = await reach(producer.partitions_for(self.stage.topic), self.stage.bootstrap)
             if not partitions:
                 raise missing_topic(self.stage.topic)
         except EndpointError:
-            await self._producer.stop()
+            await producer.stop()
             raise
         self._partitions = sorted(partitions)
         self._shipper = asyncio.create_task(self._ship(), name="kafka-injector-ship")
@@ -103,11 +104,13 @@ class KafkaInjector(NoteBuffer):
         if self._shipper is not None:
             self._shipper.cancel()
             await asyncio.gather(self._shipper, return_exceptions=True)
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     # -- batching ------------------------------------------------------------------------------------
 
     def _new_batch(self, partition: int) -> BatchBuilder:
+        assert self._producer is not None, "start() first"
         batch: BatchBuilder = self._producer.create_batch()
         self._open[partition] = batch
         asyncio.get_running_loop().call_later(self.linger, self._lingered, partition, batch)
@@ -146,6 +149,7 @@ class KafkaInjector(NoteBuffer):
                     await self._wake.wait()
                 partition, batch = self._queued[0]
                 self._busy = True
+                assert self._producer is not None
                 ack = await self._producer.send_batch(batch, self.stage.topic, partition=partition)
                 self._busy = False
                 self._queued.popleft()

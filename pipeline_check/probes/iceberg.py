@@ -6,26 +6,22 @@ run's tag range reads just the files that snapshot added (file statistics skip t
 follows new data, not the table's history. Each canary keeps the snapshot id and the snapshot's own
 timestamp (the writer's clock) beside the probe's time.
 
-A refresh parses the table metadata, which lists every snapshot the table ever kept, so its cost grows
-with history. On a SQL catalog the probe reads the metadata pointer first (one indexed query): an
-unchanged pointer means nothing new, and a changed one is read with only the snapshots it has not seen
-yet validated into pyiceberg objects. Other catalogs get a full ``refresh()``.
+A full refresh would parse every snapshot the table ever kept; on a SQL catalog the probe reads the
+metadata pointer first and validates only the snapshots it has not handled (``iceberg_metadata``), so
+the cost of a poll stays flat as history grows. Other catalogs get a plain ``refresh()``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import load_catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
-from pyiceberg.serializers import Compressor
 from pyiceberg.table import Table
-from pyiceberg.table.metadata import TableMetadata, TableMetadataUtil
 from pyiceberg.table.snapshots import Snapshot
 
 from pipeline_check.clock import Clock
@@ -33,6 +29,7 @@ from pipeline_check.config import IcebergStage, PipelineConfig
 from pipeline_check.errors import EndpointError
 from pipeline_check.events import NoteBuffer
 from pipeline_check.probes.base import PROBES
+from pipeline_check.probes.iceberg_metadata import MetadataReader, metadata_pointer
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.trace import TraceBook
 
@@ -66,15 +63,18 @@ class IcebergProbe(NoteBuffer):
         self.baseline: int | None = None
         self._last: int | None = None
         self._pointer: Callable[[], str | None] | None = None  # the metadata location, where cheap to read
-        self._known: set[int] = set()  # snapshot ids already validated (fast path)
+        self._reader = MetadataReader()
         self._looks = LookTimes()
         self.poll_seconds: list[float] = []  # wall time of each poll's refresh + scans (benchmarks read it)
 
     async def start(self) -> None:
-        self._table = await asyncio.to_thread(self._load)
-        self._pointer = _metadata_pointer(self._table)
-        self._known = {snapshot.snapshot_id for snapshot in self._table.snapshots()}
-        current = self._table.current_snapshot()
+        table = await asyncio.to_thread(self._load)
+        self._pointer = metadata_pointer(table)
+        self._reader = MetadataReader(snapshot.snapshot_id for snapshot in table.snapshots())
+        if self._pointer is not None:  # read the file once, so the first poll skips what it holds
+            table, _ = await asyncio.to_thread(self._reader.load, table, table.metadata_location)
+        self._table = table
+        current = table.current_snapshot()
         self.baseline = self._last = None if current is None else current.snapshot_id
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,13 +108,13 @@ class IcebergProbe(NoteBuffer):
         """Refresh, then scan each snapshot committed since the last poll (runs on a worker thread)."""
         assert self._table is not None
         began = self.clock.now()
-        table, known = self._refreshed()
+        table, new = self._refreshed()
         seen_at = self.clock.now()
         self._looks.look(seen_at)
         current = table.current_snapshot()
         if current is None or current.snapshot_id == self._last:
             self._table = table
-            self._known |= known
+            self._reader.handled |= new
             self.poll_seconds.append(self.clock.now() - began)
             return seen_at, []
         chain = []
@@ -136,7 +136,7 @@ class IcebergProbe(NoteBuffer):
             previous = snapshot.snapshot_id
         self._last = current.snapshot_id
         self._table = table
-        self._known |= known
+        self._reader.handled |= new
         self.poll_seconds.append(self.clock.now() - began)
         return seen_at, found
 
@@ -150,8 +150,7 @@ class IcebergProbe(NoteBuffer):
         location = self._pointer()
         if location is None or location == table.metadata_location:
             return table, set()
-        metadata, new = _read_new(table, location, self._known)
-        return Table(table.name(), metadata, location, table.io, table.catalog), new
+        return self._reader.load(table, location)
 
     def _record(self, seen_at: float, snapshots: list[NewSnapshot]) -> None:
         book, column, fields = self.book, self.settings.tag_column, self.settings.fields
@@ -181,50 +180,3 @@ class IcebergProbe(NoteBuffer):
                 "stages.iceberg.table", settings.table, f"no such table in catalog {uri}",
                 "has the pipeline created it yet? is the name right?",
             ) from None  # fmt: skip
-
-
-def _metadata_pointer(table: Table) -> Callable[[], str | None] | None:
-    """A cheap read of the table's current metadata location: one indexed query on a SQL catalog;
-    None for other catalogs (they are refreshed in full)."""
-    catalog: Catalog = table.catalog
-    try:
-        from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
-        from sqlalchemy import select
-        from sqlalchemy.orm import Session
-    except ImportError:  # pragma: no cover - the sql extra is a dependency of pipeline-check
-        return None
-    if not isinstance(catalog, SqlCatalog):
-        return None
-    namespace = Catalog.namespace_to_string(table.name()[:-1])
-    statement = select(IcebergTables.metadata_location).where(
-        IcebergTables.catalog_name == catalog.name,
-        IcebergTables.table_namespace == namespace,
-        IcebergTables.table_name == table.name()[-1],
-    )
-
-    def read() -> str | None:
-        with Session(catalog.engine) as session:
-            location: str | None = session.scalar(statement)
-        return location
-
-    return read
-
-
-def _read_new(table: Table, location: str, known: set[int]) -> tuple[TableMetadata, set[int]]:
-    """The metadata at ``location`` holding only the snapshots not in ``known`` (and the current one):
-    the JSON is parsed whole (fast), but only what is new is validated into pyiceberg objects."""
-    with table.io.new_input(location).open() as raw, Compressor.get_compressor(location).stream_decompressor(raw) as f:
-        data: dict[str, Any] = json.loads(f.read())
-    current = data.get("current-snapshot-id")
-    keep = {s["snapshot-id"] for s in data.get("snapshots", []) if s["snapshot-id"] not in known}
-    if current is not None and current != -1:
-        keep.add(current)
-    data["snapshots"] = [s for s in data.get("snapshots", []) if s["snapshot-id"] in keep]
-    data["snapshot-log"] = [e for e in data.get("snapshot-log", []) if e.get("snapshot-id") in keep]
-    data["metadata-log"] = []
-    if "refs" in data:
-        data["refs"] = {name: ref for name, ref in data["refs"].items() if ref.get("snapshot-id") in keep}
-    for key in ("statistics", "partition-statistics"):
-        if key in data:
-            data[key] = [entry for entry in data[key] if entry.get("snapshot-id") in keep]
-    return TableMetadataUtil.parse_obj(data), keep

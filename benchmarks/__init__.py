@@ -1,0 +1,1 @@
+"""Benchmarks of pipeline-check: ``python -m benchmarks`` (``make bench``); see BENCHMARKS.md."""

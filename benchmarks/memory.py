@@ -1,0 +1,126 @@
+"""Memory per traced message: RSS growth while the trace book follows N canaries through every stage.
+
+Each size runs in a fresh interpreter (``python -m benchmarks.memory N`` prints one JSON line), so one
+measurement's allocator state never flatters the next. The child imports everything first, then records
+for each canary an injection and a first sighting at all four stages (with broker time, offset and
+partition where a probe has them), then builds the summary and the SLA measurements. Growth is the
+resident set after minus before; the peak (the kernel's high-water mark, reset at the baseline) covers
+the summary's temporaries too.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks.common import ROOT, Figure
+
+SIZES = (100_000, 1_000_000)
+GOAL_BYTES = 500
+STAGES = ("kafka", "consumer", "iceberg", "api")
+
+
+def _reset_peak() -> None:
+    """Start the kernel's peak-RSS mark afresh (Linux), so imports before the baseline do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak() -> int:
+    """Peak RSS in bytes since :func:`_reset_peak`: VmHWM of this process's address space. (``ru_maxrss``
+    would not do: Linux carries it over ``exec`` from the forking parent.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(n: int) -> dict[str, Any]:
+    """Trace ``n`` canaries through every stage in this process; RSS figures in bytes."""
+    import psutil
+
+    from pipeline_check.clock import Clock
+    from pipeline_check.messages import TradeFactory
+    from pipeline_check.tags import RunId
+    from pipeline_check.trace import TraceBook
+
+    gc.collect()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    _reset_peak()
+    began = time.perf_counter()
+    clock = Clock(offset=1_750_000_000.0)
+    run = RunId.new(clock.wall(1000.0))
+    book = TraceBook(run, TradeFactory(run, seed=1, count=n, symbol="CANARYUSDT"), STAGES, clock)
+    for seq in range(n):
+        at = 1000.0 + seq * 1e-4
+        book.inject(seq, at)
+        book.seen("kafka", seq, at + 0.002, source_ms=clock.wall_ms(at + 0.001), ref=seq, partition=seq % 3)
+        book.seen("consumer", seq, at + 0.3)
+        book.seen("iceberg", seq, at + 0.8, source_ms=clock.wall_ms(at + 0.7), ref=seq // 1000)
+        book.seen("api", seq, at + 1.0)
+    traced = process.memory_info().rss
+    summary = book.summary(10_000.0)
+    book.measurements(summary)
+    after = process.memory_info().rss
+    peak = _peak()
+    assert summary.delivered == n, summary.delivered
+    return {
+        "n": n,
+        "rss_before": before,
+        "rss_traced": traced,
+        "rss_after_summary": after,
+        "rss_peak": peak,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def run() -> Figure:
+    """Bytes per canary at each size, each in a fresh subprocess."""
+    results = []
+    for n in SIZES:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.memory", str(n)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+        )  # fmt: skip
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    per: dict[str, dict[str, float]] = {}
+    for r in results:
+        n = r["n"]
+        per[str(n)] = {
+            "retained_bytes_per_msg": round((r["rss_after_summary"] - r["rss_before"]) / n, 1),
+            "traced_bytes_per_msg": round((r["rss_traced"] - r["rss_before"]) / n, 1),
+            "peak_bytes_per_msg": round((r["rss_peak"] - r["rss_before"]) / n, 1),
+            "seconds": r["seconds"],
+        }
+    worst = max(v["peak_bytes_per_msg"] for v in per.values())
+    big = per[str(SIZES[-1])]
+    return Figure(
+        name="memory_per_message",
+        title="Memory per traced message",
+        headline=(
+            f"{big['retained_bytes_per_msg']:.0f} B retained, {big['peak_bytes_per_msg']:.0f} B peak per canary "
+            f"at {SIZES[-1]:,}"
+        ),
+        goal=f"<= {GOAL_BYTES} B per canary (peak RSS growth, summary included) at every size",
+        met=worst <= GOAL_BYTES,
+        values={"per_size": per, "raw": results},
+        notes="RSS growth over a fresh interpreter's baseline (imports done); inject + first seen at kafka, "
+        "consumer, iceberg, api + summary + SLA measurements",
+    )
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]))), flush=True)
