@@ -61,7 +61,7 @@ def test_unhandled_snapshots_are_returned_again(table: Table) -> None:
     assert new == {one, two}
 
 
-def test_reformatted_and_expired_metadata_is_parsed_not_skipped(table: Table) -> None:
+def test_reformatted_and_expired_metadata_reads_right(table: Table) -> None:
     ids = [append(table, i) for i in range(4)]
     reader = MetadataReader(ids[:2])
     reader.parse(text(table))
