@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,12 @@ from pipeline_check.events import Event, InjectionStats, RunFinished, RunStarted
 from pipeline_check.messages import TradeFactory
 from pipeline_check.tags import RunId
 from pipeline_check.trace import SOURCE, RunSummary, TraceBook
+
+# the reference services are a package of compose/ (run there as `python -m services.X`); their
+# pure-logic tests import it the same way
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
+if str(COMPOSE) not in sys.path:
+    sys.path.insert(0, str(COMPOSE))
 
 # -- synthetic runs: a trace book filled with made-up times, and the events a run of it would yield ----
 

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-COMPOSE = Path(__file__).resolve().parents[2] / "compose"
-if str(COMPOSE) not in sys.path:
-    sys.path.insert(0, str(COMPOSE))
-
-from services.common import (  # noqa: E402
+from services.common import (
     EXIT_CONFIG,
     CommonConfig,
     ConfigError,
@@ -22,14 +15,14 @@ from services.common import (  # noqa: E402
     env_port,
     load_config,
 )
-from services.iceberg import (  # noqa: E402
+from services.iceberg import (
     OFFSETS_PROPERTY,
     dump_offsets,
     merge_offsets,
     parse_offsets,
     snapshot_offsets,
 )
-from services.ingestor import record_key  # noqa: E402
+from services.ingestor import record_key
 
 ENV = {
     "KAFKA_BOOTSTRAP": "127.0.0.1:19092",

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-COMPOSE = Path(__file__).resolve().parents[2] / "compose"
-if str(COMPOSE) not in sys.path:
-    sys.path.insert(0, str(COMPOSE))
-
-from services.iceberg import TRADES_ARROW_SCHEMA  # noqa: E402
-from services.trades import (  # noqa: E402
+from services.iceberg import TRADES_ARROW_SCHEMA
+from services.trades import (
     BatchBuffer,
     InvalidRecord,
     PositionGuard,
