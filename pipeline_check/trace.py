@@ -236,11 +236,7 @@ class TraceBook:
 
         injected = self.injected_at[:n]
         injection_span = float(injected.max() - injected.min()) if n > 1 else 0.0
-        arrivals = self.first_seen(last)[delivered_mask]
-        delivery_span = float(arrivals.max() - arrivals.min()) if delivered > 1 else 0.0
-        # A pipeline cannot deliver faster than it is fed: a burst delivery counts over the injection span.
-        span = max(injection_span, delivery_span)
-        throughput = (delivered - 1) / span if delivered > 1 and span > 0 else 0.0
+        throughput = _delivered_rate(self.first_seen(last)[delivered_mask], injection_span)
 
         return RunSummary(
             run=str(self.run),
@@ -329,6 +325,19 @@ class TraceBook:
         first = self.first_seen(self.stages[0])
         first = first[~np.isnan(first)]
         return int((first < np.maximum.accumulate(first)).sum()) if len(first) else 0
+
+
+def _delivered_rate(arrivals: Floats, injection_span: float) -> float:
+    """Canaries per second delivered: the smaller of the count over the injection window (a pipeline
+    cannot deliver faster than it is fed) and the sustained arrival rate. The arrival rate is the
+    least-squares slope of arrival time against arrival rank, not first-to-last: a table written in
+    batches delivers in steps, and end points would misjudge a short run by up to a batch interval."""
+    delivered = len(arrivals)
+    if delivered < 2 or injection_span <= 0:
+        return 0.0
+    seconds_per_canary = float(np.polyfit(np.arange(delivered), np.sort(arrivals), 1)[0])
+    fed = (delivered - 1) / injection_span
+    return fed if seconds_per_canary <= 0 else min(fed, 1 / seconds_per_canary)
 
 
 def _stats(samples: Floats) -> dict[str, float]:
