@@ -58,6 +58,8 @@ _DURATION = re.compile(rf"^{_NUMBER}\s*(?P<unit>ms|s|m)$")
 _RATE = re.compile(rf"^{_NUMBER}\s*/\s*s$")
 _SHARE = re.compile(rf"^{_NUMBER}\s*%$")
 _COUNT = re.compile(r"^(?P<n>\d+)$")
+# a delivered rate is a slope through the arrival steps but the last: two points need three steps
+MIN_DELIVERY_STEPS = 3
 
 
 def min_samples(aggregate: str) -> int:
@@ -190,6 +192,7 @@ class Measurements:
     counts: Mapping[str, int]
     throughput: float
     throughput_samples: int
+    delivery_steps: int
     offered_rate: float
     injected: int
     extra_min_samples: int = 0
@@ -214,6 +217,14 @@ def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
         needed = max(2, m.extra_min_samples)
         if n < needed:
             return _too_few(threshold, n, needed, "delivered throughput")
+        if m.delivery_steps < MIN_DELIVERY_STEPS:
+            return _too_few(
+                threshold,
+                m.delivery_steps,
+                MIN_DELIVERY_STEPS,
+                "delivered throughput (distinct arrival times)",
+                "inject over several of the pipeline's batch intervals (load.count / load.rate)",
+            )
         observed, detail = m.throughput, f"{n} canaries delivered; {m.notes.get('throughput', '')}".rstrip("; ")
         if threshold.relative:
             detail += f"; floor {threshold.value:g}% of offered = {threshold.target(m.offered_rate):.1f}/s"
@@ -227,13 +238,13 @@ def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
     return CheckResult(threshold.text, status, observed, threshold.text, detail, n, threshold.kind)
 
 
-def _too_few(threshold: Threshold, n: int, needed: int, what: str) -> CheckResult:
+def _too_few(threshold: Threshold, n: int, needed: int, what: str, fix: str = "inject more canaries") -> CheckResult:
     return CheckResult(
         threshold.text,
         Status.FAILED,
         None,
         threshold.text,
-        f"too few samples for {what}: {n} < {needed} needed; inject more canaries",
+        f"too few samples for {what}: {n} < {needed} needed; {fix}",
         n,
         threshold.kind,
     )

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from pipeline_check.clock import Clock
 from pipeline_check.fidelity import compare
 from pipeline_check.messages import Trade, TradeFactory
-from pipeline_check.sla import Measurements
+from pipeline_check.sla import MIN_DELIVERY_STEPS, Measurements
 from pipeline_check.tags import RunId, parse
 
 SOURCE = "source"
@@ -85,6 +85,7 @@ class RunSummary:
     out_of_order: int
     unexpected: int
     throughput: float
+    delivery_steps: int  # distinct arrival times at the last stage: the throughput figure's resolution
     offered_rate: float
     injection_seconds: float
     diffs: list[FieldDiff] = field(default_factory=list)
@@ -236,7 +237,8 @@ class TraceBook:
 
         injected = self.injected_at[:n]
         injection_span = float(injected.max() - injected.min()) if n > 1 else 0.0
-        throughput = _delivered_rate(self.first_seen(last)[delivered_mask], injection_span)
+        arrivals = self.first_seen(last)[delivered_mask]
+        throughput, steps = _delivered_rate(injected[delivered_mask], arrivals, injection_span)
 
         return RunSummary(
             run=str(self.run),
@@ -250,6 +252,7 @@ class TraceBook:
             out_of_order=self._out_of_order(),
             unexpected=self.unexpected,
             throughput=throughput,
+            delivery_steps=steps,
             offered_rate=offered_rate,
             injection_seconds=injection_span,
             diffs=[d for diffs in self.diffs.values() for d in diffs],
@@ -272,6 +275,7 @@ class TraceBook:
             },
             throughput=summary.throughput,
             throughput_samples=summary.delivered,
+            delivery_steps=summary.delivery_steps,
             offered_rate=summary.offered_rate,
             injected=summary.injected,
             extra_min_samples=extra_min_samples,
@@ -327,17 +331,45 @@ class TraceBook:
         return int((first < np.maximum.accumulate(first)).sum()) if len(first) else 0
 
 
-def _delivered_rate(arrivals: Floats, injection_span: float) -> float:
-    """Canaries per second delivered: the smaller of the count over the injection window (a pipeline
-    cannot deliver faster than it is fed) and the sustained arrival rate. The arrival rate is the
-    least-squares slope of arrival time against arrival rank, not first-to-last: a table written in
-    batches delivers in steps, and end points would misjudge a short run by up to a batch interval."""
+def _delivered_rate(sent: Floats, arrivals: Floats, injection_span: float) -> tuple[float, int]:
+    """Canaries per second delivered, and the number of distinct arrival steps the figure rests on.
+
+    A pipeline that writes in batches delivers in steps. The latest-sent canary of each step is the
+    one that caught its batch just in time, so those points trace how far behind the feed the pipeline
+    runs: their arrival time against send time has slope 1 for a pipeline that keeps up, whatever the
+    batch phase, and offered/capacity for one that falls behind. The slope is Theil-Sen's (the median
+    of the pairwise slopes), so one stalled batch in a short run does not read as a slow pipeline while
+    a sustained backlog moves every pair. The last step is left out: its latest canary is the last one
+    fed, which waits for a batch however fast the pipeline is. The rate is the fed rate over that
+    slope, and never above the fed rate."""
     delivered = len(arrivals)
     if delivered < 2 or injection_span <= 0:
-        return 0.0
-    seconds_per_canary = float(np.polyfit(np.arange(delivered), np.sort(arrivals), 1)[0])
+        return 0.0, 0
+    steps, step_of = np.unique(arrivals, return_inverse=True)
     fed = (delivered - 1) / injection_span
-    return fed if seconds_per_canary <= 0 else min(fed, 1 / seconds_per_canary)
+    if len(steps) < MIN_DELIVERY_STEPS:
+        return fed, len(steps)
+    latest_sent = np.full(len(steps), -np.inf)
+    np.maximum.at(latest_sent, step_of, sent)
+    # canaries injected in one batch share a send time: steps whose latest ones tie are one point
+    points = len(np.unique(latest_sent[:-1]))
+    if points + 1 < MIN_DELIVERY_STEPS:
+        return fed, points + 1
+    slope = _theil_sen(latest_sent[:-1], steps[:-1])
+    return (fed if slope <= 1 else fed / slope), len(steps)
+
+
+def _theil_sen(x: Floats, y: Floats, max_points: int = 1000) -> float:
+    """Median slope over all pairs with distinct ``x`` (two distinct values at least). Evenly thinned
+    to ``max_points`` first, which bounds the pair count: a pipeline that delivers one canary at a
+    time has a step per canary."""
+    if len(x) > max_points:
+        keep = np.linspace(0, len(x) - 1, max_points).astype(np.intp)
+        x, y = x[keep], y[keep]
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    distinct = dx != 0
+    return float(np.median((y[j] - y[i])[distinct] / dx[distinct]))
 
 
 def _stats(samples: Floats) -> dict[str, float]:

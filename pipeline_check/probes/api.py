@@ -2,7 +2,8 @@
 
 Each poll queries only the time window that still holds undelivered canaries (their send times are
 known), newest first, paging down when a page comes back full. The poll interval adapts: short while
-canaries keep arriving, growing to ``max_poll_interval`` while none do. Copies of one canary within a
+canaries keep arriving or the upstream stage holds some the API has not shown yet (they are due: a
+late look would read as API latency), growing to ``max_poll_interval`` otherwise. Copies of one canary within a
 response are duplicates; a last sweep over the whole run window at the end counts late ones too.
 """
 
@@ -21,7 +22,7 @@ from pipeline_check.events import NoteBuffer
 from pipeline_check.jsonpath import compile_path
 from pipeline_check.probes.base import PROBES
 from pipeline_check.probes.resolution import LookTimes
-from pipeline_check.trace import TraceBook
+from pipeline_check.trace import SOURCE, TraceBook
 
 MAX_PAGES = 1000  # per window: a guard against an API that ignores the time bounds
 
@@ -67,13 +68,15 @@ class ApiProbe(NoteBuffer):
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         interval = settings.poll_interval
+        upstream = self.book.upstream("api")
         while not stop.is_set():
             pending = self.book.pending("api")
             new = 0
             if len(pending):
                 sent = self.book.sent_ms[pending]
                 new = await self._sweep(int(sent.min()), int(sent.max()) + 1)
-            interval = settings.poll_interval if new else min(settings.max_poll_interval, interval * 1.5)
+            due = upstream != SOURCE and self.book.reached(upstream) > self.book.reached("api")
+            interval = settings.poll_interval if new or due else min(settings.max_poll_interval, interval * 1.5)
             await asyncio.sleep(interval)
 
     async def finish(self) -> None:

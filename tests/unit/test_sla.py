@@ -135,11 +135,12 @@ def measurements(
     counts: dict[str, int] | None = None,
     throughput: float = 95.0,
     delivered: int = 100,
+    steps: int = 10,
     injected: int = 100,
     extra: int = 0,
 ) -> Measurements:
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
-    return Measurements(latencies, counts or {}, throughput, delivered, 100.0, injected, extra)
+    return Measurements(latencies, counts or {}, throughput, delivered, steps, 100.0, injected, extra)
 
 
 TENTHS = [i / 10 for i in range(1, 101)]  # 0.1 .. 10.0 s; p99 = 9.9 s
@@ -163,6 +164,7 @@ INF = float("inf")
         ("throughput >= 96%", measurements(), Status.FAILED, 95.0),
         ("throughput >= 100/s", measurements(), Status.FAILED, 95.0),
         ("throughput >= 1/s", measurements(delivered=1), Status.FAILED, None),  # a rate needs 2 deliveries
+        ("throughput >= 1/s", measurements(steps=2), Status.FAILED, None),  # ... arriving at 3 times at least
         ("lost == 0", measurements(counts={"lost": 0}), Status.PASSED, 0.0),
         ("lost == 0", measurements(counts={"lost": 2}), Status.FAILED, 2.0),
         ("duplicates <= 3", measurements(counts={"duplicates": 3}), Status.PASSED, 3.0),
@@ -185,6 +187,8 @@ def test_evaluate_details() -> None:
     assert never.samples == 100
     floor = evaluate(parse_threshold("throughput >= 90%", STAGES), measurements())
     assert "floor 90% of offered = 90.0/s" in floor.detail
+    steps = evaluate(parse_threshold("throughput >= 1/s", STAGES), measurements(steps=1))
+    assert steps.detail.startswith("too few samples for delivered throughput (distinct arrival times): 1 < 3 needed")
     few = evaluate(parse_threshold("e2e.p999 < 1s", STAGES), measurements(TENTHS))
     assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000 needed")
     assert few.observed_text == "n/a"
