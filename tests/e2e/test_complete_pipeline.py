@@ -41,7 +41,7 @@ def test_canaries_produced_to_kafka_reach_the_api(validator: Validator, pipeline
 
 
 def test_counts_agree_across_stages_for_the_run(validator: Validator) -> None:
-    outcome = validator("smoke")
+    outcome = validator("smoke", rate=50)  # counts only: no rate judged, so 2 s will do
     book = outcome.book
     reached = {stage: book.reached(stage) for stage in STAGES}
     assert reached == dict.fromkeys(STAGES, book.injected), reached
@@ -135,7 +135,7 @@ def test_a_changed_field_is_reported_as_corrupted(validator: Validator, pipeline
     assert api is not None
     wrong = api.model_copy(update={"fields": {**api.fields, "price": "q:decimal"}})
     config = pipeline_config.model_copy(update={"stages": pipeline_config.stages.model_copy(update={"api": wrong})})
-    outcome = validator("smoke", config=config)
+    outcome = validator("smoke", config=config, rate=50)
     assert outcome.result("corrupted == 0").observed == 100
     diff = outcome.finished.summary.diffs[0]
     assert (diff.stage, diff.field) == ("api", "price") and Decimal(diff.actual.strip("'")) != Decimal(

@@ -54,8 +54,10 @@ def test_throughput_floor_above_the_offered_rate_fails(pipeline_stack: PipelineS
         pipeline_stack,
         "--scenario",
         "smoke",
+        "--count",
+        "500",
         "--rate",
-        "50",
+        "50",  # over 10 s: a short run's rate is at the mercy of one slow commit
         "--threshold",
         "throughput >= 500/s",
         "--json",
