@@ -3,8 +3,9 @@
 Each poll queries only the time window that still holds undelivered canaries (their send times are
 known), newest first, paging down when a page comes back full. The poll interval adapts: short while
 canaries keep arriving or the upstream stage holds some the API has not shown yet (they are due: a
-late look would read as API latency), growing to ``max_poll_interval`` otherwise. Copies of one canary within a
-response are duplicates; a last sweep over the whole run window at the end counts late ones too.
+late look would read as API latency), growing to ``max_poll_interval`` otherwise. Copies of one
+canary within a response are duplicates; a last sweep over the whole run window at the end counts
+late ones too.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Shape (``schema_version`` 1)::
      "e2e": {"reached", "injected", "latency"},
      "lost": {"count", "stuck": {stage: [tag labels]}},
      "duplicates", "corrupted": {"count", "diffs": [first 100]}, "out_of_order", "unexpected",
-     "throughput": {"delivered_per_s", "offered_per_s"},
+     "throughput": {"delivered_per_s", "offered_per_s", "delivery_steps"},
      "injection": {"sent", "background", "offered_rate", "achieved_rate", "lateness_p99", "pauses"},
      "resolution_s": {stage: seconds}}
 
@@ -146,7 +146,11 @@ def build_document(
         },
         "out_of_order": s.out_of_order,
         "unexpected": s.unexpected,
-        "throughput": {"delivered_per_s": s.throughput, "offered_per_s": s.offered_rate},
+        "throughput": {
+            "delivered_per_s": s.throughput,
+            "offered_per_s": s.offered_rate,
+            "delivery_steps": s.delivery_steps,
+        },
         "injection": dataclasses.asdict(finished.injection),
         "resolution_s": dict(finished.resolution),
     }

@@ -79,6 +79,7 @@ def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
     assert doc["e2e"]["reached"] == 200 and doc["e2e"]["latency"]["p99"] > 0
     assert doc["lost"] == {"count": 0, "stuck": {}}
     assert doc["throughput"]["offered_per_s"] == 100.0
+    assert doc["throughput"]["delivery_steps"] == run.summary.delivery_steps >= 3
     assert doc["injection"]["sent"] == 200
     assert doc["resolution_s"] == {"kafka": 0.1, "consumer": 0.1, "iceberg": 0.1, "api": 0.1}
     assert doc["config"] == {"load": {"count": 200, "rate": 100.0}}
