@@ -283,7 +283,8 @@ class TraceBook:
                 "lost": f"{summary.lost} of {summary.injected} not delivered" + (f" ({stuck})" if stuck else ""),
                 "duplicates": f"extra copies per stage: {per_stage}",
                 "corrupted": f"{summary.corrupted} canaries with differing fields",
-                "throughput": f"offered {summary.offered_rate:g}/s over {summary.injection_seconds:.1f}s",
+                "throughput": f"offered {summary.offered_rate:g}/s over {summary.injection_seconds:.1f}s; "
+                f"arrived at {summary.delivery_steps} distinct times",
             },
         )
 
