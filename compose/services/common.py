@@ -41,15 +41,22 @@ def _fail(name: str, value: str | None, what: str) -> NoReturn:
     raise ConfigError(f"{name}={shown} (env): {what}")
 
 
+def _raw(name: str, env: Mapping[str, str] | None) -> str | None:
+    """The variable's value, stripped; None when unset or blank."""
+    return (os.environ if env is None else env).get(name, "").strip() or None
+
+
+def _unset(name: str, default: T | None, hint: str) -> T:
+    """What an unset variable means: ``default``, or an error when it has none (it is required)."""
+    if default is None:
+        _fail(name, None, f"required; {hint}")
+    return default
+
+
 def env_str(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str:
     """A non-empty string; ``default`` when unset (required when ``default`` is None)."""
-    source = os.environ if env is None else env
-    value = source.get(name)
-    if value is None or value.strip() == "":
-        if default is not None:
-            return default
-        _fail(name, value, "required; set it in the service environment")
-    return value.strip()
+    value = _raw(name, env)
+    return _unset(name, default, "set it in the service environment") if value is None else value
 
 
 def env_int(
@@ -61,14 +68,11 @@ def env_int(
     env: Mapping[str, str] | None = None,
 ) -> int:
     """An integer within [minimum, maximum]; ``default`` when unset."""
-    source = os.environ if env is None else env
-    raw = source.get(name)
-    if raw is None or raw.strip() == "":
-        if default is not None:
-            return default
-        _fail(name, raw, "required; set it to an integer")
+    raw = _raw(name, env)
+    if raw is None:
+        return _unset(name, default, "set it to an integer")
     try:
-        value = int(raw.strip(), 10)
+        value = int(raw, 10)
     except ValueError:
         _fail(name, raw, "must be an integer")
     if minimum is not None and value < minimum:
@@ -83,11 +87,10 @@ def env_port(name: str, default: int | None = None, env: Mapping[str, str] | Non
 
 
 def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
-    source = os.environ if env is None else env
-    raw = source.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _raw(name, env)
+    if raw is None:
         return default
-    value = raw.strip().lower()
+    value = raw.lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off"}:
