@@ -1,4 +1,9 @@
-"""The ``pipeline-check`` command: parse, call the library, map the outcome to an exit code."""
+"""The ``pipeline-check`` command: parse, call the library, map the outcome to an exit code.
+
+Exit codes: 0 passed, 1 a check failed (or was inconclusive, unless allowed), 2 bad usage, settings or an
+unreachable endpoint, 3 an internal error, 130 interrupted. Every error is one line on stderr; an
+internal error's traceback is shown only with ``--debug``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline_check.errors import ExitCode, PipelineCheckError
+from pipeline_check.errors import ExitCode, PipelineCheckError, ServiceStartError, one_line
+from pipeline_check.redact import mask_text
 
 err = Console(stderr=True, highlight=False)
 # CI logs are not terminals: give tables room rather than the 80 columns rich assumes
@@ -42,7 +48,8 @@ run_dir_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pipeline-check")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+def cli(debug: bool) -> None:
     """Prove a streaming data pipeline works end to end."""
 
 
@@ -130,7 +137,9 @@ for _name, _doc in {
 
 @stack.command("logs")
 @click.argument("service")
-@click.option("-n", "--lines", default=50, show_default=True, help="how many lines from the end")
+@click.option(
+    "-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True, help="how many lines from the end"
+)
 @stack_file_option
 @run_dir_option
 def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path | None) -> None:
@@ -156,6 +165,11 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path 
 @click.option("--count", type=click.IntRange(min=1), default=None, help="canaries to inject (overrides the scenario)")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="canaries per second")
 @click.option("--start-stack", is_flag=True, help="bring the local stack up first and down after")
+@click.option(
+    "--allow-inconclusive",
+    is_flag=True,
+    help="exit 0 when no check failed though some were inconclusive (observed too little); reports still say so",
+)
 @stack_file_option
 @run_dir_option
 def validate(
@@ -167,12 +181,14 @@ def validate(
     count: int | None,
     rate: float | None,
     start_stack: bool,
+    allow_inconclusive: bool,
     stack_file: Path | None,
     run_dir: Path | None,
 ) -> None:
     """Inject tagged canaries, follow them through every stage, judge the SLAs.
 
-    Exit 0 when every check passes, 1 when one fails, 2 for bad settings or unreachable endpoints.
+    Exit 0 when every check passes, 1 when one fails or is inconclusive, 2 for bad settings or
+    unreachable endpoints, 130 when interrupted.
     """
     from pipeline_check.config import find_config, load_config
     from pipeline_check.engine import run
@@ -180,21 +196,24 @@ def validate(
 
     path = find_config(config_path)
     env = dict(os.environ)
-    local, started = None, []
+    local = None
     if start_stack:
         from pipeline_check.stack import LocalStack
 
         local = LocalStack.open(stack_file, run_dir=run_dir)
-        for report in local.up():
-            started.append(report.name)
-            out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
         env.update(local.spec.exports)
+    # every setting and report path is checked before the stack starts or anything is injected
+    config = load_config(path, env).with_overrides(scenario, thresholds=thresholds, count=count, rate=rate)
+    handlers = build_handlers(
+        out, json_path or config.report.json_path, junit_path or config.report.junit, live=out.is_terminal
+    )
+    started: list[str] = []
     try:
-        config = load_config(path, env).with_overrides(scenario, thresholds=thresholds, count=count, rate=rate)
-        handlers = build_handlers(
-            out, json_path or config.report.json_path, junit_path or config.report.junit, live=out.is_terminal
-        )
-        outcome = run(config, scenario, handlers)
+        if local is not None:
+            for report in local.up():
+                started.append(report.name)
+                out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
+        outcome = run(config, scenario, handlers, allow_inconclusive=allow_inconclusive)
     finally:
         if local is not None and started:  # a stack that was already up is left as it was
             local.down(started)
@@ -206,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the CLI, turn errors into one line and an exit code."""
     # aiokafka logs every refused connection at ERROR; the CLI reports outcomes itself
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(args=argv, prog_name="pipeline-check", standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        return ExitCode.USAGE_ERROR
+        cli.main(args=args, prog_name="pipeline-check", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err.print("interrupted")
+        return ExitCode.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE_ERROR
@@ -219,13 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except PipelineCheckError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        _error(str(exc))
+        if isinstance(exc, ServiceStartError) and exc.log_tail:
+            err.print(escape(exc.log_tail), style="dim", soft_wrap=True, highlight=False)
         return exc.exit_code
-    except Exception:
-        traceback.print_exc()
-        err.print("[red]internal error[/] in pipeline-check (exit 3): please report it with the traceback above")
+    except Exception as exc:
+        debug = "--debug" in args
+        if debug:
+            traceback.print_exc()
+        hint = "please report it with the traceback above" if debug else "re-run with --debug for the traceback"
+        _error(f"internal error in pipeline-check: {type(exc).__name__}: {exc}; {hint}")
         return ExitCode.INTERNAL_ERROR
     return ExitCode.OK
+
+
+def _error(message: str) -> None:
+    err.print(f"[red]error:[/] {escape(mask_text(one_line(message)))}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,3 @@ class Clock:
 
     def wall_ms(self, mono: float) -> int:
         return int((mono + self.offset) * 1000)
-
-    def mono_of_wall_ms(self, ms: float) -> float:
-        """Where a wall-clock millisecond stamp (e.g. a broker timestamp) falls on the monotonic axis."""
-        return ms / 1000 - self.offset

@@ -1,8 +1,10 @@
 """pipeline.toml -> typed, validated settings.
 
 ``${NAME}`` and ``${NAME:-default}`` are replaced from the environment before validation (``$$`` is a
-literal ``$``). Errors name the setting, the value and the fix, and suggest the closest known key for
-a misspelt one. Secrets (API headers, catalog credentials) are masked in every printed form.
+literal ``$``). The source and each stage name their plugin (``type``); the plugin's own settings model
+validates the rest of its section, so every setting is checked when the file loads, before anything
+runs. Errors are one line naming the setting, the value and the fix, with a "did you mean" hint for a
+misspelt key; secrets are masked in every printed form (:mod:`pipeline_check.redact`).
 """
 
 from __future__ import annotations
@@ -13,120 +15,70 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.sla import Threshold, parse_threshold
+from pipeline_check.durations import Duration, NonNegativeDuration
+from pipeline_check.errors import ConfigError, PluginError
+from pipeline_check.redact import redact
+from pipeline_check.registry import PluginSettings, Registry
+from pipeline_check.sla import DEFAULT_THRESHOLDS, Threshold, parse_thresholds
+from pipeline_check.stages import BUILTIN, SOURCE, Route
 
-STAGES = ("kafka", "consumer", "iceberg", "api")
 SCENARIOS = ("smoke", "freshness", "throughput")
-DEFAULT_THRESHOLDS = ("e2e.p99 < 30s", "lost == 0", "duplicates == 0", "corrupted == 0", "throughput >= 90%")
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|key|auth", re.IGNORECASE)
 _VAR = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\})")
+_GENERIC_STAGE_KEYS = ("type", "upstream", "branch")
 
-
-def parse_duration(value: object) -> float:
-    """``"500ms"``, ``"30s"``, ``"2m"`` or a number of seconds -> seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*", value)
-        if m:
-            return float(m[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m[2]]
-    raise ValueError("expected a duration such as 500ms, 30s or 2m")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class WebSocketSource(_Model):
-    """pipeline-check serves the feed the ingestor dials."""
+class SourceSection(_Model):
+    """``[source]``: the injector (``type``) and its own settings."""
 
-    type: Literal["websocket"] = "websocket"
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    path_prefix: str = "/ws/"
-    subscribe_timeout: Duration = 30.0
-    subscribers: int = Field(default=1, ge=1)
+    type: str
+    settings: SerializeAsAny[PluginSettings]
 
 
-class KafkaSource(_Model):
-    """pipeline-check produces straight to the raw topic (``stages.kafka``)."""
+class StageSection(_Model):
+    """``[stages.NAME]``: the probe that watches the stage (``type``), its declared upstream, and the
+    probe's own settings."""
 
-    type: Literal["kafka"] = "kafka"
-    # how long a batch waits for more canaries before it ships; 0 ships at once, and batches still fill
-    # while the previous one is in flight, so a longer linger only adds to the Kafka latency measured
-    linger: NonNegativeDuration = 0.0
+    name: str
+    type: str
+    upstream: str
+    branch: bool
+    settings: SerializeAsAny[PluginSettings]
 
 
 class MessagesConfig(_Model):
-    symbol: str = Field(default="CANARYUSDT", pattern=r"^[A-Z0-9]{2,20}$")
-    background_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    # canaries' own symbol; with a Kafka stage, more are derived from it so the standard key
+    # partitioner spreads canaries over every partition (unless canary_symbols names them)
+    symbol: Symbol = "CANARYUSDT"
+    canary_symbols: tuple[Symbol, ...] = ()
+    background_symbols: tuple[Symbol, ...] = ("BTCUSDT", "ETHUSDT")
     base_price: int = Field(default=65_000, gt=0)
-
-
-class KafkaStage(_Model):
-    bootstrap: str = Field(min_length=1)
-    topic: str = Field(min_length=1)
-    tag_field: str = "t"
-    fields: dict[str, str] = {}
-
-
-class ConsumerStage(_Model):
-    group: str = Field(min_length=1)
-    poll_interval: Duration = 0.1
-
-
-class IcebergStage(_Model):
-    catalog: dict[str, str]
-    catalog_name: str = "default"
-    table: str = Field(pattern=r"^[\w.]+\.\w+$")
-    tag_column: str = "trade_id"
-    fields: dict[str, str] = {}
-    poll_interval: Duration = 0.1
-
-    def redacted_catalog(self) -> dict[str, str]:
-        return {k: "***" if _SECRET_KEY.search(k) else v for k, v in self.catalog.items()}
-
-
-class ApiStage(_Model):
-    base_url: str = Field(pattern=r"^https?://")
-    query: str = "/v1/trades?symbol={symbol}&start_time={start_ms}&end_time={end_ms}&limit={limit}"
-    health: str | None = "/health"
-    records: str = "data"
-    tag_field: str = "trade_id"
-    time_field: str | None = "trade_time"
-    limit: int = Field(default=1000, ge=1)
-    headers: dict[str, SecretStr] = {}
-    timeout: Duration = 5.0
-    poll_interval: Duration = 0.1
-    max_poll_interval: Duration = 0.5
-    fields: dict[str, str] = {}
-
-
-class Stages(_Model):
-    kafka: KafkaStage | None = None
-    consumer: ConsumerStage | None = None
-    iceberg: IcebergStage | None = None
-    api: ApiStage | None = None
+    # the decimal type prices and quantities are declared with downstream: canaries use every digit
+    precision: int = Field(default=18, ge=1, le=18)
+    scale: int = Field(default=8, ge=0, le=18)
 
     @model_validator(mode="after")
-    def _dependencies(self) -> Stages:
-        if self.consumer is not None and self.kafka is None:
-            raise ValueError("stages.consumer needs stages.kafka (it maps tags to offsets read from the topic)")
-        if not self.enabled():
-            raise ValueError("configure at least one stage under [stages]")
+    def _scale_fits(self) -> MessagesConfig:
+        if self.scale > self.precision:
+            raise ValueError(f"scale {self.scale} exceeds precision {self.precision}")
         return self
-
-    def enabled(self) -> tuple[str, ...]:
-        return tuple(name for name in STAGES if getattr(self, name) is not None)
 
 
 class LoadConfig(_Model):
@@ -135,7 +87,9 @@ class LoadConfig(_Model):
     background_rate: float = Field(default=0.0, ge=0)
     seed: int = 42
     drain_timeout: Duration = 60.0
-    settle: float = Field(default=0.0, ge=0)
+    # how long probes keep watching after the last canary arrived, for late copies and retractions;
+    # None: the larger of 2 s and twice the longest gap between deliveries at the last stage
+    settle: NonNegativeDuration | None = None
 
 
 class LoadOverride(_Model):
@@ -144,7 +98,7 @@ class LoadOverride(_Model):
     background_rate: float | None = Field(default=None, ge=0)
     seed: int | None = None
     drain_timeout: Duration | None = None
-    settle: float | None = Field(default=None, ge=0)
+    settle: NonNegativeDuration | None = None
 
 
 class SlaConfig(_Model):
@@ -166,35 +120,89 @@ class ReportConfig(_Model):
 BUILTIN_SCENARIOS = {
     # 100 canaries: the fewest that give the default p99 threshold enough samples; over 10 s, so a pipeline
     # that commits every second or so, and stalls now and then, still shows the rate it keeps up with
-    "smoke": Scenario(description="100 canaries over 10 s: a quick yes/no", load=LoadOverride(count=100, rate=10)),
+    "smoke": Scenario(
+        description="100 canaries over 10 s: a quick yes/no; detects a loss rate above 3% (95%)",
+        load=LoadOverride(count=100, rate=10),
+    ),
     "freshness": Scenario(
-        description="1,000 canaries at 100/s over background load; freshness and loss",
+        description="1,000 canaries at 100/s over background load; freshness and loss (detects a loss rate above 0.3%)",
         load=LoadOverride(count=1000, rate=100, background_rate=200),
     ),
     "throughput": Scenario(
-        description="a sustained rate; delivered throughput must keep up",
+        description="10,000 canaries at 1,000/s: delivered throughput must keep up (detects a loss rate above 0.03%)",
         load=LoadOverride(count=10_000, rate=1000),
         thresholds=("throughput >= 800/s",),
     ),
 }
 
 
+def _injectors() -> Registry[Any]:
+    from pipeline_check.injectors.base import INJECTORS
+
+    return INJECTORS
+
+
+def _probes() -> Registry[Any]:
+    from pipeline_check.probes.base import PROBES
+
+    return PROBES
+
+
 class PipelineConfig(_Model):
     """The whole of pipeline.toml."""
 
-    source: WebSocketSource | KafkaSource = Field(discriminator="type")
+    source: SourceSection
     messages: MessagesConfig = MessagesConfig()
-    stages: Stages
+    stages: tuple[StageSection, ...]
     load: LoadConfig = LoadConfig()
     sla: SlaConfig = SlaConfig()
     scenarios: dict[str, Scenario] = {}
     report: ReportConfig = ReportConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins(cls, data: Any, info: ValidationInfo) -> Any:
+        """Resolve the source's and stages' plugins and validate their sections with their own models."""
+        if not isinstance(data, dict):
+            return data
+        file = (info.context or {}).get("file", "pipeline.toml")
+        return {**data, **_resolve_sections(data, file)}
+
     @model_validator(mode="after")
-    def _kafka_source_needs_topic(self) -> PipelineConfig:
-        if isinstance(self.source, KafkaSource) and self.stages.kafka is None:
-            raise ValueError("source.type = 'kafka' produces to stages.kafka.topic: configure [stages.kafka]")
+    def _thresholds_parse(self) -> PipelineConfig:
+        for name in self.scenarios:
+            self.thresholds_for(name)  # parse every threshold now, not halfway through a run
+        self.thresholds_for(None)
         return self
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    @property
+    def route(self) -> Route:
+        return Route.of({s.name: (s.upstream, s.branch) for s in self.stages})
+
+    def stage(self, name: str) -> StageSection | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def stage_names(self) -> tuple[str, ...]:
+        return self.route.stages
+
+    def only_stages(self, last: str) -> PipelineConfig:
+        """A copy that probes ``last`` and the stages it is measured through, nothing downstream."""
+        route = self.route
+        keep = {last}
+        up = route.upstream[last]
+        while up != SOURCE:
+            keep.add(up)
+            up = route.upstream[up]
+        keep |= {s for s in route.stages if route.upstream[s] in keep and self._branch(s)}
+        return self.model_copy(update={"stages": tuple(s for s in self.stages if s.name in keep)})
+
+    def _branch(self, name: str) -> bool:
+        section = self.stage(name)
+        return section is not None and section.branch
+
+    # -- scenarios and thresholds --------------------------------------------------------------------
 
     def scenario(self, name: str) -> Scenario:
         known = {**BUILTIN_SCENARIOS, **self.scenarios}
@@ -209,12 +217,11 @@ class PipelineConfig(_Model):
         return self.load.model_copy(update=override)
 
     def thresholds_for(self, scenario: str | None) -> list[Threshold]:
-        stages = self.stages.enabled()
-        parsed = [parse_threshold(t, stages) for t in self.sla.thresholds]
+        stages = self.stage_names()
+        texts = [("sla.thresholds", t) for t in self.sla.thresholds]
         if scenario is not None:
-            setting = f"scenarios.{scenario}.thresholds"
-            parsed += [parse_threshold(t, stages, setting) for t in self.scenario(scenario).thresholds]
-        return parsed
+            texts += [(f"scenarios.{scenario}.thresholds", t) for t in self.scenario(scenario).thresholds]
+        return parse_thresholds(texts, stages)
 
     def with_overrides(
         self,
@@ -225,8 +232,6 @@ class PipelineConfig(_Model):
     ) -> PipelineConfig:
         """A copy whose ``scenario`` (or base load, without one) also judges ``thresholds`` and uses
         the given load settings (count, rate, background_rate, drain_timeout, ...); None keeps a setting."""
-        for text in thresholds:
-            parse_threshold(text, self.stages.enabled(), "--threshold")
         given = {k: v for k, v in load_settings.items() if v is not None}
         try:
             load = LoadOverride.model_validate(given).model_dump(exclude_none=True)
@@ -234,21 +239,120 @@ class PipelineConfig(_Model):
             raise _config_error(exc, "overrides") from None
         if scenario is None:
             sla = self.sla.model_copy(update={"thresholds": (*self.sla.thresholds, *thresholds)})
-            return self.model_copy(update={"load": self.load.model_copy(update=load), "sla": sla})
-        base = self.scenario(scenario)
-        patched = base.model_copy(
-            update={"load": base.load.model_copy(update=load), "thresholds": (*base.thresholds, *thresholds)}
-        )
-        return self.model_copy(update={"scenarios": {**self.scenarios, scenario: patched}})
+            patched = self.model_copy(update={"load": self.load.model_copy(update=load), "sla": sla})
+        else:
+            base = self.scenario(scenario)
+            changed = base.model_copy(
+                update={"load": base.load.model_copy(update=load), "thresholds": (*base.thresholds, *thresholds)}
+            )
+            patched = self.model_copy(update={"scenarios": {**self.scenarios, scenario: changed}})
+        extra = [("--threshold", t) for t in thresholds]
+        parse_thresholds([*(("sla.thresholds", t) for t in self.sla.thresholds), *extra], self.stage_names())
+        patched.thresholds_for(scenario)  # duplicates and never-passing thresholds are errors here too
+        return patched
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as JSON-able data with secrets masked (for reports)."""
+        """The settings as JSON-able data in the shape of pipeline.toml, secrets masked (for reports)."""
         data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
-        if self.stages.iceberg is not None:
-            data["stages"]["iceberg"]["catalog"] = self.stages.iceberg.redacted_catalog()
-        if self.stages.api is not None:
-            data["stages"]["api"]["headers"] = {k: "***" for k in self.stages.api.headers}
-        return data
+        data["source"] = {"type": self.source.type, **data["source"]["settings"]}
+        data["stages"] = {
+            s["name"]: {"type": s["type"], "upstream": s["upstream"], **s["settings"]} for s in data["stages"]
+        }
+        return redact(data)  # type: ignore[no-any-return]
+
+
+def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
+    """``source`` and ``stages`` sections as validated :class:`SourceSection` / :class:`StageSection`."""
+    sections = list(PipelineConfig.model_fields)
+    for key in data:
+        if key not in sections:
+            raise ConfigError(f"{file}: {key}", data[key], "is not a known section", _choices(key, sections))
+    raw_source = data.get("source")
+    raw_stages = data.get("stages")
+    if isinstance(raw_stages, list | tuple) and all(isinstance(s, StageSection) for s in raw_stages):
+        raw_stages = {s.name: s for s in raw_stages}  # already resolved (a copy being re-validated)
+    if not isinstance(raw_source, dict | SourceSection):
+        raise ConfigError(f"{file}: source", raw_source, "is required (a table)", "add [source] with type = ...")
+    if not isinstance(raw_stages, dict) or not raw_stages:
+        raise ConfigError(f"{file}: stages", raw_stages, "needs at least one stage", "add e.g. [stages.kafka]")
+    resolved: dict[str, Any] = {}
+    if not isinstance(raw_source, SourceSection):
+        kind = str(raw_source.get("type", "websocket"))
+        cls = _plugin(_injectors(), kind, f"{file}: source.type")
+        body = _inherited(cls.Settings, {k: v for k, v in raw_source.items() if k != "type"}, data)
+        resolved["source"] = SourceSection(type=kind, settings=_validate(cls.Settings, body, file, ("source",)))
+    resolved_stages: list[StageSection] = []
+    for name, raw in raw_stages.items():
+        where = f"{file}: stages.{name}"
+        if isinstance(raw, StageSection):
+            resolved_stages.append(raw)
+            continue
+        if not isinstance(raw, dict):
+            raise ConfigError(where, raw, "is not a table", f"write [stages.{name}] with its settings")
+        known = BUILTIN.get(name)
+        probe = raw.get("type", known.probe if known else None)
+        upstream = raw.get("upstream", known.upstream if known else None)
+        if probe is None or upstream is None:
+            raise ConfigError(
+                where,
+                name,
+                "is not a built-in stage",
+                f"give it a probe `type` and an `upstream`, or use a built-in one: {_choices(name, list(BUILTIN))}",
+            )
+        if upstream != SOURCE and upstream not in BUILTIN and upstream not in raw_stages:
+            raise ConfigError(
+                f"{where}.upstream", upstream, "is not a stage", f"use source or one of {', '.join(raw_stages)}"
+            )
+        cls = _plugin(_probes(), str(probe), f"{where}.type")
+        body = _inherited(cls.Settings, {k: v for k, v in raw.items() if k not in _GENERIC_STAGE_KEYS}, data)
+        settings = _validate(cls.Settings, body, file, ("stages", name))
+        branch = bool(raw.get("branch", known.branch if known else False))
+        resolved_stages.append(
+            StageSection(name=name, type=str(probe), upstream=str(upstream), branch=branch, settings=settings)
+        )
+    try:
+        route = Route.of({s.name: (s.upstream, s.branch) for s in resolved_stages})
+    except ValueError as exc:
+        raise ConfigError(f"{file}: stages", list(raw_stages), str(exc), "fix the stages' upstream settings") from None
+    for section in resolved_stages:
+        needs = getattr(_probes().get(section.type), "needs_upstream_refs", False)
+        if needs and route.upstream[section.name] == SOURCE:
+            raise ConfigError(
+                f"{file}: stages.{section.name}",
+                section.type,
+                f"maps canaries to positions recorded upstream, but no stage is configured upstream of {section.name}",
+                f"configure [stages.{section.upstream}]",
+            )
+    resolved["stages"] = tuple(sorted(resolved_stages, key=lambda s: route.stages.index(s.name)))
+    return resolved
+
+
+def _plugin(registry: Registry[Any], name: str, setting: str) -> Any:
+    if name not in registry.names():
+        raise ConfigError(setting, name, f"is not a known {registry.kind}", _choices(name, registry.names()))
+    try:
+        return registry.get(name)
+    except PluginError as exc:
+        raise ConfigError(setting, name, str(exc), "fix or reinstall the plugin") from None
+
+
+def _inherited(model: type[PluginSettings], section: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``section`` plus the settings its model takes from another section when left out."""
+    body = dict(section)
+    for path, names in model.inherit.items():
+        other: Any = data
+        for part in path.split("."):
+            other = other.get(part) if isinstance(other, dict) else None
+        if isinstance(other, dict):
+            body |= {k: other[k] for k in names if k not in body and k in other}
+    return body
+
+
+def _validate(model: type[PluginSettings], body: dict[str, Any], file: str, where: tuple[str, ...]) -> PluginSettings:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _config_error(exc, file, where, model) from None
 
 
 def substitute(text: str, env: Mapping[str, str], where: str) -> str:
@@ -285,14 +389,10 @@ def _choices(value: str, known: list[str]) -> str:
     return f"{hint}known: {', '.join(known)}"
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The model class that owns the field at ``loc`` (to suggest keys for a misspelt one)."""
-    options: list[type[BaseModel]] = [PipelineConfig]
+    options: list[type[BaseModel]] = [root]
     for part in loc[:-1]:
-        tagged = [m for m in options if m.model_fields.get("type") and m.model_fields["type"].default == part]
-        if tagged:  # a discriminated union puts the tag in the location: source.websocket.port
-            options = tagged
-            continue
         field = next((m.model_fields[str(part)] for m in options if str(part) in m.model_fields), None)
         if field is None:
             return None
@@ -302,34 +402,23 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return options[0] if len(options) == 1 else None
 
 
-def _config_error(exc: ValidationError, file: str) -> ConfigError:
+def _config_error(
+    exc: ValidationError, file: str, prefix: tuple[str, ...] = (), root: type[BaseModel] | None = None
+) -> ConfigError:
     errors = exc.errors()
     # A misspelt key also leaves its real one missing: report the misspelling, which carries the hint.
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(error["loc"])
-    setting = f"{file}: " + (".".join(str(p) for p in loc) or "(top level)")
-    value = _masked(error.get("input"), loc)  # the value is printed: a misspelt secret key must not leak
+    setting = f"{file}: " + (".".join(str(p) for p in (*prefix, *loc)) or "(top level)")
+    value = redact(error.get("input"), loc[-1] if loc else None)  # a misspelt secret key must not leak
     if error["type"] == "extra_forbidden":
-        owner = _model_at(loc)
+        owner = _model_at(root or PipelineConfig, loc)
         known = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
         return ConfigError(setting, value, "is not a known setting", _choices(str(loc[-1]), known))
     if error["type"] == "missing":
         return ConfigError(setting, None, "is required", "add it (see compose/pipeline.toml)")
     message = error["msg"].removeprefix("Value error, ")
     return ConfigError(setting, value, message, "see the config reference in README.md")
-
-
-def _is_secret(key: object) -> bool:
-    return str(key) == "headers" or bool(_SECRET_KEY.search(str(key)))
-
-
-def _masked(value: Any, loc: tuple[int | str, ...]) -> Any:
-    """``value`` with secret-looking settings (by key, at ``loc`` or nested) replaced by ``***``."""
-    if any(_is_secret(part) for part in loc):
-        return "***"
-    if isinstance(value, dict):
-        return {k: _masked(v, (k,)) for k, v in value.items()}
-    return value
 
 
 def find_config(path: Path | None = None) -> Path:
@@ -349,21 +438,30 @@ def find_config(path: Path | None = None) -> Path:
     )
 
 
+def read_toml(path: Path, setting: str, fix: str) -> dict[str, Any]:
+    """A TOML file as data, every way it can be unreadable turned into one ``ConfigError``."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(setting, str(path), "does not exist", fix) from None
+    except IsADirectoryError:
+        raise ConfigError(setting, str(path), "is a directory", fix) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            setting, str(path), f"is not UTF-8 text ({exc.reason} at byte {exc.start})", "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(setting, str(path), f"cannot be read ({exc.strerror or exc})", fix) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(setting, str(path), f"is not valid TOML ({exc})", "fix the syntax") from None
+
+
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
     """Read, substitute and validate ``path``."""
     env = os.environ if env is None else env
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("--config", str(path), "does not exist", "pass -c path/to/pipeline.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", str(path), f"is not valid TOML ({exc})", "fix the syntax") from None
+    raw = read_toml(path, "--config", "pass -c path/to/pipeline.toml")
     data = _substitute_tree(raw, env, "")
     try:
-        config = PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate(data, context={"file": path.name})
     except ValidationError as exc:
         raise _config_error(exc, path.name) from None
-    for name in config.scenarios:
-        config.thresholds_for(name)  # parse every threshold now, not halfway through a run
-    config.thresholds_for(None)
-    return config

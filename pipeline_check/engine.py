@@ -1,7 +1,8 @@
-"""Runs a scenario: start probes, inject, wait on deadlines, stop, evaluate; yields events throughout.
+"""Runs a scenario: start probes, inject, wait on deadlines, settle, stop, evaluate; yields events.
 
-The engine knows injectors and probes only through their protocols and registries, and handlers only
-through events, so the CLI, the pytest plugin and library callers share one code path.
+The engine knows injectors and probes only through their protocols and registries (imported only for
+the types the config names), and handlers only through events, so the CLI, the pytest plugin and
+library callers share one code path.
 """
 
 from __future__ import annotations
@@ -11,52 +12,48 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
+from pipeline_check.book import TraceBook
 from pipeline_check.clock import Clock
 from pipeline_check.config import PipelineConfig
-from pipeline_check.errors import ExitCode, VerdictFailed
+from pipeline_check.coverage import covering_symbols
+from pipeline_check.errors import ExitCode, PipelineCheckError, VerdictFailed
 from pipeline_check.events import (
     CheckFinished,
     Event,
     Handler,
     Injected,
-    InjectionStats,
-    Note,
+    NoteBuffer,
     Observed,
+    RunAborted,
     RunFinished,
     RunStarted,
 )
-from pipeline_check.injectors.base import INJECTORS, Injector
+from pipeline_check.injectors.base import INJECTORS, Injector, InjectorContext
 from pipeline_check.messages import TradeFactory
 from pipeline_check.pacing import Pacing, inject
-from pipeline_check.probes.base import PROBES, STAGE_PROBES, Probe
-from pipeline_check.sla import CheckResult, Status, evaluate
+from pipeline_check.probes.base import PROBES, Probe, ProbeContext
+from pipeline_check.sla import CheckResult, evaluate
+from pipeline_check.status import exit_code, verdict_of
+from pipeline_check.summary import InjectionStats, measurements, summarise
 from pipeline_check.tags import RunId
-from pipeline_check.trace import TraceBook
 
 TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
 PROGRESS_EVERY = 0.5
-
-
-def _load_builtins() -> None:
-    """Import the bundled injectors and probes so they register themselves."""
-    import pipeline_check.injectors.kafka
-    import pipeline_check.injectors.websocket
-    import pipeline_check.probes.api
-    import pipeline_check.probes.consumer_group
-    import pipeline_check.probes.iceberg
-    import pipeline_check.probes.kafka_topic  # noqa: F401
+MIN_SETTLE = 2.0  # seconds; at least twice the longest gap between deliveries at the last stage
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The end of a run for library callers: the final event and the exit code it maps to."""
+    """The end of a run for library callers: the final event, its exit code, and the trace book."""
 
     finished: RunFinished
     book: TraceBook
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.OK if self.finished.verdict == Status.PASSED else ExitCode.VERDICT_FAILED
+        return self.finished.exit_code
 
     def result(self, threshold: str) -> CheckResult:
         """The result of the check with this threshold text."""
@@ -66,39 +63,66 @@ class Outcome:
         raise KeyError(f"no check {threshold!r}; checks: {[r.threshold for r in self.finished.results]}")
 
     def check(self) -> None:
-        """Raise ``VerdictFailed`` (an ``AssertionError``) naming each failed check, observed vs threshold."""
+        """Raise ``VerdictFailed`` (an ``AssertionError``) naming each check that keeps the gate closed,
+        with its status and observed vs threshold."""
         failed = self.finished.failed
         if failed:
-            lines = [f"{len(failed)} of {len(self.finished.results)} SLA checks failed:"]
-            lines += [f"  {r.threshold}: observed {r.observed_text} ({r.detail})" for r in failed]
+            lines = [f"{len(failed)} of {len(self.finished.results)} SLA checks did not pass:"]
+            lines += [f"  {r.threshold}: {r.status.label}, observed {r.observed_text} ({r.detail})" for r in failed]
             raise VerdictFailed("\n".join(lines))
 
 
 class Run:
     """One validation run of ``config`` under ``scenario``; iterate ``events()`` once."""
 
-    def __init__(self, config: PipelineConfig, scenario: str | None = None, *, clock: Clock | None = None) -> None:
-        _load_builtins()
+    def __init__(
+        self,
+        config: PipelineConfig,
+        scenario: str | None = None,
+        *,
+        clock: Clock | None = None,
+        allow_inconclusive: bool = False,
+    ) -> None:
         self.config = config
         self.scenario = scenario
+        self.allow_inconclusive = allow_inconclusive
         self.load = config.load_for(scenario)
         self.thresholds = config.thresholds_for(scenario)
         self.clock = clock or Clock()
         self.run_id = RunId.new(self.clock.wall(self.clock.now()))
-        self.stages = config.stages.enabled()
+        self.route = config.route
+        messages = config.messages
         self.factory = TradeFactory(
             self.run_id,
             seed=self.load.seed,
             count=self.load.count,
-            symbol=config.messages.symbol,
-            background_symbols=config.messages.background_symbols,
-            base_price=config.messages.base_price,
+            symbols=messages.canary_symbols or (messages.symbol,),
+            background_symbols=messages.background_symbols,
+            base_price=messages.base_price,
+            precision=messages.precision,
+            scale=messages.scale,
         )
-        self.book = TraceBook(self.run_id, self.factory, self.stages, self.clock)
-        self.injector: Injector = INJECTORS.get(config.source.type)(config, self.clock)
-        self.probes: list[Probe] = [PROBES.get(STAGE_PROBES[s])(config, self.clock, self.book) for s in self.stages]
+        self.book = TraceBook(self.run_id, self.factory, self.route, self.clock)
+        self.notes = NoteBuffer()
+        injector_cls = INJECTORS.get(config.source.type)
+        self.injector: Injector = injector_cls(config.source.settings, InjectorContext(self.clock, self.notes.note))
+        self.probes: list[Probe] = [
+            PROBES.get(section.type)(
+                section.settings,
+                ProbeContext(
+                    stage=section.name,
+                    upstream=self.route.upstream[section.name],
+                    clock=self.clock,
+                    run=self.run_id,
+                    recorder=self.book,
+                    note=self.notes.note,
+                ),
+            )
+            for section in config.stages
+        ]
         self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
         self.outcome: Outcome | None = None
+        self._settle = 0.0
 
     async def events(self) -> AsyncIterator[Event]:
         """Run and report; ``EndpointError`` if a stage or the source cannot be reached."""
@@ -107,7 +131,7 @@ class Run:
             run_id=str(self.run_id),
             scenario=self.scenario,
             source=self.config.source.type,
-            stages=self.stages,
+            stages=self.route.stages,
             count=self.load.count,
             rate=self.load.rate,
             background_rate=self.load.background_rate,
@@ -115,17 +139,21 @@ class Run:
             config=self.config.redacted(),
         )
         stop = asyncio.Event()
-        started: list[Probe] = []
         tasks: list[asyncio.Task[object]] = []
+        attempted: list[Probe] = []
         injection: InjectionStats | None = None
         try:
             for probe in self.probes:
+                attempted.append(probe)
                 await probe.start()
-                started.append(probe)
+            self._choose_symbols()
             await self.injector.start()
-            for note in self.injector.notes():
+            for note in self.notes.notes():
                 yield note
-            tasks = [asyncio.create_task(p.run(stop), name=f"probe:{p.stage}") for p in started]
+            stages = self.route.stages
+            tasks = [
+                asyncio.create_task(p.run(stop), name=f"probe:{s}") for p, s in zip(self.probes, stages, strict=True)
+            ]
             injecting = asyncio.create_task(
                 inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
             )
@@ -139,49 +167,68 @@ class Run:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for probe in started:
-                await probe.finish()
-            await self.injector.close()
+            try:
+                for probe in attempted:
+                    await probe.finish()
+            finally:
+                await self.injector.close()
         for event in self._progress():
             yield event
-        assert injection is not None  # the injection task finished, or an exception left above
+        for note in self.notes.notes():
+            yield note
 
-        summary = self.book.summary(self.load.rate)
-        measurements = self.book.measurements(summary, self.config.sla.min_samples)
+        if injection is None:
+            raise RuntimeError("injection ended without its figures")
+        fed = self.injector.feeds_stage
+        summary = summarise(self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else ())
+        m = measurements(summary, self.book, self.config.sla.min_samples)
         results: list[CheckResult] = []
         for threshold in self.thresholds:
-            result = evaluate(threshold, measurements)
+            result = evaluate(threshold, m)
             results.append(result)
             yield CheckFinished(result)
-        verdict = max((r.status for r in results), default=Status.PASSED)
+        verdict = verdict_of([r.status for r in results])
         finished = RunFinished(
             verdict=verdict,
+            exit_code=exit_code(verdict, allow_inconclusive=self.allow_inconclusive),
             results=tuple(results),
             summary=summary,
-            injection=injection,
-            resolution={p.stage: p.resolution for p in started},
+            resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
             duration=self.clock.now() - began,
+            notes=tuple(self.notes.all),
         )
         self.outcome = Outcome(finished, self.book)
         yield finished
 
+    def _choose_symbols(self) -> None:
+        """Canaries spread over every partition of the first sharded stage the validator does not write
+        itself (it spreads its own writes round-robin); explicit ``canary_symbols`` win."""
+        messages = self.config.messages
+        if messages.canary_symbols:
+            return
+        fed = self.injector.feeds_stage
+        for stage in self.route.stages:
+            shards = self.book.shards.get(stage)
+            if shards and stage != fed:
+                self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
+                return
+
     async def _watch(
         self, injecting: asyncio.Task[InjectionStats], tasks: list[asyncio.Task[object]]
     ) -> AsyncIterator[Event]:
-        """Progress until every stage holds every canary, or the drain deadline after injection."""
+        """Progress until every stage holds every canary and the settle window passed, or the drain
+        deadline after injection."""
         next_progress = 0.0
         drain_deadline: float | None = None
         settle_until: float | None = None
         while True:
             await asyncio.sleep(TICK)
             for task in tasks:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
             now = self.clock.now()
-            sources: list[Injector | Probe] = [self.injector, *self.probes]
-            for source in sources:
-                for note in source.notes():
-                    yield note
+            for note in self.notes.notes():
+                yield note
             if now >= next_progress:
                 next_progress = now + PROGRESS_EVERY
                 for event in self._progress():
@@ -190,14 +237,25 @@ class Run:
                 continue
             if drain_deadline is None:
                 drain_deadline = now + self.load.drain_timeout
-            if settle_until is None and all(self.book.complete(s) for s in self.stages):
-                settle_until = now + self.load.settle
+            if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
+                self._settle = self._settle_window()
+                settle_until = now + self._settle
             if settle_until is not None and now >= settle_until:
                 return
-            if now >= drain_deadline:
-                missing = {s: self.book.injected - self.book.reached(s) for s in self.stages}
-                yield Note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
+            if settle_until is None and now >= drain_deadline:
+                missing = {s: self.book.injected - self.book.reached(s) for s in self.route.stages}
+                self.notes.note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
                 return
+
+    def _settle_window(self) -> float:
+        """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the
+        last stage (a pipeline that commits every 5 s may re-append its last batch 5 s later)."""
+        if self.load.settle is not None:
+            return self.load.settle
+        arrivals = np.unique(self.book.first_seen(self.route.final))
+        arrivals = arrivals[~np.isnan(arrivals)]
+        gap = float(np.diff(arrivals).max()) if len(arrivals) > 1 else 0.0
+        return max(MIN_SETTLE, 2 * gap)
 
     def _progress(self) -> Iterable[Event]:
         yield Injected(
@@ -206,25 +264,71 @@ class Run:
             background=self.pacing.background,
             achieved_rate=self.pacing.achieved_rate(self.clock.now()),
         )
-        for stage in self.stages:
+        for stage in self.route.stages:
             yield Observed(stage, self.book.reached(stage), self.book.injected)
 
 
-async def run_async(config: PipelineConfig, scenario: str | None = None, handlers: Iterable[Handler] = ()) -> Outcome:
-    """Run one scenario, feeding every event to ``handlers``; returns the outcome."""
-    handlers = list(handlers)
-    run = Run(config, scenario)
-    try:
-        async for event in run.events():
-            for handler in handlers:
-                handler.handle(event)
-    finally:
-        for handler in handlers:
+class Dispatcher:
+    """Feeds events to handlers; an aborted run still reaches every handler as ``RunAborted``, and
+    every handler is closed once, whatever happened."""
+
+    def __init__(self, handlers: Iterable[Handler]) -> None:
+        self.handlers = list(handlers)
+        self._ended = False
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RunFinished | RunAborted):
+            self._ended = True
+        for handler in self.handlers:
+            handler.handle(event)
+
+    def abort(self, exc: BaseException) -> None:
+        if not self._ended:
+            self.handle(aborted(exc))
+
+    def close(self) -> None:
+        for handler in self.handlers:
             handler.close()
-    assert run.outcome is not None
+
+
+def aborted(exc: BaseException) -> RunAborted:
+    """The ``RunAborted`` event for an exception that ended a run."""
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return RunAborted("interrupted (Ctrl-C)", ExitCode.INTERRUPTED)
+    if isinstance(exc, PipelineCheckError):
+        return RunAborted(str(exc), exc.exit_code)
+    return RunAborted(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL_ERROR)
+
+
+async def run_async(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    handlers: Iterable[Handler] = (),
+    *,
+    allow_inconclusive: bool = False,
+) -> Outcome:
+    """Run one scenario, feeding every event to ``handlers``; returns the outcome."""
+    dispatcher = Dispatcher(handlers)
+    try:
+        run = Run(config, scenario, allow_inconclusive=allow_inconclusive)
+        async for event in run.events():
+            dispatcher.handle(event)
+    except BaseException as exc:
+        dispatcher.abort(exc)
+        raise
+    finally:
+        dispatcher.close()
+    if run.outcome is None:
+        raise RuntimeError("the run ended without a verdict")
     return run.outcome
 
 
-def run(config: PipelineConfig, scenario: str | None = None, handlers: Iterable[Handler] = ()) -> Outcome:
+def run(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    handlers: Iterable[Handler] = (),
+    *,
+    allow_inconclusive: bool = False,
+) -> Outcome:
     """Synchronous :func:`run_async`."""
-    return asyncio.run(run_async(config, scenario, handlers))
+    return asyncio.run(run_async(config, scenario, handlers, allow_inconclusive=allow_inconclusive))

@@ -1,7 +1,9 @@
 """What a run reports as it goes: frozen events, consumed by handlers (console, JSON, JUnit, pytest).
 
 The engine yields them in this order: ``RunStarted``, then ``Injected`` / ``Observed`` / ``Note`` as
-progress, one ``CheckFinished`` per threshold, and ``RunFinished`` last.
+progress, one ``CheckFinished`` per threshold, and ``RunFinished`` last; a run that cannot finish
+(an unreachable endpoint, Ctrl-C, a bug) ends with ``RunAborted`` instead, so every report still
+gets written and says why.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline_check.sla import CheckResult, Status
-from pipeline_check.trace import RunSummary
+from pipeline_check.errors import ExitCode
+from pipeline_check.sla import CheckResult
+from pipeline_check.status import Status
+from pipeline_check.summary import RunSummary
 
 
 @dataclass(frozen=True, slots=True)
 class RunStarted:
     run_id: str
     scenario: str | None
-    source: str  # websocket | kafka
+    source: str  # the injector type
     stages: tuple[str, ...]
     count: int
     rate: float
@@ -48,19 +52,61 @@ class Observed:
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """Something worth telling while a run goes on (a subscriber connected, a source paused)."""
+    """Something worth telling while a run goes on (a subscriber connected, an API's paging)."""
 
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckFinished:
+    result: CheckResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    verdict: Status
+    exit_code: ExitCode  # the verdict through the gate rule (status.exit_code)
+    results: tuple[CheckResult, ...]
+    summary: RunSummary
+    resolution: Mapping[str, float]  # per stage: the probe's median poll interval, seconds
+    duration: float  # seconds from RunStarted to verdict
+    notes: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        """Checks that keep the gate closed: breached, or inconclusive unless that was allowed."""
+        worst = Status.INCONCLUSIVE if self.exit_code != ExitCode.OK else Status.FAILED
+        return tuple(r for r in self.results if r.status >= worst)
+
+
+@dataclass(frozen=True, slots=True)
+class RunAborted:
+    """The run ended without a verdict; ``reason`` is the one-line error."""
+
+    reason: str
+    exit_code: ExitCode
+
+
+Event = RunStarted | Injected | Observed | Note | CheckFinished | RunFinished | RunAborted
+
+
+class Handler(Protocol):
+    """Consumes events; ``close`` runs once after ``RunFinished`` or ``RunAborted``."""
+
+    def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class NoteBuffer:
-    """Notes an injector or probe gathers between two looks of the engine; a repeat of the last note
-    is counted, not queued again (an API that stays down is one note, not one per poll)."""
+    """Notes gathered between two looks of the engine; a repeat of the last note is counted, not queued
+    again (an API that stays down is one note, not one per poll)."""
 
     def __init__(self) -> None:
         self._notes: list[Note] = []
         self._last_note = ""
         self._repeats = 0
+        self.all: list[str] = []
 
     def note(self, message: str) -> None:
         if message == self._last_note:
@@ -69,6 +115,7 @@ class NoteBuffer:
         self._flush_repeats()
         self._last_note = message
         self._notes.append(Note(message))
+        self.all.append(message)
 
     def notes(self) -> list[Note]:
         """The notes since the last call."""
@@ -80,45 +127,3 @@ class NoteBuffer:
         if self._repeats:
             self._notes.append(Note(f"(the note above repeated {self._repeats} more times)"))
             self._repeats = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CheckFinished:
-    result: CheckResult
-
-
-@dataclass(frozen=True, slots=True)
-class InjectionStats:
-    """What the injector achieved against what was asked of it."""
-
-    sent: int
-    background: int
-    offered_rate: float
-    achieved_rate: float
-    lateness_p99: float  # seconds a send started after its scheduled time
-    pauses: int  # times the source waited for a subscriber or skipped ahead
-
-
-@dataclass(frozen=True, slots=True)
-class RunFinished:
-    verdict: Status
-    results: tuple[CheckResult, ...]
-    summary: RunSummary
-    injection: InjectionStats
-    resolution: Mapping[str, float]  # per stage: the probe's median poll interval, seconds
-    duration: float  # seconds from RunStarted to verdict
-
-    @property
-    def failed(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if r.status >= Status.FAILED)
-
-
-Event = RunStarted | Injected | Observed | Note | CheckFinished | RunFinished
-
-
-class Handler(Protocol):
-    """Consumes events; ``close`` runs once after ``RunFinished`` or when the run aborts."""
-
-    def handle(self, event: Event) -> None: ...
-
-    def close(self) -> None: ...

@@ -8,10 +8,26 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One field of one canary that a stage holds differently from what was injected."""
+
+    stage: str
+    tag: int
+    field: str
+    expected: str
+    actual: str
 
 
 def _exact(sent: object, held: object) -> bool:
@@ -32,15 +48,17 @@ def _side(sent: object, held: object) -> bool:
     return isinstance(sent, bool) and str(held).lower() == ("sell" if sent else "buy")
 
 
-def _millis(value: object) -> int | None:
+def _millis(value: object) -> float | None:
+    """Epoch milliseconds of a timestamp, a number (an epoch-ms float compares as the number it is) or
+    ISO-8601 text."""
     if isinstance(value, dt.datetime):
         value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return (value - EPOCH) // dt.timedelta(milliseconds=1)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return (value - EPOCH) / dt.timedelta(milliseconds=1)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
         try:
-            return _millis(dt.datetime.fromisoformat(value)) if not value.isdigit() else int(value)
+            return float(value) if value.replace(".", "", 1).isdigit() else _millis(dt.datetime.fromisoformat(value))
         except ValueError:
             return None
     return None
@@ -60,14 +78,31 @@ COMPARISONS: dict[str, Callable[[object, object], bool]] = {
 }
 
 
+SENT_FIELDS = ("e", "E", "s", "t", "p", "q", "T", "m", "M")
+
+
 @functools.lru_cache(maxsize=256)
 def parse_spec(spec: str) -> tuple[str, str]:
-    """``"p:decimal"`` -> ``("p", "decimal")``; a bare name compares exactly."""
+    """``"p:decimal"`` -> ``("p", "decimal")``; a bare name compares exactly. ``ValueError`` names what
+    is wrong (the config loader turns it into a one-line error naming the setting)."""
     source, _, how = spec.partition(":")
     how = how or "exact"
-    if not source or how not in COMPARISONS:
-        raise ValueError(f"{spec!r}: expected SENT_FIELD[:{'|'.join(COMPARISONS)}]")
+    if source not in SENT_FIELDS:
+        raise ValueError(f"{source!r} is not a field of the sent trade ({', '.join(SENT_FIELDS)})")
+    if how not in COMPARISONS:
+        raise ValueError(f"{how!r} is not a comparison ({', '.join(COMPARISONS)}); write SENT_FIELD[:COMPARISON]")
     return source, how
+
+
+def check_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """A ``fields`` setting, validated (for a pydantic ``AfterValidator``)."""
+    for spec in fields.values():
+        parse_spec(spec)
+    return dict(fields)
+
+
+# a stage's ``fields`` setting: its field -> "SENT_FIELD[:comparison]", checked when the config loads
+Fields = Annotated[dict[str, str], AfterValidator(check_fields)]
 
 
 def compare(

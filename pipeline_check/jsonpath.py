@@ -13,12 +13,22 @@ from pipeline_check.errors import ConfigError
 
 def compile_path(setting: str, expression: str) -> Callable[[Any], Any]:
     """A getter for ``expression`` (``t``, ``data``, ``result.items[*]``); None where it finds nothing."""
+    try:
+        return _compiled(expression)
+    except ValueError as exc:
+        raise ConfigError(setting, expression, str(exc), "e.g. data or result.items") from None
+
+
+def check_path(expression: str) -> str:
+    """``expression`` if it compiles (a pydantic validator: ``ValueError`` otherwise)."""
+    _compiled(expression)
+    return expression
+
+
+def _compiled(expression: str) -> Callable[[Any], Any]:
     if expression.isidentifier():
         return lambda doc: doc.get(expression) if isinstance(doc, dict) else None
     try:
-        compiled = jmespath.compile(expression)
+        return jmespath.compile(expression).search
     except JMESPathError as exc:
-        raise ConfigError(
-            setting, expression, f"is not a JMESPath expression ({exc})", "e.g. data or result.items"
-        ) from None
-    return compiled.search
+        raise ValueError(f"is not a JMESPath expression ({' '.join(str(exc).split())})") from None

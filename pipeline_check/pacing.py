@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_check.book import TraceBook
 from pipeline_check.clock import Clock
-from pipeline_check.events import InjectionStats
 from pipeline_check.injectors.base import Injector
 from pipeline_check.messages import TradeFactory
-from pipeline_check.trace import TraceBook
+from pipeline_check.summary import InjectionStats
 
 # Behind schedule by more than this (a subscriber reconnecting, a stalled broker), the schedule moves on
 # instead of sending the backlog in one burst: a source pauses, it does not flood.

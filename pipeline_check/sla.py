@@ -3,14 +3,21 @@
 ::
 
     threshold := metric OP value
-    metric    := "e2e." AGG | "stage." STAGE "." AGG | "throughput" | COUNT
+    metric    := "e2e." AGG | "stage." STAGE "." AGG | "throughput" | COUNT | SHARE
     AGG       := p50 | p90 | p95 | p99 | p999 | min | max | avg
-    COUNT     := lost | duplicates | corrupted | out_of_order | delivered
+    COUNT     := lost | duplicates | corrupted | retracted | incomplete | out_of_order | delivered
+    SHARE     := loss_rate | duplicate_rate | corrupt_rate | coverage
     OP        := < | <= | > | >= | == | !=
-    value     := duration (500ms, 30s, 2m) for latencies | rate (100/s) for throughput | integer for counts
+    value     := duration (500ms, 30s, 2m) | rate (100/s, or 90% of the achieved injection rate)
+               | integer for counts | percentage for shares
 
-Examples: ``e2e.p99 < 30s``, ``stage.iceberg.p95 < 10s``, ``throughput >= 100/s``, ``lost == 0``.
-A percentile needs enough samples to mean anything (p99 needs 100): with fewer, the check fails.
+Examples: ``e2e.p99 < 30s``, ``stage.iceberg.p95 < 10s``, ``throughput >= 100/s``, ``lost == 0``,
+``loss_rate < 0.1%``, ``coverage == 100%``.
+
+Each check ends ``passed``, ``failed``, ``inconclusive`` (too few samples; nothing compared; the
+validator's own injection fell behind) or ``not applicable`` (this configuration cannot observe it). A
+percentile needs enough samples to mean anything (p99 needs 100). A rate threshold passes only when the
+one-sided 95 % upper bound on the rate is below it, so it demands enough canaries.
 """
 
 from __future__ import annotations
@@ -18,27 +25,21 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_check.durations import HINT as DURATION_HINT
+from pipeline_check.durations import parse_duration
 from pipeline_check.errors import ConfigError
+from pipeline_check.power import upper_bound
+from pipeline_check.status import Status
 
-Kind = Literal["latency", "rate", "count"]
-
-
-class Status(IntEnum):
-    """A check's outcome, ordered by severity: the verdict is the worst of them."""
-
-    PASSED = 0
-    SKIPPED = 1
-    FAILED = 2
-    ERROR = 3
-
+Kind = Literal["latency", "rate", "count", "share"]
+Floats = npt.NDArray[np.float64]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -49,17 +50,30 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
 }
 AGGREGATES = ("p50", "p90", "p95", "p99", "p999", "min", "max", "avg")
-COUNTS = ("lost", "duplicates", "corrupted", "out_of_order", "delivered")
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+COUNTS = ("lost", "duplicates", "corrupted", "retracted", "incomplete", "out_of_order", "delivered")
+# a share of canaries with a property -> the count it is the rate of
+RATES = {"loss_rate": "lost", "duplicate_rate": "duplicates", "corrupt_rate": "corrupted"}
+SHARES = (*RATES, "coverage")
+DEFAULT_THRESHOLDS = (
+    "e2e.p99 < 30s",
+    "lost == 0",
+    "duplicates == 0",
+    "corrupted == 0",
+    "retracted == 0",
+    "incomplete == 0",
+    "coverage == 100%",
+    "throughput >= 90%",
+)
+CONFIDENCE = 0.95
 
 _THRESHOLD = re.compile(r"^\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>\S.*?)\s*$")
 _NUMBER = r"(?P<n>\d+(?:\.\d+)?)"
-_DURATION = re.compile(rf"^{_NUMBER}\s*(?P<unit>ms|s|m)$")
 _RATE = re.compile(rf"^{_NUMBER}\s*/\s*s$")
 _SHARE = re.compile(rf"^{_NUMBER}\s*%$")
 _COUNT = re.compile(r"^(?P<n>\d+)$")
-# a delivered rate is a slope through the arrival steps but the last: two points need three steps
-MIN_DELIVERY_STEPS = 3
+# A delivered rate is a slope through the arrival steps but the last: fewer steps than this leave too
+# few points for a slope that one batch's phase cannot swing.
+MIN_DELIVERY_STEPS = 5
 
 
 def min_samples(aggregate: str) -> int:
@@ -70,8 +84,9 @@ def min_samples(aggregate: str) -> int:
     return 1
 
 
-def aggregate(samples: npt.NDArray[np.float64], name: str) -> float:
-    """The statistic ``name`` of ``samples`` (nearest-rank percentiles: always an observed value)."""
+def aggregate(samples: Floats, name: str) -> float:
+    """The statistic ``name`` of ``samples`` (nearest-rank percentiles: always an observed value;
+    ``inf`` samples, canaries that never arrived, count as the latest)."""
     if name == "min":
         return float(samples.min())
     if name == "max":
@@ -82,6 +97,14 @@ def aggregate(samples: npt.NDArray[np.float64], name: str) -> float:
     digits = name[1:]
     rank = max(1, -(-len(samples) * int(digits) // 10 ** len(digits)))
     return float(np.partition(samples, rank - 1)[rank - 1])
+
+
+def latency_stats(samples: Floats) -> dict[str, float]:
+    """p50/p95/p99/max and n of ``samples``, undelivered (``inf``) included exactly as checks count them."""
+    if not len(samples):
+        return {}
+    stats = {name: aggregate(samples, name) for name in ("p50", "p95", "p99", "max")}
+    return stats | {"n": float(len(samples))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,28 +118,41 @@ class Threshold:
     kind: Kind
     stage: str | None = None  # for stage.<name>.<agg>
     aggregate: str | None = None  # for latencies
-    relative: bool = False  # a rate given as a share of the offered rate ("90%")
+    relative: bool = False  # a rate given as a share of the achieved injection rate ("90%")
 
-    def target(self, offered_rate: float) -> float:
-        """The value compared against: absolute, or the share of what was offered."""
-        return self.value / 100 * offered_rate if self.relative else self.value
+    def holds(self, observed: float, reference_rate: float = 0.0) -> bool:
+        target = self.value / 100 * reference_rate if self.relative else self.value
+        return OPS[self.op](observed, target)
 
-    def holds(self, observed: float, offered_rate: float = 0.0) -> bool:
-        return OPS[self.op](observed, self.target(offered_rate))
-
-    def format(self, value: float) -> str:
-        return format_value(value, self.kind)
+    @property
+    def key(self) -> tuple[str, str, float, bool]:
+        """What makes two thresholds the same check, however they are spelt."""
+        return self.metric, self.op, self.value, self.relative
 
 
 def format_value(value: float, kind: Kind) -> str:
-    """Human form of a measured value: ``1.234s``, ``98.5/s``, ``3``; ``inf`` for never."""
+    """Human form of a measured value: ``1.234s``, ``98.5/s``, ``3``, ``0.30%``; ``never`` for ``inf``."""
     if math.isinf(value):
         return "never (not delivered)"
     if kind == "latency":
         return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.3f}s"
     if kind == "rate":
         return f"{value:.1f}/s"
+    if kind == "share":
+        return f"{value:.2f}%"
     return f"{value:g}"
+
+
+def parse_thresholds(texts: Iterable[tuple[str, str]], stages: tuple[str, ...]) -> list[Threshold]:
+    """Parse ``(setting, text)`` pairs; the same threshold twice is an error (it would be judged twice)."""
+    parsed: dict[tuple[str, str, float, bool], tuple[str, Threshold]] = {}
+    for setting, text in texts:
+        threshold = parse_threshold(text, stages, setting)
+        if threshold.key in parsed:
+            first_setting, first = parsed[threshold.key]
+            raise ConfigError(setting, text, f"repeats {first.text!r} ({first_setting})", "give each threshold once")
+        parsed[threshold.key] = (setting, threshold)
+    return [threshold for _, threshold in parsed.values()]
 
 
 def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thresholds") -> Threshold:
@@ -131,10 +167,25 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
     metric, op, raw = match["metric"], match["op"], match["value"]
     parts = metric.split(".")
     stage = agg = None
+    relative = False
     if metric == "throughput":
         kind: Kind = "rate"
+        m = _RATE.match(raw) or _SHARE.match(raw)
+        if not m:
+            raise bad(f"{raw!r} is not a rate", "write it per second (100/s) or as a share of the injection rate (90%)")
+        value, relative = float(m["n"]), raw.endswith("%")
     elif metric in COUNTS:
         kind = "count"
+        m = _COUNT.match(raw)
+        if not m:
+            raise bad(f"{raw!r} is not a whole number", "counts compare to integers, e.g. lost == 0")
+        value = float(m["n"])
+    elif metric in SHARES:
+        kind = "share"
+        m = _SHARE.match(raw)
+        if not m:
+            raise bad(f"{raw!r} is not a percentage", f"write it with %, e.g. {metric} < 0.1%")
+        value = float(m["n"])
     elif (len(parts) == 2 and parts[0] == "e2e") or (len(parts) == 3 and parts[0] == "stage"):
         kind, agg = "latency", parts[-1]
         if agg not in AGGREGATES:
@@ -143,27 +194,37 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
             stage = parts[1]
             if stage not in stages:
                 raise bad(f"unknown stage {stage!r}", f"configured stages: {', '.join(stages) or 'none'}")
+        seconds = parse_duration(raw)
+        if seconds is None:
+            raise bad(f"{raw!r} is not a duration", DURATION_HINT)
+        value = seconds
     else:
-        known = ["e2e.<stat>", "stage.<name>.<stat>", "throughput", *COUNTS]
+        known = ["e2e.<stat>", "stage.<name>.<stat>", "throughput", *COUNTS, *SHARES]
         raise bad(f"unknown metric {metric!r}", f"use one of {', '.join(known)}")
+    threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative)
+    never = _never_holds(threshold)
+    if never:
+        raise bad(f"can never pass ({never})", "fix the value or the operator")
+    return threshold
 
-    if kind == "latency":
-        m = _DURATION.match(raw)
-        if not m:
-            raise bad(f"{raw!r} is not a duration", "write it with a unit: 500ms, 30s or 2m")
-        value = float(m["n"]) * DURATION_UNITS[m["unit"]]
-    elif kind == "rate":
-        m = _RATE.match(raw) or _SHARE.match(raw)
-        if not m:
-            raise bad(f"{raw!r} is not a rate", "write it per second (100/s) or as a share of the offered rate (90%)")
-        value = float(m["n"])
-        return Threshold(text.strip(), metric, op, value, kind, relative=raw.endswith("%"))
-    else:
-        m = _COUNT.match(raw)
-        if not m:
-            raise bad(f"{raw!r} is not a whole number", "counts compare to integers, e.g. lost == 0")
-        value = float(m["n"])
-    return Threshold(text.strip(), metric, op, value, kind, stage, agg)
+
+def _never_holds(t: Threshold) -> str | None:
+    """Why no observation could satisfy ``t``, if none could: every metric is >= 0, and shares (and a
+    throughput relative to what was injected, which delivery cannot exceed) are <= 100 %."""
+    low = 0.0
+    high = 100.0 if t.kind == "share" or (t.kind == "rate" and t.relative) else math.inf
+    can = {
+        "<": t.value > low,
+        "<=": t.value >= low,
+        ">": t.value < high,
+        ">=": t.value <= high,
+        "==": low <= t.value <= high,
+        "!=": True,
+    }[t.op]
+    if can:
+        return None
+    unit = "%" if high == 100.0 else ""
+    return f"{t.metric} is always between {low:g} and {high:g}{unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +238,8 @@ class CheckResult:
     detail: str
     samples: int = 0
     kind: Kind = "count"
+    # detection power: one-sided 95 % upper bound on the rate of what a count counts, in %
+    rate_bound: float | None = None
 
     @property
     def observed_text(self) -> str:
@@ -184,67 +247,160 @@ class CheckResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Measurements:
-    """What the SLA engine judges: latency samples per stage (``e2e`` too; ``inf`` = not delivered),
-    counts, and the delivered throughput with the number of canaries it rests on."""
+class Tally:
+    """Canaries with a property (lost, duplicated...) out of those that could have it, and why the
+    count cannot be judged when it cannot (``inconclusive``: observed too little; ``not_applicable``:
+    this configuration cannot observe it)."""
 
-    latencies: Mapping[str, npt.NDArray[np.float64]]
-    counts: Mapping[str, int]
-    throughput: float
-    throughput_samples: int
-    delivery_steps: int
-    offered_rate: float
+    count: int
+    out_of: int
+    detail: str
+    inconclusive: str | None = None
+    not_applicable: str | None = None
+
+    @property
+    def bound(self) -> float:
+        """One-sided 95 % upper bound on the rate, in % (100 when nothing was observed)."""
+        return 100 * upper_bound(self.count, self.out_of, CONFIDENCE)
+
+    def power(self, what: str) -> str:
+        """``0 of 1,000 lost: loss rate < 0.30% (95%)``."""
+        if self.out_of == 0:
+            return f"no canary to judge {what} on"
+        return f"{self.count:,} of {self.out_of:,} {what}: rate < {self.bound:.2f}% (95%)"
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputFigures:
+    """Delivered throughput as the estimator found it (see :mod:`pipeline_check.throughput`)."""
+
+    delivered: float  # canaries/s over the whole run
+    tail: float | None  # over the last part of the run (a late slowdown), when it has enough points
+    injected_rate: float  # what the validator achieved
+    steps: int  # distinct arrival times at the last stage
+    detail: str
+    limited: str | None = None  # why the validator, not the pipeline, set the pace
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    """What the SLA engine judges: latency samples per series (``e2e`` and stage names; ``inf`` = not
+    delivered), tallies by count name, throughput and coverage."""
+
+    latencies: Mapping[str, Floats]
+    tallies: Mapping[str, Tally]
+    throughput: ThroughputFigures
+    coverage: Tally  # shards (partitions) with no canary, out of the shards declared
     injected: int
     extra_min_samples: int = 0
     notes: Mapping[str, str] = field(default_factory=dict)
 
 
 def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
-    """Judge one threshold; too few samples is a failure, never a pass."""
+    """Judge one threshold; too few samples is inconclusive, never a pass."""
     if threshold.kind == "latency":
-        series = "e2e" if threshold.stage is None else threshold.stage
-        samples = m.latencies.get(series)
-        n = 0 if samples is None else len(samples)
-        assert threshold.aggregate is not None
-        needed = max(min_samples(threshold.aggregate), m.extra_min_samples)
-        if samples is None or n < needed:
-            return _too_few(threshold, n, needed, f"{threshold.aggregate} of {series} latency")
-        observed = aggregate(samples, threshold.aggregate)
-        never = int(np.isinf(samples).sum())
-        detail = f"{threshold.aggregate} of {n} {series} latencies" + (f" ({never} never arrived)" if never else "")
-    elif threshold.kind == "rate":
-        n = m.throughput_samples
-        needed = max(2, m.extra_min_samples)
-        if n < needed:
-            return _too_few(threshold, n, needed, "delivered throughput")
-        if m.delivery_steps < MIN_DELIVERY_STEPS:
-            return _too_few(
-                threshold,
-                m.delivery_steps,
-                MIN_DELIVERY_STEPS,
-                "delivered throughput (distinct arrival times)",
-                "inject over several of the pipeline's batch intervals (load.count / load.rate)",
-            )
-        observed, detail = m.throughput, f"{n} canaries delivered; {m.notes.get('throughput', '')}".rstrip("; ")
-        if threshold.relative:
-            detail += f"; floor {threshold.value:g}% of offered = {threshold.target(m.offered_rate):.1f}/s"
-    else:
-        n = m.injected
-        if n < max(1, m.extra_min_samples):
-            return _too_few(threshold, n, max(1, m.extra_min_samples), f"{threshold.metric} count")
-        observed = float(m.counts.get(threshold.metric, 0))
-        detail = m.notes.get(threshold.metric, f"out of {n} injected")
-    status = Status.PASSED if threshold.holds(observed, m.offered_rate) else Status.FAILED
-    return CheckResult(threshold.text, status, observed, threshold.text, detail, n, threshold.kind)
+        return _latency(threshold, m)
+    if threshold.kind == "rate":
+        return _throughput(threshold, m)
+    if threshold.metric == "coverage":
+        return _coverage(threshold, m.coverage)
+    if threshold.kind == "share":
+        return _rate(threshold, m.tallies[RATES[threshold.metric]])
+    return _count(threshold, m)
 
 
-def _too_few(threshold: Threshold, n: int, needed: int, what: str, fix: str = "inject more canaries") -> CheckResult:
-    return CheckResult(
-        threshold.text,
-        Status.FAILED,
-        None,
-        threshold.text,
-        f"too few samples for {what}: {n} < {needed} needed; {fix}",
-        n,
-        threshold.kind,
+def _result(
+    t: Threshold, status: Status, observed: float | None, detail: str, n: int, rate_bound: float | None = None
+) -> CheckResult:
+    return CheckResult(t.text, status, observed, t.text, detail, n, t.kind, rate_bound)
+
+
+def _latency(t: Threshold, m: Measurements) -> CheckResult:
+    series = "e2e" if t.stage is None else t.stage
+    samples = m.latencies.get(series, np.zeros(0))
+    n = len(samples)
+    agg = t.aggregate or "max"
+    needed = max(min_samples(agg), m.extra_min_samples)
+    if n < needed:
+        return _result(
+            t,
+            Status.INCONCLUSIVE,
+            None,
+            f"too few samples for {agg} of {series} latency: {n} < {needed}; inject more canaries",
+            n,
+        )
+    observed = aggregate(samples, agg)
+    never = int(np.isinf(samples).sum())
+    detail = f"{agg} of {n} {series} latencies" + (
+        f" ({never} never arrived, counted as infinitely late)" if never else ""
     )
+    return _result(t, Status.PASSED if t.holds(observed) else Status.FAILED, observed, detail, n)
+
+
+def _throughput(t: Threshold, m: Measurements) -> CheckResult:
+    f = m.throughput
+    reference = f.injected_rate
+    floor = (
+        f"; floor {t.value:g}% of the achieved injection rate {reference:.1f}/s = {t.value / 100 * reference:.1f}/s"
+        if t.relative
+        else ""
+    )
+    if f.limited:
+        return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {f.limited}{floor}", f.steps)
+    if f.steps < MIN_DELIVERY_STEPS:
+        return _result(
+            t, Status.INCONCLUSIVE, None,
+            f"too few delivery steps for a rate: {f.steps} < {MIN_DELIVERY_STEPS}; inject for longer than "
+            f"{MIN_DELIVERY_STEPS} of the pipeline's batch intervals (load.count / load.rate)",
+            f.steps,
+        )  # fmt: skip
+    observed = f.delivered if f.tail is None else min(f.delivered, f.tail)
+    tail = "" if f.tail is None else f"; last part of the run {f.tail:.1f}/s vs whole run {f.delivered:.1f}/s"
+    status = Status.PASSED if t.holds(observed, reference) else Status.FAILED
+    return _result(t, status, observed, f"{f.detail}{tail}{floor}", f.steps)
+
+
+def _coverage(t: Threshold, tally: Tally) -> CheckResult:
+    if tally.not_applicable:
+        return _result(t, Status.NOT_APPLICABLE, None, tally.not_applicable, 0)
+    covered = 100.0 * (tally.out_of - tally.count) / tally.out_of if tally.out_of else 0.0
+    status = Status.PASSED if t.holds(covered) else Status.FAILED
+    return _result(t, status, covered, tally.detail, tally.out_of)
+
+
+def _rate(t: Threshold, tally: Tally) -> CheckResult:
+    if tally.not_applicable or tally.inconclusive:
+        return _unjudged(t, tally)
+    n = tally.out_of
+    rate = 100.0 * tally.count / n if n else 0.0
+    bound = tally.bound
+    power = tally.power(t.metric.removesuffix("_rate"))
+    if t.op in ("<", "<="):
+        # the bound must clear the threshold: a rate below it, shown with 95 % confidence
+        if t.holds(bound):
+            status, why = Status.PASSED, ""
+        elif not t.holds(rate):
+            status, why = Status.FAILED, ""
+        else:
+            status, why = Status.INCONCLUSIVE, f"; the bound is not below {t.value:g}%: inject more canaries"
+    else:
+        status, why = (Status.PASSED if t.holds(rate) else Status.FAILED), ""
+    return _result(t, status, rate, f"{power}{why}; {tally.detail}", n, rate_bound=bound)
+
+
+def _count(t: Threshold, m: Measurements) -> CheckResult:
+    tally = m.tallies[t.metric]
+    if tally.not_applicable or tally.inconclusive:
+        return _unjudged(t, tally)
+    if m.injected < max(1, m.extra_min_samples):
+        return _result(t, Status.INCONCLUSIVE, None, f"too few canaries: {m.injected}", m.injected)
+    status = Status.PASSED if t.holds(tally.count) else Status.FAILED
+    bound = tally.bound if tally.out_of and t.metric != "delivered" else None
+    power = f"{tally.power(t.metric)}; " if bound is not None else ""
+    return _result(t, status, float(tally.count), f"{power}{tally.detail}", tally.out_of, rate_bound=bound)
+
+
+def _unjudged(t: Threshold, tally: Tally) -> CheckResult:
+    if tally.not_applicable:
+        return _result(t, Status.NOT_APPLICABLE, None, tally.not_applicable, 0)
+    return _result(t, Status.INCONCLUSIVE, None, tally.inconclusive or "", tally.out_of)

@@ -1,14 +1,26 @@
-"""The Injector protocol and its registry; the engine sees only this."""
+"""The Injector protocol and the registry of injector types; the engine sees only this module.
+
+Adding an injector: one module with a class that has a ``Settings`` model and the methods of
+:class:`Injector`, plus one line in ``INJECTORS`` (or an entry point in ``pipeline_check.injectors``).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from pipeline_check.clock import Clock
-from pipeline_check.config import PipelineConfig
-from pipeline_check.events import Note
 from pipeline_check.messages import Trade
-from pipeline_check.registry import Registry
+from pipeline_check.registry import PluginSettings, Registry
+
+
+@dataclass(frozen=True, slots=True)
+class InjectorContext:
+    """What an injector gets besides its own settings."""
+
+    clock: Clock
+    note: Callable[[str], None]
 
 
 class Injector(Protocol):
@@ -17,9 +29,14 @@ class Injector(Protocol):
     ``start`` binds or connects and returns once the pipeline can receive (for a feed: once the
     ingestor subscribed), raising ``EndpointError`` otherwise. ``send`` hands over one message and may
     wait (backpressure, a subscriber reconnecting); ``flush`` waits until everything sent is handed over.
+    ``feeds_stage`` names the stage the injector writes itself (the Kafka injector: ``kafka``), whose
+    order is then the validator's, not the pipeline's.
     """
 
-    def __init__(self, config: PipelineConfig, clock: Clock) -> None: ...
+    Settings: ClassVar[type[PluginSettings]]
+    feeds_stage: ClassVar[str | None]
+
+    def __init__(self, settings: Any, ctx: InjectorContext) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -29,9 +46,12 @@ class Injector(Protocol):
 
     async def close(self) -> None: ...
 
-    def notes(self) -> list[Note]:
-        """Notes gathered since the last call (subscribers connecting, pauses)."""
-        ...
 
-
-INJECTORS: Registry[Injector] = Registry("injector", "pipeline_check.injectors")
+INJECTORS: Registry[Injector] = Registry(
+    "injector",
+    "pipeline_check.injectors",
+    {
+        "websocket": "pipeline_check.injectors.websocket:WebSocketInjector",
+        "kafka": "pipeline_check.injectors.kafka:KafkaInjector",
+    },
+)

@@ -11,34 +11,45 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import ClassVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+from pydantic import Field
 
-from pipeline_check.clock import Clock
-from pipeline_check.config import KafkaSource, KafkaStage, PipelineConfig
+from pipeline_check.durations import NonNegativeDuration
 from pipeline_check.errors import EndpointError
-from pipeline_check.events import NoteBuffer
-from pipeline_check.injectors.base import INJECTORS
+from pipeline_check.injectors.base import InjectorContext
 from pipeline_check.kafkautil import missing_topic, reach
 from pipeline_check.messages import Trade
+from pipeline_check.registry import PluginSettings
 
 BATCH_BYTES = 256 * 1024
 MAX_QUEUED = 8  # full batches waiting for the shipping task before ``send`` waits: bounded memory
 IN_FLIGHT = 64  # shipped batches not yet acknowledged before ``send`` waits
 
 
-@INJECTORS.register("kafka")
-class KafkaInjector(NoteBuffer):
-    """An idempotent, acks=all producer keyed by symbol (the default partitioner), like the reference
-    ingestor."""
+class KafkaSettings(PluginSettings):
+    inherit: ClassVar = {"stages.kafka": ("bootstrap", "topic")}
 
-    def __init__(self, config: PipelineConfig, clock: Clock) -> None:
-        super().__init__()
-        assert isinstance(config.source, KafkaSource) and config.stages.kafka is not None
-        self.stage: KafkaStage = config.stages.kafka
-        self.linger = config.source.linger
+    bootstrap: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    # how long a batch waits for more canaries before it ships; 0 ships at once, and batches still fill
+    # while the previous one is in flight, so a longer linger only adds to the Kafka latency measured
+    linger: NonNegativeDuration = 0.0
+
+
+class KafkaInjector:
+    """An idempotent, acks=all producer keyed by symbol, like a typical ingestor; canaries go round-robin
+    over every partition (coverage), background trades where the default partitioner puts their key."""
+
+    Settings: ClassVar[type[PluginSettings]] = KafkaSettings
+    feeds_stage: ClassVar[str | None] = "kafka"
+
+    def __init__(self, settings: KafkaSettings, ctx: InjectorContext) -> None:
+        self.stage = settings
+        self.linger = settings.linger
         self._producer: AIOKafkaProducer | None = None  # made in start: an unstarted one warns when collected
         self._partitioner = DefaultPartitioner()
         self._partitions: list[int] = []
@@ -59,10 +70,12 @@ class KafkaInjector(NoteBuffer):
             bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
         )
         try:
-            await reach(producer.start(), self.stage.bootstrap)
-            partitions = await reach(producer.partitions_for(self.stage.topic), self.stage.bootstrap)
+            await reach(producer.start(), self.stage.bootstrap, "source.bootstrap")
+            partitions = await reach(
+                producer.partitions_for(self.stage.topic), self.stage.bootstrap, "source.bootstrap"
+            )
             if not partitions:
-                raise missing_topic(self.stage.topic)
+                raise missing_topic(self.stage.topic, "source.topic")
         except EndpointError:
             await producer.stop()
             raise
@@ -71,9 +84,12 @@ class KafkaInjector(NoteBuffer):
 
     async def send(self, trade: Trade) -> None:
         key = trade.symbol.encode()
-        partition = self._partition_of.get(key)
-        if partition is None:
-            partition = self._partition_of[key] = self._partitioner(key, self._partitions, self._partitions)
+        if trade.seq is not None:
+            partition = self._partitions[trade.seq % len(self._partitions)]
+        else:
+            partition = self._partition_of.get(key, -1)
+            if partition < 0:
+                partition = self._partition_of[key] = self._partitioner(key, self._partitions, self._partitions)
         value = trade.to_json().encode()
         batch = self._open.get(partition)
         if batch is None:
@@ -110,7 +126,8 @@ class KafkaInjector(NoteBuffer):
     # -- batching ------------------------------------------------------------------------------------
 
     def _new_batch(self, partition: int) -> BatchBuilder:
-        assert self._producer is not None, "start() first"
+        if self._producer is None:
+            raise RuntimeError("KafkaInjector used before start")
         batch: BatchBuilder = self._producer.create_batch()
         self._open[partition] = batch
         asyncio.get_running_loop().call_later(self.linger, self._lingered, partition, batch)
@@ -149,7 +166,8 @@ class KafkaInjector(NoteBuffer):
                     await self._wake.wait()
                 partition, batch = self._queued[0]
                 self._busy = True
-                assert self._producer is not None
+                if self._producer is None:
+                    raise RuntimeError("KafkaInjector shipping before start")
                 ack = await self._producer.send_batch(batch, self.stage.topic, partition=partition)
                 self._busy = False
                 self._queued.popleft()

@@ -8,27 +8,37 @@ reconnecting) up to ``source.subscribe_timeout``, then gives up with an ``Endpoi
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
+from pydantic import Field
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from pipeline_check.clock import Clock
-from pipeline_check.config import PipelineConfig, WebSocketSource
+from pipeline_check.durations import Duration
 from pipeline_check.errors import EndpointError
-from pipeline_check.events import NoteBuffer
-from pipeline_check.injectors.base import INJECTORS
+from pipeline_check.injectors.base import InjectorContext
 from pipeline_check.messages import Trade
 from pipeline_check.polling import Deadline
+from pipeline_check.registry import PluginSettings
 
 
-@INJECTORS.register("websocket")
-class WebSocketInjector(NoteBuffer):
+class WebSocketSettings(PluginSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    path_prefix: str = "/ws/"
+    subscribe_timeout: Duration = 30.0
+    subscribers: int = Field(default=1, ge=1)
+
+
+class WebSocketInjector:
     """A WebSocket server on the ingestor's feed address."""
 
-    def __init__(self, config: PipelineConfig, clock: Clock) -> None:
-        super().__init__()
-        assert isinstance(config.source, WebSocketSource)
-        self.source = config.source
+    Settings: ClassVar[type[PluginSettings]] = WebSocketSettings
+    feeds_stage: ClassVar[str | None] = None
+
+    def __init__(self, settings: WebSocketSettings, ctx: InjectorContext) -> None:
+        self.source = settings
+        self.note = ctx.note
         self.url = f"ws://{self.source.host}:{self.source.port}{self.source.path_prefix}"
         self._clients: set[ServerConnection] = set()
         self._changed = asyncio.Event()

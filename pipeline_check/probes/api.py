@@ -1,91 +1,159 @@
 """The ``api`` probe: asks the query API for the run's canaries, the way a user of the data would.
 
-Each poll queries only the time window that still holds undelivered canaries (their send times are
-known), newest first, paging down when a page comes back full. The poll interval adapts: short while
-canaries keep arriving or the upstream stage holds some the API has not shown yet (they are due: a
-late look would read as API latency), growing to ``max_poll_interval`` otherwise. Copies of one
-canary within a response are duplicates; a last sweep over the whole run window at the end counts
-late ones too.
+Each poll queries, per canary symbol, only the time window that still holds undelivered canaries (their
+send times are known), and pages through it by the ``time_field`` until an answer holds nothing new.
+The API's order (newest or oldest first) and page cap (fewer records than ``limit``) are learnt from its
+answers, not assumed, and noted. The poll interval adapts: short while canaries keep arriving or the
+upstream stage holds some the API has not shown yet (they are due: a late look would read as API
+latency), growing to ``max_poll_interval`` otherwise.
+
+Copies of one canary within a complete answer are duplicates; a canary shown before and missing from a
+later complete answer of its window is gone (retracted). At the end, a last sweep covers the whole run,
+and canaries still missing are searched ``search_window`` either side of their send time: one found
+there is counted where it is, with the field that moved as a difference, not as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import string
 from collections import Counter
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Annotated, Any, ClassVar
 
 import httpx
+from pydantic import AfterValidator, Field, SecretStr
 
-from pipeline_check.clock import Clock
-from pipeline_check.config import ApiStage, PipelineConfig
-from pipeline_check.errors import EndpointError
-from pipeline_check.events import NoteBuffer
-from pipeline_check.jsonpath import compile_path
-from pipeline_check.probes.base import PROBES
+from pipeline_check.durations import Duration, NonNegativeDuration
+from pipeline_check.errors import ConfigError, EndpointError
+from pipeline_check.fidelity import Fields
+from pipeline_check.jsonpath import check_path, compile_path
+from pipeline_check.probes.base import ProbeContext, Ref
 from pipeline_check.probes.resolution import LookTimes
-from pipeline_check.trace import SOURCE, TraceBook
+from pipeline_check.registry import PluginSettings
 
 MAX_PAGES = 1000  # per window: a guard against an API that ignores the time bounds
+PLACEHOLDERS = ("symbol", "start_ms", "end_ms", "limit", "tag_lo", "tag_hi")
+SHOWN = 300  # characters of an answer quoted in an error
 
 
-@PROBES.register("api")
-class ApiProbe(NoteBuffer):
-    stage: ClassVar[str] = "api"
+def _base_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
 
-    def __init__(self, config: PipelineConfig, clock: Clock, book: TraceBook) -> None:
-        super().__init__()
-        assert config.stages.api is not None
-        self.settings: ApiStage = config.stages.api
-        self.symbol = config.messages.symbol
-        self.clock = clock
-        self.book = book
-        self._records = compile_path("stages.api.records", self.settings.records)
-        self._tag = compile_path("stages.api.tag_field", self.settings.tag_field)
-        self._time = compile_path("stages.api.time_field", self.settings.time_field or "")
-        headers = {k: v.get_secret_value() for k, v in self.settings.headers.items()}
-        self._client = httpx.AsyncClient(
-            base_url=self.settings.base_url, headers=headers, timeout=self.settings.timeout
-        )
+
+def _template(value: str) -> str:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"is not a query template ({exc})") from None
+    unknown = names - set(PLACEHOLDERS)
+    if unknown:
+        raise ValueError(f"has unknown placeholders {sorted(unknown)}; known: {', '.join(PLACEHOLDERS)}")
+    return value
+
+
+class ApiSettings(PluginSettings):
+    base_url: Annotated[str, AfterValidator(_base_url)]
+    query: Annotated[str, AfterValidator(_template)] = (
+        "/v1/trades?symbol={symbol}&start_time={start_ms}&end_time={end_ms}&limit={limit}"
+    )
+    health: str | None = "/health"
+    records: Annotated[str, AfterValidator(check_path)] = "data"  # JMESPath to the list of records
+    tag_field: Annotated[str, AfterValidator(check_path)] = "trade_id"
+    time_field: Annotated[str, AfterValidator(check_path)] | None = "trade_time"  # epoch ms; pages by it
+    order_field: str | None = None  # a record field that orders records per key: ordering is judged on it
+    limit: int = Field(default=1000, ge=1)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout: Duration = 5.0
+    poll_interval: Duration = 0.1
+    max_poll_interval: Duration = 0.5
+    search_window: NonNegativeDuration = 86_400.0  # either side of a missing canary's send time, at the end
+    fields: Fields = Field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Answer:
+    """A window's records as far as the API showed them: copies per tag, the first record of each."""
+
+    counts: Counter[int] = field(default_factory=Counter)
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    complete: bool = True
+
+
+class ApiProbe:
+    Settings: ClassVar[type[PluginSettings]] = ApiSettings
+
+    def __init__(self, settings: ApiSettings, ctx: ProbeContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        where = f"stages.{ctx.stage}"
+        self._where = where
+        self._records = compile_path(f"{where}.records", settings.records)
+        self._tag = compile_path(f"{where}.tag_field", settings.tag_field)
+        self._time = compile_path(f"{where}.time_field", settings.time_field) if settings.time_field else None
+        self._order = compile_path(f"{where}.order_field", settings.order_field) if settings.order_field else None
+        headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
+        self._client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=settings.timeout)
         self._looks = LookTimes()
-        self.requests = 0
+        self._shown: dict[int, tuple[str, int | None]] = {}  # tag -> (symbol, record time) when last shown
+        self._largest_page = 0  # the most records one answer held: the API's page cap, as far as seen
+        self._largest_seen = 0  # answers of that size
+        self._order_noted = False
+        self._cap_noted = False
+        self._checked = False  # records and tag_field proven on a non-empty answer
 
     async def start(self) -> None:
-        path = self.settings.health or self._url(0, 1)
+        path = self.settings.health or self._url("CANARYUSDT", 0, 1)
+        url = self.settings.base_url + path
         try:
             response = await self._client.get(path)
         except httpx.HTTPError as exc:
-            await self._client.aclose()
             raise EndpointError(
-                "stages.api.base_url", self.settings.base_url + path, f"does not answer ({type(exc).__name__})",
+                f"{self._where}.base_url", url, f"does not answer ({type(exc).__name__}: {exc})",
                 "is the API running and the address right?",
             ) from None  # fmt: skip
         if response.status_code >= 400:
-            await self._client.aclose()
             raise EndpointError(
-                "stages.api.base_url", self.settings.base_url + path, f"answers HTTP {response.status_code}",
-                "is the service healthy? (stages.api.health names the path checked)",
-            ) from None  # fmt: skip
+                f"{self._where}.base_url", url, f"answers HTTP {response.status_code}",
+                f"is the service healthy? ({self._where}.health names the path checked)",
+            )  # fmt: skip
+        if self.settings.order_field:
+            self.ctx.recorder.declare_ordered(self.ctx.stage)
 
     async def run(self, stop: asyncio.Event) -> None:
-        settings = self.settings
+        settings, ctx = self.settings, self.ctx
         interval = settings.poll_interval
-        upstream = self.book.upstream("api")
         while not stop.is_set():
-            pending = self.book.pending("api")
-            new = 0
-            if len(pending):
-                sent = self.book.sent_ms[pending]
-                new = await self._sweep(int(sent.min()), int(sent.max()) + 1)
-            due = upstream != SOURCE and self.book.reached(upstream) > self.book.reached("api")
+            # all delivered: keep re-reading the run's windows, for late copies and retractions
+            windows = ctx.recorder.pending_windows_ms(ctx.stage) or ctx.recorder.run_windows_ms()
+            new = sum(await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items())))
+            due = ctx.recorder.due(ctx.stage) > 0
             interval = settings.poll_interval if new or due else min(settings.max_poll_interval, interval * 1.5)
             await asyncio.sleep(interval)
 
     async def finish(self) -> None:
-        """Sweep the whole run window once more to count every copy, then close the client."""
+        """Sweep the whole run once more (every copy, every retraction), search missing canaries either
+        side of their window, then close the client."""
         try:
-            sent = self.book.sent_ms[: self.book.injected]
-            if len(sent):
-                await self._sweep(int(sent.min()), int(sent.max()) + 1)
+            ctx = self.ctx
+            for symbol, (first, last) in ctx.recorder.run_windows_ms().items():
+                await self._sweep(symbol, first, last + 1)
+            wide = int(self.settings.search_window * 1000)
+            if wide and self._time is not None:
+                for symbol, (first, last) in ctx.recorder.pending_windows_ms(ctx.stage).items():
+                    found = await self._sweep(symbol, max(0, first - wide), last + 1 + wide)
+                    if found:
+                        ctx.note(
+                            f"{found} canaries of {symbol} found outside their send-time window (a time field moved)"
+                        )
         finally:
             await self._client.aclose()
 
@@ -93,60 +161,160 @@ class ApiProbe(NoteBuffer):
     def resolution(self) -> float:
         return self._looks.median
 
-    async def _sweep(self, start_ms: int, end_ms: int) -> int:
-        """Query ``[start_ms, end_ms)`` page by page; record what it holds; return how many are new."""
-        limit = self.settings.limit
-        counts: Counter[int] = Counter()
-        first_records: dict[int, dict[str, Any]] = {}
-        for _ in range(MAX_PAGES):
-            records = await self._query(start_ms, end_ms)
-            full = len(records) >= limit and self.settings.time_field is not None
-            cut = None
-            if full:
-                # newest first and full: the oldest millisecond may continue on the next page, so
-                # count it there (end is exclusive) instead of twice
-                times = [int(self._time(r)) for r in records]
-                cut = min(times)
-                if cut + 1 >= end_ms:  # a whole page in one millisecond: cannot page further
-                    self.note(f"API page of {limit} records all at {cut} ms: raise stages.api.limit")
-                    cut = None
-                records = [r for r, t in zip(records, times, strict=True) if cut is None or t > cut]
-            for record in records:
-                seq = self.book.seq_of(self._tag(record))
-                if seq is not None:
-                    counts[seq] += 1
-                    first_records.setdefault(seq, record)
-            if cut is None:
-                break
-            end_ms = cut + 1
-        now = self.clock.now()
+    async def _sweep(self, symbol: str, start_ms: int, end_ms: int) -> int:
+        """Query ``[start_ms, end_ms)`` page by page; tell the recorder what it holds; return how many
+        canaries are new."""
+        answer = await self._pages(symbol, start_ms, end_ms)
+        now = self.ctx.clock.now()
         self._looks.look(now)
-        fresh = [seq for seq in counts if not self.book.has_seen("api", seq)]
-        self.book.seen_in_view("api", counts, now)
-        if self.settings.fields:
-            for seq in fresh:
-                self.book.diff("api", seq, first_records[seq], self.settings.fields)
-        return len(fresh)
+        recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
+        new = 0
+        for tag, copies in answer.counts.items():
+            record = answer.records[tag]
+            when = self._time(record) if self._time is not None else None
+            self._shown[tag] = (symbol, when if isinstance(when, int) else None)
+            if recorder.seen(stage, tag, now, copies=copies, ref=self._ref(record)):
+                new += 1
+                if fields:
+                    recorder.diff(stage, tag, record, fields)
+        if answer.complete:
+            for tag, (shown_symbol, when) in self._shown.items():
+                inside = when is not None and start_ms <= when < end_ms
+                if shown_symbol == symbol and inside and tag not in answer.counts:
+                    recorder.seen(stage, tag, now, copies=0)
+        return new
 
-    async def _query(self, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-        url = self._url(start_ms, end_ms)
-        self.requests += 1
+    async def _pages(self, symbol: str, start_ms: int, end_ms: int) -> Answer:
+        """Every record of the window, paging by time while answers come back full. An answer is full at
+        ``limit`` records, or at a size no answer has exceeded that came back more than once: an API may
+        cap pages below ``limit`` without saying so, and a cap shows as a recurring largest answer (the
+        next page then tells)."""
+        answer = Answer()
+        paged: Cut | None = None  # the edge of the full answer the current page continues
+        for _ in range(MAX_PAGES):
+            records = await self._query(symbol, start_ms, end_ms)
+            if records is None:
+                answer.complete = False
+                return answer
+            times = [self._time(r) for r in records] if self._time is not None else [None] * len(records)
+            if paged is not None and paged.size < self.settings.limit and any(t != paged.at for t in times):
+                self._note_cap(paged.size)  # a short answer that was not the whole window: a page cap
+            if len(records) > self._largest_page:
+                self._largest_page, self._largest_seen = len(records), 0
+            self._largest_seen += len(records) == self._largest_page
+            suspected_cap = self._largest_page if self._largest_seen > 1 else self.settings.limit
+            full = bool(records) and len(records) >= min(self.settings.limit, suspected_cap)
+            cut = _cut(times) if full else None
+            if full and cut is None and len(records) >= self.settings.limit:
+                self._page_problem(times)
+                answer.complete = False
+            for record, when in zip(records, times, strict=True):
+                if cut is not None and when == cut.at:
+                    continue  # the edge millisecond is counted on the next page, not twice
+                tag = self._tag(record)
+                if tag is not None:
+                    answer.counts[tag] += 1
+                    answer.records.setdefault(tag, record)
+            if cut is None:
+                return answer
+            self._note_order(cut.newest_first)
+            if cut.newest_first:
+                end_ms = cut.at + 1
+            else:
+                start_ms = cut.at
+            paged = cut
+        answer.complete = False
+        self.ctx.note(f"API window of {symbol} still full after {MAX_PAGES} pages: does it honour the time bounds?")
+        return answer
+
+    async def _query(self, symbol: str, start_ms: int, end_ms: int) -> list[dict[str, Any]] | None:
+        """One answer's records; None when the API failed (noted; the next poll tries again)."""
+        url = self._url(symbol, start_ms, end_ms)
         try:
             response = await self._client.get(url)
             response.raise_for_status()
-            records = self._records(response.json())
+            document = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            self.note(f"API query failed: {type(exc).__name__}: {exc}")
-            return []
-        return records if isinstance(records, list) else []
+            self.ctx.note(f"API query failed: {type(exc).__name__}: {exc}")
+            return None
+        records = self._records(document)
+        if not isinstance(records, list):
+            raise ConfigError(
+                f"{self._where}.records", self.settings.records,
+                f"finds no list in the API's answer to {url}: {_quote(document)}",
+                "set it to the JMESPath of the list of records",
+            )  # fmt: skip
+        if records and not self._checked:
+            self._check_records(records)
+        return [r for r in records if isinstance(r, dict)]
 
-    def _url(self, start_ms: int, end_ms: int) -> str:
-        run = self.book.run
+    def _check_records(self, records: list[Any]) -> None:
+        """The first non-empty answer proves ``tag_field`` (and ``time_field``) find something."""
+        for setting, getter, expression in (
+            ("tag_field", self._tag, self.settings.tag_field),
+            ("time_field", self._time, self.settings.time_field),
+        ):
+            if getter is not None and all(getter(r) is None for r in records):
+                raise ConfigError(
+                    f"{self._where}.{setting}", expression,
+                    f"finds nothing in the API's records, e.g. {_quote(records[0])}",
+                    "set it to the JMESPath of the field in one record",
+                )  # fmt: skip
+        self._checked = True
+
+    def _note_order(self, newest_first: bool) -> None:
+        if not self._order_noted:
+            self._order_noted = True
+            order = "newest first" if newest_first else "oldest first"
+            self.ctx.note(f"API answers {order}: paging by {self.settings.time_field}")
+
+    def _note_cap(self, size: int) -> None:
+        if not self._cap_noted:
+            self._cap_noted = True
+            self.ctx.note(f"API answers hold at most {size} records though limit={self.settings.limit}: paging by time")
+
+    def _page_problem(self, times: list[Any]) -> None:
+        if any(not isinstance(t, int) for t in times):
+            self.ctx.note(f"API {self.settings.time_field} is not epoch ms in every record: cannot page a full answer")
+        elif len(set(times)) == 1:
+            self.ctx.note(f"API page of {len(times)} records all at {times[0]} ms: raise {self._where}.limit")
+        else:
+            self.ctx.note(f"API answer is not ordered by {self.settings.time_field}: cannot page a full answer")
+
+    def _ref(self, record: dict[str, Any]) -> Ref | None:
+        if self._order is None:
+            return None
+        value = self._order(record)
+        return Ref(-1, value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def _url(self, symbol: str, start_ms: int, end_ms: int) -> str:
+        run = self.ctx.run
         return self.settings.query.format(
-            symbol=self.symbol,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            limit=self.settings.limit,
-            tag_lo=run.lo,
-            tag_hi=run.hi,
+            symbol=symbol, start_ms=start_ms, end_ms=end_ms, limit=self.settings.limit, tag_lo=run.lo, tag_hi=run.hi
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Where the next page starts: the edge millisecond of a full answer, and the answer's order."""
+
+    at: int
+    newest_first: bool
+    size: int  # records in the answer
+
+
+def _cut(times: list[Any]) -> Cut | None:
+    """The page edge of a full, time-ordered answer; None when it cannot be paged (not ordered, not
+    numbers, or a whole page in one millisecond)."""
+    if len(times) < 2 or not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+        return None
+    descending = all(a >= b for a, b in pairwise(times))
+    ascending = all(a <= b for a, b in pairwise(times))
+    if times[0] == times[-1] or not (descending or ascending):
+        return None
+    return Cut(times[-1], newest_first=descending, size=len(times))
+
+
+def _quote(document: Any) -> str:
+    text = json.dumps(document, default=str)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "…"

@@ -1,10 +1,11 @@
-"""The ``iceberg`` probe: rows become visible when a snapshot that holds them is committed.
+"""The ``iceberg`` probe: a canary is in the table when a committed snapshot makes a row of it live.
 
-At start it notes the table's current snapshot (the baseline). Each poll refreshes the table and walks
-only the snapshots committed since the last poll; for each, an incremental append scan filtered on the
-run's tag range reads just the files that snapshot added (file statistics skip the rest), so the cost
-follows new data, not the table's history. Each canary keeps the snapshot id and the snapshot's own
-timestamp (the writer's clock) beside the probe's time.
+At start it notes the table's current snapshot (the baseline). Each poll reads only the snapshots
+committed since the last poll and, for each, the rows it adds and removes within the run's tag range
+(file statistics skip every other run's files), so the cost follows new data, not the table's history.
+The live rows per canary after each snapshot are what the recorder is told: more than one at once is a
+duplicate, none after some is a retraction. Each canary keeps the snapshot that first made it live and
+that snapshot's own timestamp (the writer's clock) beside the probe's time.
 
 A full refresh would parse every snapshot the table ever kept; on a SQL catalog the probe reads the
 metadata pointer first and validates only the snapshots it has not handled (``iceberg_metadata``), so
@@ -15,88 +16,88 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import unquote
 
-from pyiceberg.catalog import load_catalog
+from pydantic import Field
+from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
 
-from pipeline_check.clock import Clock
-from pipeline_check.config import IcebergStage, PipelineConfig
-from pipeline_check.errors import EndpointError
-from pipeline_check.events import NoteBuffer
-from pipeline_check.probes.base import PROBES
+from pipeline_check.durations import Duration
+from pipeline_check.errors import ConfigError, EndpointError
+from pipeline_check.fidelity import Fields
+from pipeline_check.probes.base import ProbeContext, Ref
+from pipeline_check.probes.iceberg_changes import LiveRows, SnapshotChange, snapshot_changes
 from pipeline_check.probes.iceberg_metadata import MetadataReader, metadata_pointer
 from pipeline_check.probes.resolution import LookTimes
-from pipeline_check.trace import TraceBook
+from pipeline_check.redact import redact
+from pipeline_check.registry import PluginSettings
 
 FAILURES_TOLERATED = 5  # consecutive failed polls (a locked catalog, a file mid-write) before giving up
 
 
-@dataclass(frozen=True, slots=True)
-class NewSnapshot:
-    snapshot_id: int
-    timestamp_ms: int
-    rows: list[dict[str, Any]]
+class IcebergSettings(PluginSettings):
+    catalog: dict[str, str]  # pyiceberg catalog properties (type, uri, warehouse, credentials...)
+    catalog_name: str = "default"
+    table: str = Field(pattern=r"^[\w.]+\.\w+$")
+    tag_column: str = "trade_id"
+    fields: Fields = Field(default_factory=dict)
+    # a column whose values order the rows per key (e.g. kafka_offset): ordering is judged on it
+    order_column: str | None = None
+    poll_interval: Duration = 0.1
 
 
-@PROBES.register("iceberg")
-class IcebergProbe(NoteBuffer):
-    stage: ClassVar[str] = "iceberg"
+class IcebergProbe:
+    Settings: ClassVar[type[PluginSettings]] = IcebergSettings
 
-    def __init__(self, config: PipelineConfig, clock: Clock, book: TraceBook) -> None:
-        super().__init__()
-        assert config.stages.iceberg is not None
-        self.settings: IcebergStage = config.stages.iceberg
-        self.clock = clock
-        self.book = book
-        column = self.settings.tag_column
-        self._filter: BooleanExpression = And(
-            GreaterThanOrEqual(column, book.run.lo),  # type: ignore[call-arg,arg-type]
-            LessThanOrEqual(column, book.run.hi),  # type: ignore[call-arg,arg-type]
-        )
-        self._columns = tuple(dict.fromkeys((column, *self.settings.fields)))
+    def __init__(self, settings: IcebergSettings, ctx: ProbeContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        extra = (settings.order_column,) if settings.order_column else ()
+        self._columns = tuple(dict.fromkeys((settings.tag_column, *settings.fields, *extra)))
         self._table: Table | None = None
-        self.baseline: int | None = None
-        self._last: int | None = None
+        self._last: int | None = None  # the last snapshot handled
         self._pointer: Callable[[], str | None] | None = None  # the metadata location, where cheap to read
         self._reader = MetadataReader()
+        self._live = LiveRows()
         self._looks = LookTimes()
-        self.poll_seconds: list[float] = []  # wall time of each poll's refresh + scans (benchmarks read it)
 
     async def start(self) -> None:
         table = await asyncio.to_thread(self._load)
+        self._check_columns(table)
         self._pointer = metadata_pointer(table)
         self._reader = MetadataReader(snapshot.snapshot_id for snapshot in table.snapshots())
         if self._pointer is not None:  # read the file once, so the first poll skips what it holds
             table, _ = await asyncio.to_thread(self._reader.load, table, table.metadata_location)
         self._table = table
         current = table.current_snapshot()
-        self.baseline = self._last = None if current is None else current.snapshot_id
+        self._last = None if current is None else current.snapshot_id
+        if self.settings.order_column:
+            self.ctx.recorder.declare_ordered(self.ctx.stage)
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             try:
-                seen_at, snapshots = await asyncio.to_thread(self.poll)
+                seen_at, changes = await asyncio.to_thread(self.poll)
                 failures = 0
             except Exception as exc:  # transient (a locked catalog, a file mid-write) until it repeats
                 failures += 1
+                self.ctx.note(f"Iceberg poll failed ({type(exc).__name__}: {exc}); retrying")
                 if failures >= FAILURES_TOLERATED:
                     raise EndpointError(
-                        "stages.iceberg.table", self.settings.table,
+                        f"stages.{self.ctx.stage}.table", self.settings.table,
                         f"{failures} polls in a row failed ({type(exc).__name__}: {exc})",
                         "is the catalog reachable and the warehouse readable?",
                     ) from exc  # fmt: skip
-                snapshots, seen_at = [], self.clock.now()
-            self._record(seen_at, snapshots)
+                changes, seen_at = [], self.ctx.clock.now()
+            self._record(seen_at, changes)
             await asyncio.sleep(self.settings.poll_interval)
 
     async def finish(self) -> None:
-        """A last look, so rows committed just before the stop are counted (late duplicates)."""
+        """A last look, so rows committed or removed just before the stop are counted."""
         if self._table is not None:
             self._record(*await asyncio.to_thread(self.poll))
 
@@ -104,46 +105,25 @@ class IcebergProbe(NoteBuffer):
     def resolution(self) -> float:
         return self._looks.median
 
-    def poll(self) -> tuple[float, list[NewSnapshot]]:
-        """Refresh, then scan each snapshot committed since the last poll (runs on a worker thread)."""
-        assert self._table is not None
-        began = self.clock.now()
-        table, new = self._refreshed()
-        seen_at = self.clock.now()
+    def poll(self) -> tuple[float, list[SnapshotChange]]:
+        """Refresh, then read what each snapshot committed since the last poll changed (on a worker thread)."""
+        if self._table is None:
+            raise RuntimeError("IcebergProbe.poll before start")
+        table, new = self._refreshed(self._table)
+        seen_at = self.ctx.clock.now()
         self._looks.look(seen_at)
         current = table.current_snapshot()
-        if current is None or current.snapshot_id == self._last:
-            self._table = table
-            self._reader.handled |= new
-            self.poll_seconds.append(self.clock.now() - began)
-            return seen_at, []
-        chain = []
-        snapshot: Snapshot | None = current
-        while snapshot is not None and snapshot.snapshot_id != self._last:
-            chain.append(snapshot)
-            parent = snapshot.parent_snapshot_id
-            snapshot = None if parent is None else table.snapshot_by_id(parent)
-        found = []
-        previous = self._last
-        for snapshot in reversed(chain):
-            scan = table.incremental_append_scan(
-                from_snapshot_id_exclusive=previous,
-                to_snapshot_id_inclusive=snapshot.snapshot_id,
-                row_filter=self._filter,
-                selected_fields=self._columns,
-            )
-            found.append(NewSnapshot(snapshot.snapshot_id, snapshot.timestamp_ms, scan.to_arrow().to_pylist()))
-            previous = snapshot.snapshot_id
-        self._last = current.snapshot_id
+        changes: list[SnapshotChange] = []
+        if current is not None and current.snapshot_id != self._last:
+            run = self.ctx.run
+            changes = snapshot_changes(table, self._last, self.settings.tag_column, run.lo, run.hi, self._columns)
+            self._last = current.snapshot_id
         self._table = table
         self._reader.handled |= new
-        self.poll_seconds.append(self.clock.now() - began)
-        return seen_at, found
+        return seen_at, changes
 
-    def _refreshed(self) -> tuple[Table, set[int]]:
+    def _refreshed(self, table: Table) -> tuple[Table, set[int]]:
         """The table as it is now, and the ids of snapshots validated for it that are new."""
-        assert self._table is not None
-        table = self._table
         if self._pointer is None:
             table.refresh()
             return table, set()
@@ -152,31 +132,78 @@ class IcebergProbe(NoteBuffer):
             return table, set()
         return self._reader.load(table, location)
 
-    def _record(self, seen_at: float, snapshots: list[NewSnapshot]) -> None:
-        book, column, fields = self.book, self.settings.tag_column, self.settings.fields
-        for snapshot in snapshots:
-            for row in snapshot.rows:
-                seq = book.seq_of(row[column])
-                if seq is None:
-                    continue
-                first = book.seen("iceberg", seq, seen_at, source_ms=snapshot.timestamp_ms, ref=snapshot.snapshot_id)
-                if first and fields:
-                    book.diff("iceberg", seq, row, fields)
+    def _record(self, seen_at: float, changes: list[SnapshotChange]) -> None:
+        recorder, stage, settings = self.ctx.recorder, self.ctx.stage, self.settings
+        for change in changes:
+            for tag, live in self._live.apply(change.delta).items():
+                first = recorder.seen(
+                    stage, tag, seen_at, copies=live, source_ms=change.timestamp_ms, ref=self._ref(change, tag)
+                )
+                if first and settings.fields and tag in change.rows:
+                    recorder.diff(stage, tag, change.rows[tag], settings.fields)
+
+    def _ref(self, change: SnapshotChange, tag: int) -> Ref:
+        """Where the canary became live: the snapshot, or its ordering column's value when one is named."""
+        order = self.settings.order_column
+        value = change.rows[tag].get(order) if order is not None and tag in change.rows else None
+        return Ref(-1, value) if isinstance(value, int) else Ref(-1, change.snapshot_id)
+
+    def _check_columns(self, table: Table) -> None:
+        """Settings that name columns the table lacks would fail every poll: say so before the run."""
+        columns = [f.name for f in table.schema().fields]
+        where = f"stages.{self.ctx.stage}"
+        named = {f"{where}.tag_column": [self.settings.tag_column], f"{where}.fields": list(self.settings.fields)}
+        if self.settings.order_column:
+            named[f"{where}.order_column"] = [self.settings.order_column]
+        for setting, names in named.items():
+            missing = [n for n in names if n not in columns]
+            if missing:
+                raise ConfigError(
+                    setting, missing if len(missing) > 1 else missing[0],
+                    f"table {self.settings.table} has no such column", f"columns: {', '.join(columns)}",
+                )  # fmt: skip
 
     def _load(self) -> Table:
         settings = self.settings
-        uri = settings.redacted_catalog().get("uri", settings.catalog_name)
+        where = f"stages.{self.ctx.stage}"
+        properties = dict(settings.catalog)
+        uri = str(redact(properties.get("uri", settings.catalog_name)))
+        if properties.get("type") == "sql":
+            _require_sqlite_file(properties.get("uri", ""), f"{where}.catalog.uri")
+            properties.setdefault("init_catalog_tables", "false")  # a reader never creates the catalog
         try:
-            catalog = load_catalog(settings.catalog_name, **settings.catalog)
+            catalog: Catalog = load_catalog(settings.catalog_name, **properties)
         except Exception as exc:  # pyiceberg raises many kinds here; all mean "this catalog cannot be used"
             raise EndpointError(
-                "stages.iceberg.catalog", uri, f"cannot open the catalog ({type(exc).__name__}: {exc})",
+                f"{where}.catalog", uri, f"cannot open the catalog ({type(exc).__name__}: {exc})",
                 "check the catalog properties (type, uri, warehouse)",
             ) from None  # fmt: skip
         try:
             return catalog.load_table(settings.table)
         except NoSuchTableError:
             raise EndpointError(
-                "stages.iceberg.table", settings.table, f"no such table in catalog {uri}",
-                "has the pipeline created it yet? is the name right?",
+                f"{where}.table", settings.table, f"no such table in catalog {uri}",
+                "has the pipeline created it yet? is the name right (and catalog_name the writer's)?",
             ) from None  # fmt: skip
+        except Exception as exc:  # e.g. a SQLite file that holds no catalog
+            raise EndpointError(
+                f"{where}.catalog", uri, f"cannot read the catalog ({type(exc).__name__}: {exc})",
+                "check the catalog properties (type, uri, warehouse)",
+            ) from None  # fmt: skip
+
+
+def _require_sqlite_file(uri: str, setting: str) -> None:
+    """A SQLite catalog URI must name an existing file: opening a mistyped path would create a new,
+    empty catalog and every canary would look lost."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return
+    if not Path(unquote(path)).is_file():
+        raise ConfigError(
+            setting,
+            uri,
+            "no catalog file there (a reader never creates one)",
+            "check the path; the pipeline's writer creates the catalog",
+        )

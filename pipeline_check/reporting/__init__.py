@@ -19,10 +19,10 @@ def build_handlers(
 ) -> list[Handler]:
     """The reporters asked for: the console one unless ``console`` is None, a file one per path given."""
     handlers: list[Handler] = []
-    if console is not None:
-        handlers.append(ConsoleReporter(console, live=live))
     if json_path is not None:
-        handlers.append(JsonReporter(json_path))
+        handlers.append(JsonReporter(json_path))  # checks the path is writable: before anything runs
     if junit_path is not None:
         handlers.append(JUnitReporter(junit_path))
+    if console is not None:
+        handlers.insert(0, ConsoleReporter(console, live=live))
     return handlers

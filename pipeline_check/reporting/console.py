@@ -23,20 +23,23 @@ from pipeline_check.events import (
     Injected,
     Note,
     Observed,
+    RunAborted,
     RunFinished,
     RunStarted,
 )
-from pipeline_check.sla import Status, format_value
+from pipeline_check.sla import format_value
+from pipeline_check.stages import SOURCE
+from pipeline_check.status import Status
+from pipeline_check.summary import RunSummary
 from pipeline_check.tags import label
-from pipeline_check.trace import SOURCE, RunSummary
 
 SHOWN = 5  # tags and field diffs listed per line before "…"
 STATS = ("p50", "p95", "p99", "max")
 STATUS_STYLE = {
     Status.PASSED: "bold green",
-    Status.SKIPPED: "yellow",
+    Status.NOT_APPLICABLE: "dim",
+    Status.INCONCLUSIVE: "bold yellow",
     Status.FAILED: "bold red",
-    Status.ERROR: "bold magenta",
 }
 _INJECTION = "injection"
 
@@ -94,6 +97,8 @@ class ConsoleReporter:
         elif isinstance(event, RunFinished):
             self._stop()
             self._report(event)
+        elif isinstance(event, RunAborted):
+            self._stop()  # the error itself is the caller's to print
 
     def close(self) -> None:
         self._stop()
@@ -169,15 +174,19 @@ class ConsoleReporter:
         summary = done.summary
         self.console.print(self._stage_table(summary))
         self.console.print(self._checks_table(done))
+        self._coverage(summary)
         self._problems(summary)
         self._injection(done)
         self._verdict(done)
 
     def _stage_table(self, summary: RunSummary) -> Table:
-        table = Table(title="stages", caption="latencies over delivered canaries", title_justify="left")
+        table = Table(
+            title="stages", caption="latencies count undelivered canaries as never arriving", title_justify="left"
+        )
         table.add_column("stage")
         table.add_column("reached", justify="right")
         table.add_column("copies (extra)", justify="right")
+        table.add_column("retracted", justify="right")
         for stat in STATS:
             table.add_column(stat, justify="right")
         table.add_column("measured")
@@ -187,18 +196,19 @@ class ConsoleReporter:
                 stage.name,
                 f"{stage.reached}/{summary.injected}",
                 str(stage.extra_copies),
+                str(stage.retracted),
                 *(_latency(stage.latency, s) for s in STATS),
                 f"from {stage.upstream}",
                 _latency(stage.since_injection, "p99"),
             )
-        e2e = summary.stages[-1].since_injection if summary.stages else {}
         table.add_row(
-            Text("e2e", style="bold"),
+            Text(f"e2e ({summary.final})", style="bold"),
             f"{summary.delivered}/{summary.injected}",
             "",
-            *(_latency(e2e, s) for s in STATS),
+            "",
+            *(_latency(summary.e2e, s) for s in STATS),
             "since injection",
-            _latency(e2e, "p99"),
+            _latency(summary.e2e, "p99"),
             end_section=True,
         )
         return table
@@ -209,13 +219,19 @@ class ConsoleReporter:
             table.add_column(name, justify="right" if name == "samples" else "left")
         for r in done.results:
             table.add_row(
-                Text(r.status.name, style=STATUS_STYLE[r.status]),
+                Text(r.status.label, style=STATUS_STYLE[r.status]),
                 Text(r.threshold),
                 Text(r.observed_text),
                 str(r.samples),
                 Text(r.detail),
             )
         return table
+
+    def _coverage(self, summary: RunSummary) -> None:
+        for stage in summary.stages:
+            if stage.shards:
+                parts = ", ".join(f"p{c.shard} {c.seen}/{c.delivered}" for c in stage.shards)
+                self.console.print(Text(f"coverage of {stage.name} partitions (seen/delivered): {parts}"))
 
     def _problems(self, summary: RunSummary) -> None:
         if summary.lost:
@@ -234,7 +250,8 @@ class ConsoleReporter:
         counts = [
             f"{name} {value}"
             for name, value in (
-                ("duplicates", summary.duplicates),
+                ("duplicated canaries", summary.duplicates),
+                ("retracted canaries", summary.retracted),
                 ("out of order", summary.out_of_order),
                 ("unexpected tags", summary.unexpected),
             )
@@ -244,13 +261,15 @@ class ConsoleReporter:
             self.console.print(Text("; ".join(counts), style="yellow"))
 
     def _injection(self, done: RunFinished) -> None:
-        inj = done.injection
+        s = done.summary
+        inj = s.injection
         background = f" + {inj.background} background" if inj.background else ""
         self.console.print(
             Text(
                 f"injection: {_canaries(inj.sent)}{background}; offered {inj.offered_rate:.1f}/s, "
                 f"achieved {inj.achieved_rate:.1f}/s; lateness p99 {format_value(inj.lateness_p99, 'latency')}; "
-                f"{inj.pauses} pauses; delivered {format_value(done.summary.throughput, 'rate')}"
+                f"{inj.pauses} pauses; delivered {format_value(s.throughput.delivered, 'rate')}; "
+                f"settled {s.settle_s:.1f}s after the last delivery"
             )
         )
         if done.resolution:
@@ -258,9 +277,10 @@ class ConsoleReporter:
             self.console.print(Text(f"probe resolution: {resolution}"))
 
     def _verdict(self, done: RunFinished) -> None:
-        took = f" in {done.duration:.1f}s"
-        if done.verdict < Status.FAILED:
-            self.console.print(Text(f"PASSED{took}", style=STATUS_STYLE[Status.PASSED]))
-        else:
-            failed = f"{done.verdict.name}: {len(done.failed)} of {len(done.results)} checks failed{took}"
-            self.console.print(Text(failed, style=STATUS_STYLE[done.verdict]))
+        took = f" in {done.duration:.1f}s (exit {int(done.exit_code)})"
+        counts = ", ".join(
+            f"{sum(r.status == status for r in done.results)} {status.label}"
+            for status in Status
+            if any(r.status == status for r in done.results)
+        )
+        self.console.print(Text(f"{done.verdict.label.upper()}: {counts}{took}", style=STATUS_STYLE[done.verdict]))

@@ -1,31 +1,33 @@
 """JSON reporter: one machine-readable document per run, written atomically.
 
-Shape (``schema_version`` 1)::
+Shape (``schema_version`` 2)::
 
-    {"schema_version": 1, "tool": {"name", "version"},
+    {"schema_version": 2, "tool": {"name", "version"},
      "run": {"run_id", "scenario", "source", "stages", "count", "rate", "background_rate",
              "started_at" (ISO-8601 UTC), "duration_s"},
      "config": {...settings, secrets masked...},
-     "verdict": "passed" | "skipped" | "failed" | "error" | "aborted",
-     "exit_code": 0 | 1 | null,
-     "checks": [{"name", "status", "observed", "observed_text", "threshold", "samples", "detail", "kind"}],
-     "stages": [{"name", "reached", "duplicated", "extra_copies", "latency", "since_injection",
-                 "source_latency", "upstream"}],
-     "e2e": {"reached", "injected", "latency"},
-     "lost": {"count", "stuck": {stage: [tag labels]}},
-     "duplicates", "corrupted": {"count", "diffs": [first 100]}, "out_of_order", "unexpected",
-     "throughput": {"delivered_per_s", "offered_per_s", "delivery_steps"},
+     "verdict": "passed" | "not applicable" | "inconclusive" | "failed" | "aborted",
+     "exit_code": 0 | 1 | 2 | 3 | 130, "error": null | "one-line reason the run aborted",
+     "checks": [{"name", "status", "observed", "observed_text", "threshold", "samples", "detail", "kind",
+                 "rate_bound_pct"}],
+     "stages": [{"name", "upstream", "reached", "duplicated", "extra_copies", "retracted", "incomplete",
+                 "latency", "since_injection", "source_latency", "shards": [{"shard", "seen", "delivered"}]}],
+     "e2e": {"stage", "reached", "injected", "latency"},
+     "lost": {"count", "rate_bound_pct", "stuck": {stage: [tag labels]}},
+     "duplicates", "retracted", "incomplete": {stage: count},
+     "corrupted": {"count", "compared", "diffs": [first 100]}, "out_of_order": null | n, "order_stage",
+     "unexpected", "foreign",
+     "throughput": {"delivered_per_s", "tail_per_s", "injected_per_s", "delivery_steps", "limited"},
      "injection": {"sent", "background", "offered_rate", "achieved_rate", "lateness_p99", "pauses"},
-     "resolution_s": {stage: seconds}}
+     "settle_s", "resolution_s": {stage: seconds}, "notes": [...]}
 
-Times are seconds. **Infinity**: a latency statistic over canaries that never arrived is infinite;
-JSON has no infinity, so it is written as the string ``"inf"`` (``"-inf"`` for its negative), which
-``float()`` in Python and ``Number()``/``parseFloat`` in JavaScript read back as infinity. ``null``
-keeps its own meaning: nothing was measured (too few samples) or the value is NaN. The document is
-always strict JSON (``allow_nan=False``).
+Times are seconds. **Infinity**: a latency statistic over canaries that never arrived is infinite (the
+checks count them that way too); JSON has no infinity, so it is written as the string ``"inf"``, which
+``float()`` in Python and ``Number()`` in JavaScript read back as infinity. ``null`` keeps its own
+meaning: nothing was measured (too few samples, not applicable). The document is always strict JSON.
 
-A run that ends without ``RunFinished`` (aborted) still gets a document on ``close``, with
-``"verdict": "aborted"``, ``"exit_code": null`` and the checks finished so far.
+A run that ends without a verdict (an unreachable endpoint, Ctrl-C, a bug) still gets a document, with
+``"verdict": "aborted"``, its exit code, the error, and the checks finished so far.
 """
 
 from __future__ import annotations
@@ -34,18 +36,17 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.errors import ExitCode
-from pipeline_check.events import CheckFinished, Event, RunFinished, RunStarted
-from pipeline_check.sla import CheckResult, Status
+from pipeline_check.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
+from pipeline_check.files import ensure_writable, write_atomically
+from pipeline_check.power import upper_bound
+from pipeline_check.sla import CONFIDENCE, CheckResult
 from pipeline_check.tags import label
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_DIFFS = 100
 TOOL = "pipeline-check"
 
@@ -76,43 +77,26 @@ def iso_utc(epoch_s: float) -> str:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def exit_code(verdict: Status) -> int:
-    return int(ExitCode.OK if verdict < Status.FAILED else ExitCode.VERDICT_FAILED)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_dict(result: CheckResult) -> dict[str, Any]:
     return {
         "name": result.name,
-        "status": result.status.name.lower(),
+        "status": result.status.label,
         "observed": result.observed,
         "observed_text": result.observed_text,
         "threshold": result.threshold,
         "samples": result.samples,
         "detail": result.detail,
         "kind": result.kind,
+        "rate_bound_pct": result.rate_bound,
     }
 
 
 def build_document(
-    started: RunStarted | None, finished: RunFinished | None, checks: list[CheckResult]
+    started: RunStarted | None, end: RunFinished | RunAborted, checks: list[CheckResult]
 ) -> dict[str, Any]:
-    """The report document; ``finished`` None means the run was aborted."""
+    """The report document of a run that finished or aborted."""
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "tool": {"name": TOOL, "version": tool_version()}}
+    finished = end if isinstance(end, RunFinished) else None
     if started is not None:
         doc["run"] = {
             "run_id": started.run_id,
@@ -126,58 +110,72 @@ def build_document(
             "duration_s": finished.duration if finished is not None else None,
         }
         doc["config"] = dict(started.config)
-    if finished is None:
-        doc |= {"verdict": "aborted", "exit_code": None, "checks": [check_dict(r) for r in checks]}
+    if isinstance(end, RunAborted):
+        doc |= {
+            "verdict": "aborted",
+            "exit_code": int(end.exit_code),
+            "error": end.reason,
+            "checks": [check_dict(r) for r in checks],
+        }
         return json_safe(doc)  # type: ignore[no-any-return]
 
-    s = finished.summary
-    e2e = s.stages[-1].since_injection if s.stages else {}
+    s = end.summary
     doc |= {
-        "verdict": finished.verdict.name.lower(),
-        "exit_code": exit_code(finished.verdict),
-        "checks": [check_dict(r) for r in finished.results],
+        "verdict": end.verdict.label,
+        "exit_code": int(end.exit_code),
+        "error": None,
+        "checks": [check_dict(r) for r in end.results],
         "stages": [dataclasses.asdict(stage) for stage in s.stages],
-        "e2e": {"reached": s.delivered, "injected": s.injected, "latency": e2e},
-        "lost": {"count": s.lost, "stuck": s.stuck},
+        "e2e": {"stage": s.final, "reached": s.delivered, "injected": s.injected, "latency": s.e2e},
+        "lost": {"count": s.lost, "rate_bound_pct": _bound(s.lost, s.injected), "stuck": s.stuck},
         "duplicates": s.duplicates,
+        "retracted": s.retracted,
+        "incomplete": s.incomplete,
         "corrupted": {
             "count": s.corrupted,
+            "compared": s.compared,
             "diffs": [dataclasses.asdict(d) | {"label": label(d.tag)} for d in s.diffs[:MAX_DIFFS]],
         },
         "out_of_order": s.out_of_order,
+        "order_stage": s.order_stage,
         "unexpected": s.unexpected,
+        "foreign": s.foreign,
         "throughput": {
-            "delivered_per_s": s.throughput,
-            "offered_per_s": s.offered_rate,
-            "delivery_steps": s.delivery_steps,
+            "delivered_per_s": s.throughput.delivered,
+            "tail_per_s": s.throughput.tail,
+            "injected_per_s": s.throughput.injected_rate,
+            "delivery_steps": s.throughput.steps,
+            "limited": s.throughput.limited,
         },
-        "injection": dataclasses.asdict(finished.injection),
-        "resolution_s": dict(finished.resolution),
+        "injection": dataclasses.asdict(s.injection),
+        "settle_s": s.settle_s,
+        "resolution_s": dict(end.resolution),
+        "notes": list(end.notes),
     }
     return json_safe(doc)  # type: ignore[no-any-return]
 
 
-class JsonReporter:
-    """Writes the run's JSON document to ``path`` on ``RunFinished`` (or on ``close`` if aborted)."""
+def _bound(count: int, out_of: int) -> float | None:
+    return 100 * upper_bound(count, out_of, CONFIDENCE) if out_of else None
 
-    def __init__(self, path: Path) -> None:
+
+class JsonReporter:
+    """Writes the run's JSON document to ``path`` when the run finishes or aborts."""
+
+    def __init__(self, path: Path, setting: str = "--json") -> None:
         self.path = Path(path)
+        ensure_writable(self.path, setting)
         self._started: RunStarted | None = None
         self._checks: list[CheckResult] = []
-        self._written = False
 
     def handle(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self._started = event
         elif isinstance(event, CheckFinished):
             self._checks.append(event.result)
-        elif isinstance(event, RunFinished):
-            self._write(build_document(self._started, event, self._checks))
+        elif isinstance(event, RunFinished | RunAborted):
+            doc = build_document(self._started, event, self._checks)
+            write_atomically(self.path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
     def close(self) -> None:
-        if not self._written and self._started is not None:
-            self._write(build_document(self._started, None, self._checks))
-
-    def _write(self, doc: dict[str, Any]) -> None:
-        write_atomically(self.path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-        self._written = True
+        pass

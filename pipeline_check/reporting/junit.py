@@ -4,19 +4,19 @@
 
     <testsuites name tests failures errors skipped time>
       <testsuite name tests failures errors skipped time timestamp hostname>
-        <properties> run_id, scenario, injected, delivered, lost, duplicates, corrupted, out_of_order,
-                     throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. stage.<name>.p99_s,
-                     check[<threshold>] = "<STATUS> observed=<value>"
+        <properties> run_id, scenario, injected, delivered, lost, duplicates, corrupted, retracted,
+                     out_of_order, throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. p99_s,
+                     lost.rate_bound_pct, check[<threshold>] = "<status> observed=<value>"
         <testcase classname="pipeline-check.sla" name="<threshold>" time="0">
-          <properties> observed, threshold, samples, status
-          <failure message="observed X vs threshold Y" type="SLAViolation">detail</failure>   FAILED
-          <error message="observed X vs threshold Y" type="CheckError">detail</error>         ERROR
-          <skipped message="detail"/>                                                        SKIPPED
+          <properties> observed, threshold, samples, status, rate_bound_pct
+          <failure message="observed X vs threshold Y" type="SLAViolation">detail</failure>      failed
+          <error message="inconclusive: ..." type="Inconclusive">detail</error>                 inconclusive
+          <skipped message="not applicable: ..."/>                                              not applicable
 
-A check that could not be judged (``ERROR``) is a JUnit *error*, not a failure, so the ``errors``
-count means the same as in any other JUnit report. Statistics missing from a run (no canary delivered)
-are left out of the properties rather than written as a placeholder. Nothing is written for a run
-that ends without ``RunFinished``.
+An inconclusive check is a JUnit *error* (it blocks the gate, and it is not a breach); a check this
+configuration cannot observe is *skipped*. A run that aborts (an unreachable endpoint, Ctrl-C) still
+writes a file, with one error case carrying the reason, so CI always finds one. Latency percentiles
+count undelivered canaries as infinitely late (``inf``), exactly as the checks do.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline_check.events import Event, RunFinished, RunStarted
-from pipeline_check.reporting.json import write_atomically
-from pipeline_check.sla import CheckResult, Status
+from pipeline_check.events import Event, RunAborted, RunFinished, RunStarted
+from pipeline_check.files import ensure_writable, write_atomically
+from pipeline_check.sla import CheckResult
+from pipeline_check.status import Status
 
 CLASSNAME = "pipeline-check.sla"
 PERCENTILES = ("p50", "p95", "p99")
@@ -55,35 +56,47 @@ def figures(done: RunFinished) -> dict[str, object]:
         ("lost", s.lost),
         ("duplicates", s.duplicates),
         ("corrupted", s.corrupted),
-        ("out_of_order", s.out_of_order),
-        ("throughput_per_s", f"{s.throughput:.3f}"),
-        ("offered_per_s", f"{s.offered_rate:.3f}"),
+        ("retracted", s.retracted),
+        ("out_of_order", "n/a" if s.out_of_order is None else s.out_of_order),
+        ("throughput_per_s", f"{s.throughput.delivered:.3f}"),
+        ("injected_per_s", f"{s.throughput.injected_rate:.3f}"),
     ]
-    items += _latencies("e2e", s.stages[-1].since_injection if s.stages else {})
+    items += _latencies("e2e", s.e2e)
     for stage in s.stages:
         items += _latencies(f"stage.{stage.name}", stage.latency)
-    items += [(f"check[{r.threshold}]", f"{r.status.name} observed={r.observed_text}") for r in done.results]
+    for r in done.results:
+        items.append((f"check[{r.threshold}]", f"{r.status.label} observed={r.observed_text}"))
+        if r.rate_bound is not None:
+            items.append((f"check[{r.threshold}].rate_bound_pct", f"{r.rate_bound:.4f}"))
     return dict(items)
 
 
 def _testcase(suite: ET.Element, result: CheckResult) -> None:
     case = ET.SubElement(suite, "testcase", classname=CLASSNAME, name=result.threshold, time="0")
-    _properties(
-        case,
-        [
-            ("observed", result.observed_text),
-            ("threshold", result.threshold),
-            ("samples", result.samples),
-            ("status", result.status.name),
-        ],
-    )
+    props: list[tuple[str, object]] = [
+        ("observed", result.observed_text),
+        ("threshold", result.threshold),
+        ("samples", result.samples),
+        ("status", result.status.label),
+    ]
+    if result.rate_bound is not None:
+        props.append(("rate_bound_pct", f"{result.rate_bound:.4f}"))
+    _properties(case, props)
     message = f"observed {result.observed_text} vs threshold {result.threshold}"
     if result.status == Status.FAILED:
         ET.SubElement(case, "failure", message=message, type="SLAViolation").text = result.detail
-    elif result.status == Status.ERROR:
-        ET.SubElement(case, "error", message=message, type="CheckError").text = result.detail
-    elif result.status == Status.SKIPPED:
-        ET.SubElement(case, "skipped", message=result.detail)
+    elif result.status == Status.INCONCLUSIVE:
+        ET.SubElement(case, "error", message=f"inconclusive: {result.detail}", type="Inconclusive").text = result.detail
+    elif result.status == Status.NOT_APPLICABLE:
+        ET.SubElement(case, "skipped", message=f"not applicable: {result.detail}")
+
+
+def _suite(name: str, started: RunStarted | None, counts: dict[str, str]) -> tuple[ET.Element, ET.Element]:
+    root = ET.Element("testsuites", {"name": name, **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": name, **counts, "hostname": socket.gethostname()})
+    if started is not None:
+        suite.set("timestamp", dt.datetime.fromtimestamp(started.started_at, dt.UTC).isoformat(timespec="seconds"))
+    return root, suite
 
 
 def build_tree(done: RunFinished, started: RunStarted | None, suite_name: str) -> ET.ElementTree[ET.Element]:
@@ -91,15 +104,11 @@ def build_tree(done: RunFinished, started: RunStarted | None, suite_name: str) -
     counts = {
         "tests": str(len(results)),
         "failures": str(sum(r.status == Status.FAILED for r in results)),
-        "errors": str(sum(r.status == Status.ERROR for r in results)),
-        "skipped": str(sum(r.status == Status.SKIPPED for r in results)),
+        "errors": str(sum(r.status == Status.INCONCLUSIVE for r in results)),
+        "skipped": str(sum(r.status == Status.NOT_APPLICABLE for r in results)),
         "time": f"{done.duration:.3f}",
     }
-    root = ET.Element("testsuites", {"name": suite_name, **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": suite_name, **counts, "hostname": socket.gethostname()})
-    if started is not None:
-        suite.set("timestamp", dt.datetime.fromtimestamp(started.started_at, dt.UTC).isoformat(timespec="seconds"))
-
+    root, suite = _suite(suite_name, started, counts)
     props: list[tuple[str, object]] = [
         ("run_id", started.run_id if started is not None else done.summary.run),
         ("scenario", (started.scenario if started is not None else None) or ""),
@@ -112,19 +121,35 @@ def build_tree(done: RunFinished, started: RunStarted | None, suite_name: str) -
     return ET.ElementTree(root)
 
 
-class JUnitReporter:
-    """Writes the JUnit XML of a run's checks to ``path`` on ``RunFinished``."""
+def aborted_tree(aborted: RunAborted, started: RunStarted | None, suite_name: str) -> ET.ElementTree[ET.Element]:
+    """One error case carrying why the run ended without a verdict."""
+    root, suite = _suite(
+        suite_name, started, {"tests": "1", "failures": "0", "errors": "1", "skipped": "0", "time": "0"}
+    )
+    _properties(suite, [("run_id", started.run_id if started else ""), ("exit_code", int(aborted.exit_code))])
+    case = ET.SubElement(suite, "testcase", classname=CLASSNAME, name="run", time="0")
+    ET.SubElement(case, "error", message=aborted.reason, type="RunAborted").text = aborted.reason
+    ET.indent(root)
+    return ET.ElementTree(root)
 
-    def __init__(self, path: Path, suite_name: str = "pipeline-check") -> None:
+
+class JUnitReporter:
+    """Writes the JUnit XML of a run's checks to ``path`` when the run finishes or aborts."""
+
+    def __init__(self, path: Path, suite_name: str = "pipeline-check", setting: str = "--junit") -> None:
         self.path = Path(path)
+        ensure_writable(self.path, setting)
         self.suite_name = suite_name
         self._started: RunStarted | None = None
 
     def handle(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self._started = event
-        elif isinstance(event, RunFinished):
-            tree = build_tree(event, self._started, self.suite_name)
+        elif isinstance(event, RunFinished | RunAborted):
+            if isinstance(event, RunFinished):
+                tree = build_tree(event, self._started, self.suite_name)
+            else:
+                tree = aborted_tree(event, self._started, self.suite_name)
             text = ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True)
             write_atomically(self.path, text + "\n")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from pipeline_check.errors import ServiceStartError, StackError
+from pipeline_check.files import write_atomically
 from pipeline_check.polling import poll
 from pipeline_check.stack.health import HEALTH_CHECKS, Health
 from pipeline_check.stack.prepare import PREPARERS
@@ -190,7 +191,9 @@ class LocalStack:
                     start_new_session=True,  # own process group: stop/kill reach its children too
                 )
             except OSError as exc:
-                raise ServiceStartError(name, f"cannot run {service.command[0]!r}: {exc}", None, "") from None
+                raise ServiceStartError(
+                    name, f"cannot run {service.command[0]!r}: {exc}", None, "", str(log_path)
+                ) from None
         self._children[name] = proc
         st = self._state[name]
         st.pid = proc.pid
@@ -214,7 +217,9 @@ class LocalStack:
         def attempt() -> Health | None:
             nonlocal last
             if not self._running(name):
-                raise ServiceStartError(name, "the process exited", self._exit_code(name), self.logs(name))
+                raise ServiceStartError(
+                    name, "the process exited", self._exit_code(name), self.logs(name), str(self._log_path(name))
+                )
             last = check(service.health_target)
             return last if last.ok else None
 
@@ -225,6 +230,7 @@ class LocalStack:
                 f"not healthy after {timeout:.0f}s ({last.detail})",
                 self._exit_code(name),
                 self.logs(name),
+                str(self._log_path(name)),
             )
         return healthy
 
@@ -252,12 +258,15 @@ class LocalStack:
 
     def logs(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the service's log."""
-        path = self._logs / f"{self._service(name).name}.log"
+        path = self._log_path(name)
         if not path.exists():
             return "(no log yet)"
         with path.open("rb") as fh:
             tail = deque(fh, maxlen=lines)
         return b"".join(tail).decode(errors="replace").rstrip("\n")
+
+    def _log_path(self, name: str) -> Path:
+        return self._logs / f"{self._service(name).name}.log"
 
     def pid(self, name: str) -> int | None:
         return self._state[name].pid if self._running(name) else None
@@ -315,12 +324,9 @@ class LocalStack:
         self._save()
 
     def _save(self) -> None:
-        self.spec.run_dir.mkdir(parents=True, exist_ok=True)
         data = {
             "stack": self.spec.name,
             "ports": dict(self.spec.ports),
             "services": {name: asdict(st) for name, st in self._state.items()},
         }
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self._state_file)
+        write_atomically(self._state_file, json.dumps(data, indent=2))

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from pipeline_check import sla
+from pipeline_check.book import Ref, TraceBook
 from pipeline_check.clock import Clock
-from pipeline_check.config import DEFAULT_THRESHOLDS
-from pipeline_check.events import Event, InjectionStats, RunFinished, RunStarted
+from pipeline_check.events import Event, RunFinished, RunStarted
 from pipeline_check.messages import TradeFactory
+from pipeline_check.stages import BUILTIN, SOURCE, Route
+from pipeline_check.status import exit_code, verdict_of
+from pipeline_check.summary import InjectionStats, RunSummary, measurements, summarise
 from pipeline_check.tags import RunId
-from pipeline_check.trace import SOURCE, RunSummary, TraceBook
 
 # the reference services are a package of compose/ (run there as `python -m services.X`); their
 # pure-logic tests import it the same way
@@ -46,11 +48,16 @@ class SyntheticRun:
         s = self.summary
         return [
             self.started,
-            Injected(sent=s.injected, total=s.injected, background=0, achieved_rate=s.offered_rate),
+            Injected(sent=s.injected, total=s.injected, background=0, achieved_rate=s.injection.achieved_rate),
             *(Observed(st.name, st.reached, s.injected) for st in s.stages),
             *(CheckFinished(r) for r in self.results),
             self.finished,
         ]
+
+
+def route_of(stages: Sequence[str]) -> Route:
+    """The route of built-in ``stages``."""
+    return Route.of({s: (BUILTIN[s].upstream, BUILTIN[s].branch) for s in stages})
 
 
 def build_run(
@@ -62,32 +69,40 @@ def build_run(
     lost: Mapping[int, str] | None = None,
     duplicates: Mapping[str, Sequence[int]] | None = None,
     corrupt: Sequence[int] = (),
-    thresholds: Sequence[str] = DEFAULT_THRESHOLDS,
+    thresholds: Sequence[str] = sla.DEFAULT_THRESHOLDS,
     config: Mapping[str, Any] | None = None,
+    compare: bool = True,
 ) -> SyntheticRun:
     """Canary ``seq`` is injected at ``T0 + seq / rate`` and seen at each stage ``hops[stage]`` (plus
     ``seq % 10`` ms) after its upstream. ``lost`` maps a seq to the last stage it reaches (``source``:
-    none); ``duplicates`` lists seqs seen twice per stage; ``corrupt`` seqs hold a wrong price."""
+    none); ``duplicates`` lists seqs seen twice per stage; ``corrupt`` seqs hold a wrong price; with
+    ``compare`` every delivered canary's price is compared at the last stage."""
     lost = lost or {}
     duplicates = duplicates or {}
     run = RunId.new(now=WALL_OFFSET + T0)
     clock = Clock(offset=WALL_OFFSET)
-    book = TraceBook(run, TradeFactory(run, seed=7, count=count, symbol="CANARYUSDT"), stages, clock)
+    route = route_of(stages)
+    book = TraceBook(run, TradeFactory(run, seed=7, count=count, symbols=("CANARYUSDT",)), route, clock)
+    if "kafka" in stages:
+        book.declare_shards("kafka", [0])
     for seq in range(count):
         times = {SOURCE: T0 + seq / rate}
         book.inject(seq, times[SOURCE])
-        last = lost.get(seq, stages[-1])
-        reach = () if last == SOURCE else stages[: stages.index(last) + 1]
+        last = lost.get(seq, route.final)
+        reach = () if last == SOURCE else route.stages[: route.stages.index(last) + 1]
         for stage in reach:
-            at = times[book.upstream(stage)] + hops[stage] + (seq % 10) / 1000
+            at = times[route.upstream[stage]] + hops[stage] + (seq % 10) / 1000
             times[stage] = at
             for _ in range(2 if seq in duplicates.get(stage, ()) else 1):
-                book.seen(stage, seq, at, ref=seq, partition=0)
-        if seq in corrupt:
-            book.diff(stages[-1], seq, {"price": "0.00000001"}, {"price": "p:decimal"})
-    summary = book.summary(rate)
-    m = book.measurements(summary)
-    results = tuple(sla.evaluate(sla.parse_threshold(t, stages), m) for t in thresholds)
+                book.seen(stage, run.tag(seq), at, ref=Ref(0, seq))
+        if compare and route.final in reach:
+            sent = book.factory.canary(seq, int(book.sent_ms[seq])).price
+            held = "0.00000002" if seq in corrupt else sent
+            book.diff(route.final, run.tag(seq), {"price": held}, {"price": "p:decimal"})
+    injection = InjectionStats(count, 0, rate, rate * 0.99, 0.002, 0)
+    summary = summarise(book, injection, settle_s=2.0)
+    m = measurements(summary, book)
+    results = tuple(sla.evaluate(t, m) for t in sla.parse_thresholds([("t", t) for t in thresholds], stages))
     started = RunStarted(
         run_id=str(run),
         scenario="smoke",
@@ -99,11 +114,12 @@ def build_run(
         started_at=clock.wall(T0),
         config=config if config is not None else {"load": {"count": count, "rate": rate}},
     )
+    verdict = verdict_of([r.status for r in results])
     finished = RunFinished(
-        verdict=max((r.status for r in results), default=sla.Status.PASSED),
+        verdict=verdict,
+        exit_code=exit_code(verdict),
         results=results,
         summary=summary,
-        injection=InjectionStats(count, 0, rate, rate * 0.99, 0.002, 0),
         resolution=dict.fromkeys(stages, 0.1),
         duration=12.5,
     )

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check.config import BUILTIN_SCENARIOS, PipelineConfig, load_config, parse_duration, substitute
+from pipeline_check.config import BUILTIN_SCENARIOS, PipelineConfig, load_config, substitute
+from pipeline_check.durations import duration
 from pipeline_check.errors import ConfigError
 
 GOOD = """
@@ -66,10 +67,14 @@ def load_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> 
 
 def test_good_config(tmp_path: Path) -> None:
     config = load(tmp_path, GOOD)
-    assert config.source.port == 9443  # type: ignore[union-attr]
-    assert config.stages.enabled() == ("kafka", "consumer", "iceberg", "api")
-    assert config.stages.kafka is not None and config.stages.kafka.bootstrap == "127.0.0.1:9092"
-    assert config.stages.api is not None and config.stages.api.poll_interval == 0.25
+    assert config.source.type == "websocket" and config.source.settings.port == 9443  # type: ignore[attr-defined]
+    assert config.stage_names() == ("kafka", "consumer", "iceberg", "api")
+    assert config.route.final == "api" and config.route.upstream["iceberg"] == "kafka"
+    kafka, consumer, api = (config.stage(n) for n in ("kafka", "consumer", "api"))
+    assert kafka is not None and kafka.settings.bootstrap == "127.0.0.1:9092"  # type: ignore[attr-defined]
+    # the consumer-group probe takes the broker and topic of stages.kafka unless it names its own
+    assert consumer is not None and consumer.settings.topic == "trades.raw"  # type: ignore[attr-defined]
+    assert api is not None and api.settings.poll_interval == 0.25  # type: ignore[attr-defined]
     assert config.load.drain_timeout == 120.0
     burst = config.load_for("burst")
     assert (burst.count, burst.rate, burst.seed, burst.drain_timeout) == (2000, 1000, 42, 120.0)
@@ -81,7 +86,7 @@ def test_good_config(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_default(tmp_path: Path) -> None:
-    assert load(tmp_path, GOOD, ENV | {"FEED_PORT": "1234"}).source.port == 1234  # type: ignore[union-attr]
+    assert load(tmp_path, GOOD, ENV | {"FEED_PORT": "1234"}).source.settings.port == 1234  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -112,9 +117,9 @@ def test_missing_variable_names_the_setting(tmp_path: Path) -> None:
         ("bootstrap = ", "bootstrp = ", "pipeline.toml: stages.kafka.bootstrp='127.0.0.1:9092' (str): is not a known"),
         ("bootstrap = ", "bootstrp = ", "did you mean 'bootstrap'?"),
         ("[load]\ncount", "[load]\ncont", "load.cont=500 (int): is not a known setting; did you mean 'count'?"),
-        ("[stages.consumer]", "[stages.consumr]", "stages.consumr={'group': 'iceberg-writer'} (dict): is not a"),
+        ("[stages.consumer]", "[stages.consumr]", "stages.consumr='consumr' (str): is not a built-in stage"),
         ("[stages.consumer]", "[stages.consumr]", "did you mean 'consumer'?"),
-        ('port = "', 'prot = "', "source.websocket.prot='9443' (str): is not a known setting; did you mean 'port'?"),
+        ('port = "', 'prot = "', "source.prot='9443' (str): is not a known setting; did you mean 'port'?"),
         (
             'drain_timeout = "2m"',
             'drain_timeout = "2 hours"',
@@ -122,7 +127,20 @@ def test_missing_variable_names_the_setting(tmp_path: Path) -> None:
         ),
         ('drain_timeout = "2m"', 'drain_timeout = "-1s"', "load.drain_timeout='-1s'"),
         ('poll_interval = "250ms"', "poll_interval = 0", "stages.api.poll_interval=0 (int): "),
-        ('type = "websocket"', 'type = "pigeon"', "does not match any of the expected tags: 'websocket', 'kafka'"),
+        ('type = "websocket"', 'type = "pigeon"', "source.type='pigeon' (str): is not a known injector; known: kafka"),
+        ('"trades.raw"', '"trades.raw"\nfields = { p = "p:nonsense" }', "stages.kafka.fields={'p': 'p:nonsense'}"),
+        ('"trades.raw"', '"trades.raw"\nfields = { p = "x:decimal" }', "'x' is not a field of the sent trade"),
+        (
+            '"http://127.0.0.1:8000"',
+            '"http://127.0.0.1:abc"',
+            "stages.api.base_url='http://127.0.0.1:abc' (str): is not a URL",
+        ),
+        ('"http://127.0.0.1:8000"', '"ftp://host"', "must be an http:// or https:// URL"),
+        ('poll_interval = "250ms"', 'query = "/q?s={sym}"', "has unknown placeholders ['sym']"),
+        ('poll_interval = "250ms"', 'records = "data["', "stages.api.records='data[' (str): is not a JMESPath"),
+        ('"lost == 0"]', '"lost == 0", "lost==0"]', "repeats 'lost == 0'"),
+        ('"lost == 0"]', '"throughput >= 200%"]', "can never pass"),
+        ("[stages.consumer]", '[stages.consumer]\nupstream = "nowhere"', "stages.consumer.upstream='nowhere'"),
         ("rate = 50", "rate = -5", "load.rate=-5 (int): "),
         ('"stage.iceberg.p95 < 10s"', '"stage.icebreg.p95 < 10s"', "unknown stage 'icebreg'"),
         ('["throughput >= 90%"]', '["e2e.p99 < 30"]', "scenarios.burst.thresholds='e2e.p99 < 30' (str): "),
@@ -157,13 +175,41 @@ def test_unknown_scenario(tmp_path: Path, name: str, fragment: str) -> None:
 def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist; pass -c"):
         load_config(tmp_path / "nope.toml", {})
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, {})
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(latin, {})
     assert "is not valid TOML" in load_error(tmp_path, "[source\n")
 
 
+def test_a_custom_stage_names_its_probe_and_upstream(tmp_path: Path) -> None:
+    text = GOOD + '\n[stages.lake]\ntype = "iceberg"\nupstream = "kafka"\nbranch = true\ntable = "a.b"\ncatalog = {}\n'
+    config = load(tmp_path, text)
+    assert config.stage_names() == ("kafka", "consumer", "iceberg", "api", "lake")
+    assert config.route.final == "api" and config.route.upstream["lake"] == "kafka"
+    missing = GOOD + '\n[stages.lake]\ntable = "a.b"\n'
+    assert "give it a probe `type` and an `upstream`" in load_error(tmp_path, missing)
+    unknown = GOOD + '\n[stages.lake]\ntype = "icebreg"\nupstream = "kafka"\n'
+    assert "stages.lake.type='icebreg' (str): is not a known probe; did you mean 'iceberg'?" in load_error(
+        tmp_path, unknown
+    )
+
+
+def test_the_consumer_group_probe_needs_a_stage_upstream(tmp_path: Path) -> None:
+    kafka = GOOD[GOOD.index("[stages.kafka]") : GOOD.index("[stages.consumer]")]
+    text = GOOD.replace(kafka, "").replace("[stages.consumer]", "[stages.consumer]\nbootstrap = 'x:1'\ntopic = 't'")
+    message = load_error(tmp_path, text)
+    assert "no stage is configured upstream of consumer" in message
+
+
 def test_redacted_masks_secrets(tmp_path: Path) -> None:
-    data = load(tmp_path, GOOD).redacted()
+    text = GOOD.replace('"http://127.0.0.1:8000"', '"http://user:${API_TOKEN}@127.0.0.1:8000"')
+    data = load(tmp_path, text).redacted()
     text = json.dumps(data)  # JSON-able as it stands
     assert not [s for s in SECRETS if s in text]
+    assert data["stages"]["api"]["base_url"] == "http://user:***@127.0.0.1:8000"
     catalog = data["stages"]["iceberg"]["catalog"]
     assert catalog == {
         "uri": "sqlite:///cat.db",
@@ -173,7 +219,7 @@ def test_redacted_masks_secrets(tmp_path: Path) -> None:
         "token": "***",
     }
     assert data["stages"]["api"]["headers"] == {"Authorization": "***"}
-    assert "abc123" not in repr(load(tmp_path, GOOD).stages.api)
+    assert "abc123" not in repr(load(tmp_path, GOOD).stage("api"))
 
 
 @pytest.mark.parametrize(
@@ -182,6 +228,7 @@ def test_redacted_masks_secrets(tmp_path: Path) -> None:
         ("headers = {", "header = {"),  # a misspelt key holding secrets
         ("[stages.iceberg.catalog]", "[stages.iceberg.catalg]"),  # a misspelt table holding a password
         ("password = ", "passwd = "),  # any secret-looking catalog key is fine, and masked in redacted()
+        ('"http://127.0.0.1:8000"', '"http://user:${API_TOKEN}@127.0.0.1:abc"'),  # a bad URL holding a password
     ],
 )
 def test_errors_do_not_print_secrets(tmp_path: Path, old: str, new: str) -> None:
@@ -196,11 +243,11 @@ def test_errors_do_not_print_secrets(tmp_path: Path, old: str, new: str) -> None
 @pytest.mark.parametrize(
     ("value", "seconds"), [("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), (" 1.5 s ", 1.5), (3, 3.0), (0.25, 0.25)]
 )
-def test_parse_duration(value: object, seconds: float) -> None:
-    assert parse_duration(value) == seconds
+def test_duration(value: object, seconds: float) -> None:
+    assert duration(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["30", "1h", "fast", True, None, "-1s"])
 def test_bad_duration(value: object) -> None:
     with pytest.raises(ValueError, match="expected a duration"):
-        parse_duration(value)
+        duration(value)

@@ -77,8 +77,14 @@ def test_missing_field() -> None:
     assert list(compare(SENT, held, FIELDS)) == [("price", "'65000.10000000'", "<missing>")]
 
 
-def test_missing_sent_field_never_matches() -> None:
-    assert list(compare(SENT, {"x": "1"}, {"x": "nope:decimal"})) == [("x", "None", "'1'")]
+def test_a_spec_naming_no_sent_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="'nope' is not a field of the sent trade"):
+        list(compare(SENT, {"x": "1"}, {"x": "nope:decimal"}))
+
+
+def test_epoch_ms_as_a_float_compares_as_a_number() -> None:
+    assert not list(compare(SENT, {"t": float(SENT["T"])}, {"t": "T:ms"}))  # type: ignore[arg-type]
+    assert list(compare(SENT, {"t": float(SENT["T"]) + 1}, {"t": "T:ms"}))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -91,5 +97,7 @@ def test_parse_spec(spec: str, parsed: tuple[str, str]) -> None:
 
 @pytest.mark.parametrize("spec", ["p:fuzzy", ":decimal", "", "p:Decimal"])
 def test_bad_spec(spec: str) -> None:
-    with pytest.raises(ValueError, match=r"expected SENT_FIELD\[:exact\|decimal\|side\|ms\]"):
+    with pytest.raises(
+        ValueError, match=r"is not a comparison \(exact, decimal, side, ms\)|is not a field of the sent trade"
+    ):
         parse_spec(spec)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from rich.console import Console
 
-from pipeline_check.events import Injected, Note, Observed
+from pipeline_check.errors import ConfigError, ExitCode
+from pipeline_check.events import Injected, Note, Observed, RunAborted
 from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter, build_handlers
 
 if TYPE_CHECKING:
@@ -53,15 +54,15 @@ def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
     feed(JsonReporter(path), run)
     doc = strict_json(path)
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["tool"]["name"] == "pipeline-check"
     assert set(doc) >= {"run", "config", "verdict", "exit_code", "checks", "stages", "e2e", "lost", "duplicates"}
-    assert set(doc) >= {"corrupted", "out_of_order", "throughput", "injection", "resolution_s"}
+    assert set(doc) >= {"corrupted", "out_of_order", "throughput", "injection", "resolution_s", "settle_s", "notes"}
     assert doc["run"]["run_id"] == run.started.run_id
     assert doc["run"]["stages"] == ["kafka", "consumer", "iceberg", "api"]
     assert doc["run"]["started_at"].endswith("Z") and doc["run"]["started_at"].startswith("2025-06-15T")
     assert doc["run"]["duration_s"] == 12.5
-    assert (doc["verdict"], doc["exit_code"]) == ("passed", 0)
+    assert (doc["verdict"], doc["exit_code"], doc["error"]) == ("passed", 0, None)
     assert [c["name"] for c in doc["checks"]] == list(THRESHOLDS)
     assert {c["status"] for c in doc["checks"]} == {"passed"}
     assert set(doc["checks"][0]) == {
@@ -73,13 +74,17 @@ def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
         "samples",
         "detail",
         "kind",
+        "rate_bound_pct",
     }
+    lost = next(c for c in doc["checks"] if c["name"] == "lost == 0")
+    assert lost["rate_bound_pct"] == pytest.approx(1.487, abs=0.01)  # 0 of 200: below 1.49 % at 95 %
     assert [s["name"] for s in doc["stages"]] == ["kafka", "consumer", "iceberg", "api"]
     assert doc["stages"][2]["upstream"] == "kafka"
-    assert doc["e2e"]["reached"] == 200 and doc["e2e"]["latency"]["p99"] > 0
-    assert doc["lost"] == {"count": 0, "stuck": {}}
-    assert doc["throughput"]["offered_per_s"] == 100.0
-    assert doc["throughput"]["delivery_steps"] == run.summary.delivery_steps >= 3
+    assert doc["e2e"]["reached"] == 200 and doc["e2e"]["latency"]["p99"] > 0 and doc["e2e"]["stage"] == "api"
+    assert doc["lost"]["count"] == 0 and doc["lost"]["stuck"] == {} and doc["lost"]["rate_bound_pct"] > 0
+    assert doc["throughput"]["injected_per_s"] == pytest.approx(100.0)
+    assert doc["throughput"]["delivery_steps"] == run.summary.throughput.steps >= 5
+    assert doc["stages"][0]["shards"] == [{"shard": 0, "seen": 200, "delivered": 200}]
     assert doc["injection"]["sent"] == 200
     assert doc["resolution_s"] == {"kafka": 0.1, "consumer": 0.1, "iceberg": 0.1, "api": 0.1}
     assert doc["config"] == {"load": {"count": 200, "rate": 100.0}}
@@ -96,6 +101,7 @@ def test_json_failed_run_with_infinity(tmp_path: Path, lossy: SyntheticRun) -> N
     assert checks["e2e.p99 < 30s"]["observed_text"] == "never (not delivered)"
     assert checks["lost == 0"]["observed"] == 3
     assert doc["lost"]["count"] == 3
+    assert doc["e2e"]["latency"]["p99"] == "inf"  # figures count undelivered canaries as the check does
     assert {k: len(v) for k, v in doc["lost"]["stuck"].items()} == {"source": 1, "iceberg": 2}
     assert doc["duplicates"] == 1
     assert doc["corrupted"]["count"] == 1
@@ -107,17 +113,27 @@ def test_json_too_few_samples_is_null(tmp_path: Path, make_run: MakeRun) -> None
     path = tmp_path / "r.json"
     feed(JsonReporter(path), make_run(count=20, thresholds=("e2e.p99 < 30s",)))
     check = strict_json(path)["checks"][0]
-    assert (check["status"], check["observed"], check["observed_text"]) == ("failed", None, "n/a")
+    assert (check["status"], check["observed"], check["observed_text"]) == ("inconclusive", None, "n/a")
 
 
 def test_json_aborted_run(tmp_path: Path, make_run: MakeRun) -> None:
     path = tmp_path / "r.json"
     reporter = JsonReporter(path)
     reporter.handle(make_run().started)
+    reporter.handle(RunAborted("interrupted (Ctrl-C)", ExitCode.INTERRUPTED))
     reporter.close()
     doc = strict_json(path)
-    assert (doc["verdict"], doc["exit_code"], doc["checks"]) == ("aborted", None, [])
-    assert doc["run"]["duration_s"] is None
+    assert (doc["verdict"], doc["exit_code"], doc["checks"]) == ("aborted", 130, [])
+    assert doc["error"] == "interrupted (Ctrl-C)" and doc["run"]["duration_s"] is None
+
+
+@pytest.mark.parametrize("kind", [JsonReporter, JUnitReporter])
+def test_a_report_path_that_cannot_be_written_is_refused_up_front(tmp_path: Path, kind: Any) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot be written"):
+        kind(tmp_path / "file" / "report.out")  # its folder is a file
+    with pytest.raises(ConfigError, match="is a directory"):
+        kind(tmp_path)
 
 
 # -- JUnit -----------------------------------------------------------------------------------------------
@@ -150,7 +166,13 @@ def test_junit(tmp_path: Path, lossy: SyntheticRun) -> None:
     assert lost.get("message") == "observed 3 vs threshold lost == 0"
     assert lost.text is not None and "3 of 200 not delivered" in lost.text
     assert failures["stage.api.p95 < 10s"] is None
-    assert props(cases[2]) == {"observed": "3", "threshold": "lost == 0", "samples": "200", "status": "FAILED"}
+    assert props(cases[2]) == {
+        "observed": "3",
+        "threshold": "lost == 0",
+        "samples": "200",
+        "status": "failed",
+        "rate_bound_pct": "3.8310",  # 3 of 200: Clopper-Pearson, one-sided 95 %
+    }
     suite_props = props(suite)
     assert suite_props["run_id"] == lossy.started.run_id
     assert (suite_props["injected"], suite_props["delivered"], suite_props["lost"]) == ("200", "197", "3")
@@ -159,24 +181,31 @@ def test_junit(tmp_path: Path, lossy: SyntheticRun) -> None:
     expected |= {f"stage.{s}.{p}_s" for s in ("kafka", "consumer", "iceberg", "api") for p in ("p50", "p95", "p99")}
     assert expected <= set(suite_props)
     assert float(suite_props["stage.iceberg.p50_s"]) == pytest.approx(0.5, abs=0.01)
+    assert suite_props["e2e.p99_s"] == "inf"  # as the check counts it: 3 of 200 never arrived
+    assert float(suite_props["check[lost == 0].rate_bound_pct"]) > 1.5
 
 
-def test_junit_skipped_and_error(tmp_path: Path, make_run: MakeRun) -> None:
-    import dataclasses
-
-    from pipeline_check.sla import Status
-
-    run = make_run(thresholds=("lost == 0", "duplicates == 0", "corrupted == 0"))
-    r = run.results
-    results = (r[0], dataclasses.replace(r[1], status=Status.SKIPPED), dataclasses.replace(r[2], status=Status.ERROR))
-    run.finished = dataclasses.replace(run.finished, results=results, verdict=Status.ERROR)
+def test_junit_not_applicable_and_inconclusive(tmp_path: Path, make_run: MakeRun) -> None:
+    run = make_run(thresholds=("lost == 0", "out_of_order == 0", "corrupted == 0"), compare=False)
     suite = junit(tmp_path, run)
     attrs = {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")}
     assert attrs == {"tests": "3", "failures": "0", "errors": "1", "skipped": "1"}
     cases = suite.findall("testcase")
-    assert cases[1].find("skipped") is not None
+    skipped = cases[1].find("skipped")
+    assert skipped is not None and skipped.get("message", "").startswith("not applicable: ")
     error = cases[2].find("error")
-    assert error is not None and error.get("message") == "observed 0 vs threshold corrupted == 0"
+    assert error is not None and error.get("type") == "Inconclusive" and "nothing was compared" in (error.text or "")
+
+
+def test_junit_aborted_run_has_one_error_case(tmp_path: Path, make_run: MakeRun) -> None:
+    path = tmp_path / "junit.xml"
+    reporter = JUnitReporter(path)
+    reporter.handle(make_run().started)
+    reporter.handle(RunAborted("stages.api.base_url='http://x' (endpoint): does not answer", ExitCode.USAGE_ERROR))
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+    error = suite.find("testcase/error")
+    assert error is not None and "does not answer" in error.get("message", "")
 
 
 # -- console ---------------------------------------------------------------------------------------------
@@ -203,12 +232,13 @@ def test_console_summary(lossy: SyntheticRun) -> None:
     assert "1 canary corrupted" in text and "price expected '" in text
     assert "offered 100.0/s, achieved 99.0/s" in text
     assert "probe resolution: kafka 100.0ms" in text
-    assert lines[-1] == "FAILED: 3 of 5 checks failed in 12.5s"
+    assert "coverage of kafka partitions (seen/delivered): p0 199/197" in text
+    assert lines[-1] == "FAILED: 2 passed, 3 failed in 12.5s (exit 1)"
 
 
 def test_console_passed(make_run: MakeRun) -> None:
     text = console_text(make_run())
-    assert text.splitlines()[-1] == "PASSED in 12.5s"
+    assert text.splitlines()[-1] == "PASSED: 8 passed in 12.5s (exit 0)"
     assert "lost" not in text.split("checks")[0]
 
 
@@ -219,7 +249,8 @@ def test_console_nothing_delivered(make_run: MakeRun, tmp_path: Path) -> None:
     assert "0/10" in text
     assert text.splitlines()[-1].startswith("FAILED: ")
     feed(JsonReporter(tmp_path / "r.json"), run)
-    assert strict_json(tmp_path / "r.json")["e2e"]["latency"] == {}
+    latency = strict_json(tmp_path / "r.json")["e2e"]["latency"]
+    assert (latency["p50"], latency["n"]) == ("inf", 10)  # ten canaries, none delivered: never, not empty
     junit(tmp_path, run)
 
 
@@ -253,7 +284,7 @@ def test_live_progress_in_a_terminal(make_run: MakeRun) -> None:
     reporter.close()
     assert reporter._progress is None
     text = console.export_text()
-    assert "subscriber connected" in text and "PASSED in 12.5s" in text
+    assert "subscriber connected" in text and "PASSED: 8 passed in 12.5s" in text
 
 
 def test_build_handlers(tmp_path: Path) -> None:

@@ -7,14 +7,17 @@ from pipeline_check.errors import ConfigError
 from pipeline_check.sla import (
     OPS,
     Measurements,
-    Status,
+    Tally,
     Threshold,
+    ThroughputFigures,
     aggregate,
     evaluate,
     format_value,
     min_samples,
     parse_threshold,
+    parse_thresholds,
 )
+from pipeline_check.status import Status
 
 STAGES = ("kafka", "iceberg", "api")
 
@@ -38,6 +41,11 @@ STAGES = ("kafka", "iceberg", "api")
         ("corrupted == 0", "corrupted", "==", 0.0, "count", None, None, False),
         ("out_of_order < 5", "out_of_order", "<", 5.0, "count", None, None, False),
         ("  delivered >= 100  ", "delivered", ">=", 100.0, "count", None, None, False),
+        ("retracted == 0", "retracted", "==", 0.0, "count", None, None, False),
+        ("incomplete == 0", "incomplete", "==", 0.0, "count", None, None, False),
+        ("loss_rate < 0.1%", "loss_rate", "<", 0.1, "share", None, None, False),
+        ("duplicate_rate <= 1%", "duplicate_rate", "<=", 1.0, "share", None, None, False),
+        ("coverage == 100%", "coverage", "==", 100.0, "share", None, None, False),
     ],
 )
 def test_grammar(
@@ -71,6 +79,13 @@ def test_grammar(
         ("lost == 1.5", "'1.5' is not a whole number"),
         ("lost = 0", "is not `metric OP value`"),
         ("E2E.p99 < 1s", "is not `metric OP value`"),
+        ("loss_rate < 0.1", "'0.1' is not a percentage"),
+        ("throughput >= 200%", "can never pass (throughput is always between 0 and 100%)"),
+        ("throughput > 100%", "can never pass"),
+        ("coverage > 100%", "can never pass"),
+        ("lost < 0", "can never pass (lost is always between 0 and inf)"),
+        ("e2e.p99 < 0s", "can never pass"),
+        ("loss_rate < 0%", "can never pass"),
     ],
 )
 def test_grammar_errors_name_the_value(text: str, problem: str) -> None:
@@ -129,18 +144,33 @@ def test_operators(op: str, observed: float, target: float, holds: bool) -> None
     assert OPS[op](observed, target) is holds
 
 
+def test_the_same_threshold_twice_is_an_error() -> None:
+    texts = [("sla.thresholds", "lost == 0"), ("scenarios.x.thresholds", "lost==0")]
+    with pytest.raises(
+        ConfigError, match=r"scenarios\.x\.thresholds='lost==0' .*repeats 'lost == 0' \(sla\.thresholds\)"
+    ):
+        parse_thresholds(texts, STAGES)
+    assert len(parse_thresholds([("a", "lost == 0"), ("b", "lost <= 0")], STAGES)) == 2
+
+
 def measurements(
     e2e: list[float] | None = None,
     *,
-    counts: dict[str, int] | None = None,
+    tallies: dict[str, Tally] | None = None,
     throughput: float = 95.0,
-    delivered: int = 100,
+    tail: float | None = None,
     steps: int = 10,
     injected: int = 100,
+    limited: str | None = None,
     extra: int = 0,
 ) -> Measurements:
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
-    return Measurements(latencies, counts or {}, throughput, delivered, steps, 100.0, injected, extra)
+    figures = ThroughputFigures(throughput, tail, 100.0, steps, "delivered", limited)
+    return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), injected, extra)
+
+
+def tally(count: int, out_of: int = 100, **kw: str) -> dict[str, Tally]:
+    return {name: Tally(count, out_of, "detail", **kw) for name in ("lost", "duplicates", "corrupted", "out_of_order")}
 
 
 TENTHS = [i / 10 for i in range(1, 101)]  # 0.1 .. 10.0 s; p99 = 9.9 s
@@ -153,45 +183,55 @@ INF = float("inf")
         ("e2e.p99 < 10s", measurements(TENTHS), Status.PASSED, 9.9),
         ("e2e.p99 < 9s", measurements(TENTHS), Status.FAILED, 9.9),
         ("e2e.max <= 10s", measurements(TENTHS), Status.PASSED, 10.0),
-        ("e2e.p99 < 1000s", measurements(TENTHS[:99]), Status.FAILED, None),  # 99 < 100 samples
+        ("e2e.p99 < 1000s", measurements(TENTHS[:99]), Status.INCONCLUSIVE, None),  # 99 < 100 samples
         ("e2e.max < 1000s", measurements([5.0]), Status.PASSED, 5.0),
-        ("e2e.max < 1000s", measurements([5.0], extra=10), Status.FAILED, None),  # sla.min_samples raises it
-        ("stage.kafka.p50 < 1s", measurements(TENTHS), Status.FAILED, None),  # no series at all
+        ("e2e.max < 1000s", measurements([5.0], extra=10), Status.INCONCLUSIVE, None),  # sla.min_samples raises it
+        ("stage.kafka.p50 < 1s", measurements(TENTHS), Status.INCONCLUSIVE, None),  # no series at all
         ("e2e.p99 < 30s", measurements([1.0] * 98 + [INF] * 2), Status.FAILED, INF),  # undelivered count
         ("e2e.p99 < 30s", measurements([1.0] * 99 + [INF]), Status.PASSED, 1.0),  # 1 in 100 is the 1% allowed
         ("e2e.avg < 30s", measurements([1.0] * 99 + [INF]), Status.FAILED, INF),
         ("throughput >= 90%", measurements(), Status.PASSED, 95.0),
         ("throughput >= 96%", measurements(), Status.FAILED, 95.0),
         ("throughput >= 100/s", measurements(), Status.FAILED, 95.0),
-        ("throughput >= 1/s", measurements(delivered=1), Status.FAILED, None),  # a rate needs 2 deliveries
-        ("throughput >= 1/s", measurements(steps=2), Status.FAILED, None),  # ... arriving at 3 times at least
-        ("lost == 0", measurements(counts={"lost": 0}), Status.PASSED, 0.0),
-        ("lost == 0", measurements(counts={"lost": 2}), Status.FAILED, 2.0),
-        ("duplicates <= 3", measurements(counts={"duplicates": 3}), Status.PASSED, 3.0),
-        ("lost == 0", measurements(counts={"lost": 0}, injected=0), Status.FAILED, None),  # nothing sent
+        ("throughput >= 90%", measurements(tail=50.0), Status.FAILED, 50.0),  # a late slowdown
+        ("throughput >= 1/s", measurements(steps=4), Status.INCONCLUSIVE, None),  # too few steps for a slope
+        ("throughput >= 90%", measurements(limited="injection paused 2 times"), Status.INCONCLUSIVE, 95.0),
+        ("lost == 0", measurements(tallies=tally(0)), Status.PASSED, 0.0),
+        ("lost == 0", measurements(tallies=tally(2)), Status.FAILED, 2.0),
+        ("duplicates <= 3", measurements(tallies=tally(3)), Status.PASSED, 3.0),
+        ("lost == 0", measurements(tallies=tally(0), injected=0), Status.INCONCLUSIVE, None),  # nothing sent
+        ("corrupted == 0", measurements(tallies=tally(0, inconclusive="nothing compared")), Status.INCONCLUSIVE, None),
+        ("out_of_order == 0", measurements(tallies=tally(0, not_applicable="own order")), Status.NOT_APPLICABLE, None),
+        ("loss_rate < 0.1%", measurements(tallies=tally(0, 10_000)), Status.PASSED, 0.0),  # bound 0.03 %
+        ("loss_rate < 0.1%", measurements(tallies=tally(0, 100)), Status.INCONCLUSIVE, 0.0),  # bound 2.95 %
+        ("loss_rate < 0.1%", measurements(tallies=tally(5, 1000)), Status.FAILED, 0.5),
+        ("coverage == 100%", measurements(), Status.PASSED, 100.0),
     ],
 )
 def test_evaluate(threshold: str, m: Measurements, status: Status, observed: float | None) -> None:
     result = evaluate(parse_threshold(threshold, STAGES), m)
-    assert result.status == status
+    assert result.status == status, result.detail
     assert result.observed == (None if observed is None else pytest.approx(observed))
     assert result.threshold == threshold
-    if observed is None:
-        assert "too few samples" in result.detail
 
 
 def test_evaluate_details() -> None:
     never = evaluate(parse_threshold("e2e.p99 < 30s", STAGES), measurements([1.0] * 98 + [INF] * 2))
-    assert never.detail == "p99 of 100 e2e latencies (2 never arrived)"
+    assert never.detail == "p99 of 100 e2e latencies (2 never arrived, counted as infinitely late)"
     assert never.observed_text == "never (not delivered)"
     assert never.samples == 100
     floor = evaluate(parse_threshold("throughput >= 90%", STAGES), measurements())
-    assert "floor 90% of offered = 90.0/s" in floor.detail
+    assert "floor 90% of the achieved injection rate 100.0/s = 90.0/s" in floor.detail
     steps = evaluate(parse_threshold("throughput >= 1/s", STAGES), measurements(steps=1))
-    assert steps.detail.startswith("too few samples for delivered throughput (distinct arrival times): 1 < 3 needed")
+    assert steps.detail.startswith("too few delivery steps for a rate: 1 < 5")
     few = evaluate(parse_threshold("e2e.p999 < 1s", STAGES), measurements(TENTHS))
-    assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000 needed")
+    assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000")
     assert few.observed_text == "n/a"
+    lost = evaluate(parse_threshold("lost == 0", STAGES), measurements(tallies=tally(0, 1000)))
+    assert lost.detail.startswith("0 of 1,000 lost: rate < 0.30% (95%)")
+    assert lost.rate_bound == pytest.approx(0.2991, abs=1e-4)
+    rate = evaluate(parse_threshold("loss_rate < 0.1%", STAGES), measurements(tallies=tally(0, 100)))
+    assert "inject more canaries" in rate.detail
 
 
 @pytest.mark.parametrize(
@@ -202,6 +242,7 @@ def test_evaluate_details() -> None:
         (INF, "latency", "never (not delivered)"),
         (98.54, "rate", "98.5/s"),
         (3.0, "count", "3"),
+        (0.3, "share", "0.30%"),
     ],
 )
 def test_format_value(value: float, kind: str, text: str) -> None:

@@ -1,0 +1,81 @@
+"""Delivered throughput: the rate the last stage keeps up with, from canary send and arrival times.
+
+A pipeline that writes in batches delivers in steps. The latest-sent canary of each step is the one
+that caught its batch just in time, so those points trace how far behind the feed the pipeline runs:
+their arrival time against send time has slope 1 for a pipeline that keeps up, whatever the batch
+phase, and injected/capacity for one that falls behind. The slope is Theil-Sen's (the median of the
+pairwise slopes), so one stalled batch in a short run does not read as a slow pipeline while a
+sustained backlog moves every pair. The last step is left out: its latest canary is the last one fed,
+which waits for a batch however fast the pipeline is. The rate is the injection rate over that slope,
+never above it. The same fit over the last part of the run shows a slowdown that sets in late, which
+the median over the whole run would outvote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+TAIL = 0.3  # the last part of the injection span judged on its own
+MIN_TAIL_POINTS = 3
+MAX_POINTS = (
+    400  # Theil-Sen is quadratic in points: a pipeline that delivers one canary at a time has a step per canary
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Delivered canaries/s over the whole run and over its last part (None: too few points), the
+    injection rate they are measured against, the distinct arrival times (steps) it rests on, and the
+    longest gap between two steps (the pipeline's batch interval, at most)."""
+
+    rate: float
+    tail: float | None
+    injected_rate: float
+    steps: int
+    longest_gap: float
+
+
+def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
+    """The estimate for canaries sent at ``sent`` and first seen at the last stage at ``arrivals``
+    (delivered ones only; monotonic seconds)."""
+    delivered = len(arrivals)
+    span = float(sent.max() - sent.min()) if delivered > 1 else 0.0
+    if delivered < 2 or span <= 0:
+        return Estimate(0.0, None, 0.0, 0, 0.0)
+    injected_rate = (delivered - 1) / span
+    order = np.argsort(arrivals, kind="stable")
+    arrived = arrivals[order]
+    starts = np.flatnonzero(np.r_[True, arrived[1:] != arrived[:-1]])
+    steps = arrived[starts]
+    gap = float(np.diff(steps).max()) if len(steps) > 1 else 0.0
+    latest_sent = np.maximum.reduceat(sent[order], starts)[:-1]
+    points_y = steps[:-1]
+    # canaries injected in one batch share a send time: steps whose latest ones tie are one point
+    if len(np.unique(latest_sent)) < 2:
+        return Estimate(injected_rate, None, injected_rate, len(steps), gap)
+    rate = _rate(injected_rate, theil_sen(latest_sent, points_y))
+    late = latest_sent >= sent.min() + (1 - TAIL) * span
+    tail = None
+    if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS:
+        tail = _rate(injected_rate, theil_sen(latest_sent[late], points_y[late]))
+    return Estimate(rate, tail, injected_rate, len(steps), gap)
+
+
+def _rate(injected_rate: float, slope: float) -> float:
+    return injected_rate if slope <= 1 else injected_rate / slope
+
+
+def theil_sen(x: Floats, y: Floats, max_points: int = MAX_POINTS) -> float:
+    """Median slope over all pairs with distinct ``x`` (two distinct values at least), evenly thinned to
+    ``max_points`` first, which bounds the pair count."""
+    if len(x) > max_points:
+        keep = np.linspace(0, len(x) - 1, max_points).astype(np.intp)
+        x, y = x[keep], y[keep]
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    distinct = dx != 0
+    return float(np.median((y[j] - y[i])[distinct] / dx[distinct]))

@@ -1,0 +1,62 @@
+"""The delivered-throughput estimator on synthetic arrivals: batches, stalls, lag, late slowdowns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from pipeline_check.throughput import delivered_rate
+
+
+def next_batch(at: float, interval: float = 0.5) -> float:
+    """When a pipeline committing every ``interval`` seconds delivers what it holds at ``at``."""
+    return (at // interval + 1) * interval
+
+
+def estimate(arrival: Callable[[int, float], float], count: int = 100, rate: float = 50.0):  # type: ignore[no-untyped-def]
+    sent = np.arange(count) / rate
+    return delivered_rate(sent, np.array([arrival(seq, t) for seq, t in enumerate(sent)]))
+
+
+@pytest.mark.parametrize(
+    ("arrival", "expected"),
+    [
+        # keeps up in 0.5 s batches: steps must not read as a slower rate, whatever their phase
+        (lambda seq, t: next_batch(t + 0.3), 50.0),
+        (lambda seq, t: next_batch(t + 0.05), 50.0),
+        # keeps up, but the last tenth is seen 0.25 s late (a probe's interval grew)
+        (lambda seq, t: t + 0.3 + (0.25 if seq >= 90 else 0.0), 50.0),
+        # keeps up, but one batch in the middle stalls for 1.5 s: a transient, not a slow pipeline
+        (lambda seq, t: next_batch(t + 0.3) + (1.5 if 40 <= seq < 50 else 0.0), 50.0),
+        # falls behind: one canary every 40 ms reaches the end
+        (lambda seq, t: 0.3 + 2 * t, 25.0),
+        # falls behind in batches: takes 40 canaries a second, commits every 0.5 s
+        (lambda seq, t: next_batch(seq / 40 + 0.1), 40.0),
+    ],
+)
+def test_batched_late_stalled_and_lagging_deliveries(arrival: Callable[[int, float], float], expected: float) -> None:
+    e = estimate(arrival)
+    assert e.rate == pytest.approx(expected, rel=0.02)
+    assert e.injected_rate == pytest.approx(50.0)
+    assert e.steps >= 3
+
+
+def test_a_slowdown_in_the_last_part_shows_in_the_tail() -> None:
+    # keeps up for 80 % of the run, then delivers at half the rate: the whole-run median outvotes it
+    e = estimate(lambda seq, t: t + 0.2 if seq < 400 else 8.2 + 2 * (t - 8.0), count=500)
+    assert e.rate == pytest.approx(50.0, rel=0.05)
+    assert e.tail is not None and e.tail == pytest.approx(25.0, rel=0.1)
+
+
+def test_few_arrival_steps_are_counted() -> None:
+    # a consumer that holds batches for 35 s: three deliveries for the whole run
+    e = estimate(lambda seq, t: 35.0 if seq < 40 else (70.0 if seq < 80 else 105.0))
+    assert e.steps == 3
+    assert e.longest_gap == pytest.approx(35.0)
+
+
+def test_one_delivery_makes_no_rate() -> None:
+    e = delivered_rate(np.array([1.0]), np.array([2.0]))
+    assert (e.rate, e.steps, e.tail) == (0.0, 0, None)
