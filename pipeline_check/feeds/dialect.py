@@ -5,10 +5,11 @@ session's subscriptions) and writes a ``Trade`` as that exchange's message for e
 follows. ``FeedServer`` does the sockets, pings, heartbeats and routing; a third exchange is one new
 module implementing this protocol.
 
-Streams are named as the exchange names them (``btcusdt@trade``, ``trade:BTC/USD``); each maps to the
-``Trade.symbol`` it carries (``BTCUSDT``), or to None when the exchange serves it but this feed sends
-nothing on it (order books, tickers): it is acknowledged and listed like the real exchange would, so an
-ingestor that also asks for those is not turned away.
+Streams are named as the exchange names them (``btcusdt@trade``), or ``channel:symbol`` where it names
+the two apart (Kraken's ``trade:BTC/USD``); each maps to the ``Trade.symbol`` it carries (``BTCUSDT``),
+or to None when the exchange serves it but this feed sends nothing on it (order books, tickers): it is
+acknowledged and listed as the real exchange would, so an ingestor that also asks for those is not
+turned away.
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -64,6 +65,12 @@ class _Client:
         return True
 
 
+def _address(address: Any) -> str:
+    """A socket address (websockets types it Any) as ``127.0.0.1:54321`` or ``[::1]:54321``."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -93,7 +100,9 @@ class FeedServer:
         self.max_connection_age = dialect.max_connection_age if max_connection_age == EXCHANGE else max_connection_age
         self._port = port
         self._server: Server | None = None
-        self._opening: dict[ServerConnection, Session] = {}
+        # sessions between the accepted path and the handler; weak, so a handshake that fails after its
+        # path was accepted leaves nothing behind
+        self._opening: weakref.WeakKeyDictionary[ServerConnection, Session] = weakref.WeakKeyDictionary()
         self._clients: dict[ServerConnection, _Client] = {}
         self._history: dict[str, deque[Trade]] = {}
         self._changed = asyncio.Event()
@@ -143,7 +152,7 @@ class FeedServer:
         now = time.monotonic()
         return tuple(
             Subscription(
-                remote=":".join(str(part) for part in c.ws.remote_address[:2]),
+                remote=_address(c.ws.remote_address),
                 path=c.session.path,
                 streams=tuple(c.session.streams),
                 symbols=c.session.symbols(),

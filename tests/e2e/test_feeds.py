@@ -77,15 +77,19 @@ def test_raw_path_with_several_streams():
     run(scenario)
 
 
-def test_combined_stream_wraps_payloads():
+def test_combined_stream_wraps_payloads_and_raw_does_not():
     async def scenario() -> None:
-        url = "/stream?streams=btcusdt@trade/ethusdt@trade"
-        async with serving() as feed, connect(feed.url(url)) as ws:
-            await feed.wait_subscribed(1, DEADLINE)
-            await feed.publish(trade("ETHUSDT", 5))
-            got = await message(ws)
-            assert got["stream"] == "ethusdt@trade"
-            assert (got["data"]["s"], got["data"]["t"]) == ("ETHUSDT", 5)
+        async with (
+            serving() as feed,
+            connect(feed.url("/stream?streams=btcusdt@trade/ethusdt@trade")) as combined,
+            connect(feed.url("/ws/ethusdt@trade")) as raw,
+        ):
+            await feed.wait_subscribed(2, DEADLINE)
+            assert await feed.publish(trade("ETHUSDT", 5)) == 2
+            wrapped = await message(combined)
+            assert wrapped["stream"] == "ethusdt@trade"
+            assert (wrapped["data"]["s"], wrapped["data"]["t"]) == ("ETHUSDT", 5)
+            assert await message(raw) == wrapped["data"]
 
     run(scenario)
 
