@@ -1,0 +1,231 @@
+"""``FeedServer``: the exchange WebSocket feed an ingestor dials, in one exchange's dialect.
+
+The dialect says what goes over the wire; the server keeps the connections, sends each published trade
+only to the connections that follow one of its streams, pings at the exchange's interval (closing a
+connection whose pong does not come back in time), sends the dialect's heartbeat on idle subscribed
+connections and closes connections that reach the exchange's maximum age, so a scenario can watch an
+ingestor reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from pipeline_check.feeds.dialect import Dialect, PathRejected, Session
+from pipeline_check.feeds.tls import TlsFiles
+from pipeline_check.messages import Trade
+
+Exchange = Literal["exchange"]
+EXCHANGE: Exchange = "exchange"  # "as the exchange does": the dialect's documented value
+AGE_CLOSE_CODE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One open connection: who dialled which path, the streams it follows and the ``Trade`` symbols
+    those carry (empty until it subscribes to a trade stream)."""
+
+    remote: str
+    path: str
+    streams: tuple[str, ...]
+    symbols: frozenset[str]
+    age: float
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    ws: ServerConnection
+    session: Session
+    opened: float
+    last_sent: float
+    # frames go out in the order they were decided (an ack before the updates it enables)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, frames: Sequence[str]) -> bool:
+        """False when the connection is gone."""
+        try:
+            async with self.lock:
+                for frame in frames:
+                    await self.ws.send(frame)
+        except ConnectionClosed:
+            return False
+        self.last_sent = time.monotonic()
+        return True
+
+
+def _address(address: Any) -> str:
+    """A socket address (websockets types it Any) as ``127.0.0.1:54321`` or ``[::1]:54321``."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class FeedServer:
+    """Serves ``dialect`` on ``host:port`` (port 0: a free one, see ``port``), over TLS with ``tls``.
+
+    ``ping_interval``, ``ping_timeout`` and ``max_connection_age`` default to the exchange's documented
+    values; None turns each off.
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: TlsFiles | None = None,
+        ping_interval: float | Exchange | None = EXCHANGE,
+        ping_timeout: float | Exchange | None = EXCHANGE,
+        max_connection_age: float | Exchange | None = EXCHANGE,
+    ) -> None:
+        self.dialect = dialect
+        self.host = host
+        self.tls = tls
+        self.ping_interval = dialect.ping_interval if ping_interval == EXCHANGE else ping_interval
+        self.ping_timeout = dialect.ping_timeout if ping_timeout == EXCHANGE else ping_timeout
+        self.max_connection_age = dialect.max_connection_age if max_connection_age == EXCHANGE else max_connection_age
+        self._port = port
+        self._server: Server | None = None
+        # sessions between the accepted path and the handler; weak, so a handshake that fails after its
+        # path was accepted leaves nothing behind
+        self._opening: weakref.WeakKeyDictionary[ServerConnection, Session] = weakref.WeakKeyDictionary()
+        self._clients: dict[ServerConnection, _Client] = {}
+        self._history: dict[str, deque[Trade]] = {}
+        self._changed = asyncio.Event()
+        self._symbols: frozenset[str] | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen when ``port`` was 0)."""
+        if self._server is None:
+            return self._port
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def url(self, path: str = "") -> str:
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}{path}"
+
+    async def start(self) -> None:
+        """Listen; ``OSError`` when the address cannot be bound."""
+        self._server = await serve(
+            self._serve,
+            self.host,
+            self._port,
+            process_request=self._open,
+            ssl=self.tls.server_context() if self.tls else None,
+            compression=None,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (code 1001, going away)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def publish(self, trade: Trade) -> int:
+        """Send ``trade`` to every connection following one of its streams; how many got it."""
+        if self.dialect.history_depth:
+            self._history.setdefault(trade.symbol, deque(maxlen=self.dialect.history_depth)).append(trade)
+        delivered = 0
+        for client in list(self._clients.values()):
+            if client.session.streams_of(trade.symbol):
+                delivered += await client.send(self.dialect.encode(client.session, trade))
+        return delivered
+
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        now = time.monotonic()
+        return tuple(
+            Subscription(
+                remote=_address(c.ws.remote_address),
+                path=c.session.path,
+                streams=tuple(c.session.streams),
+                symbols=c.session.symbols(),
+                age=now - c.opened,
+            )
+            for c in self._clients.values()
+        )
+
+    def subscribed_symbols(self) -> frozenset[str]:
+        """The ``Trade`` symbols some connection follows (the same object until subscriptions change)."""
+        if self._symbols is None:
+            self._symbols = frozenset().union(*(c.session.symbols() for c in self._clients.values()))
+        return self._symbols
+
+    async def wait_subscribed(self, connections: int, timeout: float) -> tuple[Subscription, ...]:
+        """Wait until ``connections`` connections follow a trade stream; ``TimeoutError`` otherwise."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(subscribed := [s for s in self.subscriptions() if s.symbols]) < connections:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(subscribed)} of {connections} connection(s) subscribed to a trade stream within {timeout:g}s"
+            ) from None
+        return tuple(subscribed)
+
+    def _open(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Handshake hook: a path the dialect does not serve gets its HTTP error, no WebSocket."""
+        try:
+            self._opening[ws] = self.dialect.connect(request.path)
+        except PathRejected as rejected:
+            return ws.respond(rejected.status, f"{rejected.reason}\n")
+        return None
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        now = time.monotonic()
+        client = _Client(ws, self._opening.pop(ws), opened=now, last_sent=now)
+        self._clients[ws] = client
+        self._subscriptions_changed()
+        chores = [asyncio.create_task(self._heartbeat(client))] if self.dialect.heartbeat else []
+        if self.max_connection_age is not None:
+            chores.append(asyncio.create_task(self._retire(client, self.max_connection_age)))
+        try:
+            await client.send(self.dialect.greet(client.session, _utcnow()))
+            async for message in ws:
+                frame = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                replies = self.dialect.handle(client.session, frame, _utcnow(), self._history)
+                self._subscriptions_changed()
+                await client.send(replies)
+        except ConnectionClosed:
+            pass  # the client went away without a closing handshake; nothing is owed to it
+        finally:
+            for chore in chores:
+                chore.cancel()
+            del self._clients[ws]
+            self._subscriptions_changed()
+
+    def _subscriptions_changed(self) -> None:
+        self._symbols = None
+        self._changed.set()
+
+    async def _heartbeat(self, client: _Client) -> None:
+        heartbeat = self.dialect.heartbeat
+        assert heartbeat is not None
+        while True:
+            idle = time.monotonic() - client.last_sent
+            if idle < heartbeat.interval or not client.session.streams:
+                await asyncio.sleep(heartbeat.interval - idle if client.session.streams else heartbeat.interval)
+            elif not await client.send([heartbeat.frame]):
+                return
+
+    async def _retire(self, client: _Client, age: float) -> None:
+        await asyncio.sleep(age)
+        with contextlib.suppress(ConnectionClosed):
+            await client.ws.close(AGE_CLOSE_CODE, f"connection older than {age:g}s (the exchange's limit)")
