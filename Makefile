@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PC := $(VENV)/bin/pipeline-check
 STAMPS := .stamps
 KAFKA_LIBS := compose/kafka/libs
+TOOLS := .tools/bin
+TOXIPROXY_VERSION := v2.12.0
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
@@ -16,7 +18,7 @@ PYTEST := $(PY) -m pytest
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/venv $(STAMPS)/kafka ## create .venv, install the project, fetch the Kafka jars (once)
+setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) ## create .venv, install the project, fetch the Kafka jars, build Toxiproxy (once)
 
 $(STAMPS)/venv: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
@@ -30,6 +32,16 @@ $(STAMPS)/kafka: compose/kafka/pom.xml
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f compose/kafka/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	@touch $@
+
+# Toxiproxy's server, for network faults (no kernel netem here): built from source at a pinned tag, once.
+# `go install` names the binary after its package (`server`), hence the rename; the stamp carries the
+# version so a new pin rebuilds.
+$(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION):
+	@command -v go >/dev/null || { echo "make setup: Toxiproxy is built with Go; install Go >= 1.22 (https://go.dev/dl)"; exit 1; }
+	@mkdir -p $(STAMPS) $(TOOLS)
+	GOBIN=$(abspath $(TOOLS)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv -f $(TOOLS)/server $(TOOLS)/toxiproxy-server
 	@touch $@
 
 test: setup ## unit + e2e tests (real Kafka, Iceberg, services)
