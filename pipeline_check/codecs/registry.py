@@ -148,7 +148,8 @@ class SchemaRegistryClient:
         )
 
     def check_compatibility(self, subject: str, schema: str | Mapping[str, Any]) -> Compatibility:
-        """Whether ``schema`` may follow the subject's latest version under its compatibility level."""
+        """Whether ``schema`` may follow the subject's latest version under its compatibility level (error_code
+        40401 when the subject has no version yet)."""
         what = f"subject {subject!r}"
         path = f"/compatibility/subjects/{quote(subject, safe='')}/versions/latest"
         body = self._call("POST", path, what, schema, params={"verbose": "true"})
