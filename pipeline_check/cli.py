@@ -231,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         err.print("interrupted")
         return ExitCode.INTERRUPTED
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        _error(f"{where}{exc.format_message()} (see --help)")
+        return ExitCode.USAGE_ERROR
     except click.ClickException as exc:
-        exc.show()
+        _error(exc.format_message())
         return ExitCode.USAGE_ERROR
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -280,7 +280,9 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
         kind = str(raw_source.get("type", "websocket"))
         cls = _plugin(_injectors(), kind, f"{file}: source.type")
         body = _inherited(cls.Settings, {k: v for k, v in raw_source.items() if k != "type"}, data)
-        resolved["source"] = SourceSection(type=kind, settings=_validate(cls.Settings, body, file, ("source",)))
+        raw_source = SourceSection(type=kind, settings=_validate(cls.Settings, body, file, ("source",)))
+        resolved["source"] = raw_source
+    sent = _injectors().get(raw_source.type).sent_fields(raw_source.settings)
     resolved_stages: list[StageSection] = []
     for name, raw in raw_stages.items():
         where = f"{file}: stages.{name}"
@@ -310,6 +312,8 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
         resolved_stages.append(
             StageSection(name=name, type=str(probe), upstream=str(upstream), branch=branch, settings=settings)
         )
+    for section in resolved_stages:
+        _check_sent_fields(section, sent, file)
     try:
         route = Route.of({s.name: (s.upstream, s.branch) for s in resolved_stages})
     except ValueError as exc:
@@ -325,6 +329,20 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
             )
     resolved["stages"] = tuple(sorted(resolved_stages, key=lambda s: route.stages.index(s.name)))
     return resolved
+
+
+def _check_sent_fields(section: StageSection, sent: tuple[str, ...], file: str) -> None:
+    """A stage's ``fields`` compare against fields the source really sends."""
+    fields: dict[str, str] = getattr(section.settings, "fields", {})
+    for spec in fields.values():
+        name = spec.partition(":")[0]
+        if name not in sent:
+            raise ConfigError(
+                f"{file}: stages.{section.name}.fields",
+                fields,
+                f"{name!r} is not a field of the sent record",
+                f"the source sends {', '.join(sent)}",
+            )
 
 
 def _plugin(registry: Registry[Any], name: str, setting: str) -> Any:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from pipeline_check.tags import RunId
 
 SCALE = 10**8  # Binance sends prices and quantities with 8 decimals
+TRADE_FIELDS = ("e", "E", "s", "t", "p", "q", "T", "m", "M")  # the keys of ``Trade.to_dict``
 
 
 def decimal_text(units: int, scale: int = 8) -> str:

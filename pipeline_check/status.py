@@ -26,10 +26,12 @@ class Status(IntEnum):
 
 
 def verdict_of(statuses: list[Status]) -> Status:
-    """The worst status; a run where no check passed is inconclusive (nothing was proven)."""
+    """The worst status, where checks this configuration cannot observe do not count against a pass;
+    a run where no check passed is inconclusive (nothing was proven)."""
     if not any(s == Status.PASSED for s in statuses):
         return max([Status.INCONCLUSIVE, *statuses])
-    return max(statuses)
+    worst = max(statuses)
+    return Status.PASSED if worst == Status.NOT_APPLICABLE else worst
 
 
 def exit_code(verdict: Status, *, allow_inconclusive: bool = False) -> ExitCode:

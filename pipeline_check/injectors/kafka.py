@@ -22,7 +22,7 @@ from pipeline_check.durations import NonNegativeDuration
 from pipeline_check.errors import EndpointError
 from pipeline_check.injectors.base import InjectorContext
 from pipeline_check.kafkautil import missing_topic, reach
-from pipeline_check.messages import Trade
+from pipeline_check.messages import TRADE_FIELDS, Trade
 from pipeline_check.registry import PluginSettings
 
 BATCH_BYTES = 256 * 1024
@@ -46,6 +46,10 @@ class KafkaInjector:
 
     Settings: ClassVar[type[PluginSettings]] = KafkaSettings
     feeds_stage: ClassVar[str | None] = "kafka"
+
+    @classmethod
+    def sent_fields(cls, settings: KafkaSettings) -> tuple[str, ...]:
+        return TRADE_FIELDS
 
     def __init__(self, settings: KafkaSettings, ctx: InjectorContext) -> None:
         self.stage = settings

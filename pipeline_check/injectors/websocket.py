@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from pipeline_check.durations import Duration
 from pipeline_check.errors import EndpointError
 from pipeline_check.injectors.base import InjectorContext
-from pipeline_check.messages import Trade
+from pipeline_check.messages import TRADE_FIELDS, Trade
 from pipeline_check.polling import Deadline
 from pipeline_check.registry import PluginSettings
 
@@ -35,6 +35,10 @@ class WebSocketInjector:
 
     Settings: ClassVar[type[PluginSettings]] = WebSocketSettings
     feeds_stage: ClassVar[str | None] = None
+
+    @classmethod
+    def sent_fields(cls, settings: WebSocketSettings) -> tuple[str, ...]:
+        return TRADE_FIELDS
 
     def __init__(self, settings: WebSocketSettings, ctx: InjectorContext) -> None:
         self.source = settings

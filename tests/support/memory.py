@@ -17,7 +17,7 @@ from pydantic import Field
 from pipeline_check.errors import EndpointError
 from pipeline_check.fidelity import Fields
 from pipeline_check.injectors.base import INJECTORS, InjectorContext
-from pipeline_check.messages import Trade
+from pipeline_check.messages import TRADE_FIELDS, Trade
 from pipeline_check.probes.base import PROBES, ProbeContext, Ref
 from pipeline_check.registry import PluginSettings
 
@@ -34,11 +34,16 @@ class MemorySourceSettings(PluginSettings):
     pipe: str = "default"
     unreachable: bool = False  # start raises EndpointError, as a source nobody subscribes to
     crash_after: int | None = None  # send raises a plain error after this many trades: a bug
+    interrupt_after: int | None = None  # send raises KeyboardInterrupt after this many: Ctrl-C
 
 
 class MemoryInjector:
     Settings: ClassVar[type[PluginSettings]] = MemorySourceSettings
     feeds_stage: ClassVar[str | None] = None
+
+    @classmethod
+    def sent_fields(cls, settings: MemorySourceSettings) -> tuple[str, ...]:
+        return TRADE_FIELDS
 
     def __init__(self, settings: MemorySourceSettings, ctx: InjectorContext) -> None:
         self.settings = settings
@@ -54,6 +59,8 @@ class MemoryInjector:
     async def send(self, trade: Trade) -> None:
         if self.settings.crash_after is not None and self.sent >= self.settings.crash_after:
             raise RuntimeError("the memory injector broke")
+        if self.settings.interrupt_after is not None and self.sent >= self.settings.interrupt_after:
+            raise KeyboardInterrupt
         PIPES[self.settings.pipe].append((self.ctx.clock.now(), trade))
         self.sent += 1
 

@@ -76,7 +76,7 @@ def with_field(schema: dict[str, Any], **field: Any) -> dict[str, Any]:
 def canary(
     price: str = "65000.10000000", quantity: str = "0.00100000", time_ms: int = 1_750_000_000_123
 ) -> dict[str, Any]:
-    trade = TradeFactory(RunId.new(now=1_750_000_000.0), seed=3, count=1, symbol="CANARYUSDT").canary(0, time_ms)
+    trade = TradeFactory(RunId.new(now=1_750_000_000.0), seed=3, count=1, symbols=("CANARYUSDT",)).canary(0, time_ms)
     return {**trade.to_dict(), "p": price, "q": quantity}
 
 
@@ -95,7 +95,7 @@ def test_frame_is_magic_byte_big_endian_id_then_body(codec: AvroCodec) -> None:
 
 
 def test_canaries_round_trip_exactly(codec: AvroCodec) -> None:
-    factory = TradeFactory(RunId.new(now=1_750_000_000.0), seed=11, count=500, symbol="CANARYUSDT")
+    factory = TradeFactory(RunId.new(now=1_750_000_000.0), seed=11, count=500, symbols=("CANARYUSDT",))
     for seq in range(500):
         sent = factory.canary(seq, 1_750_000_000_000 + seq).to_dict()
         held = to_comparable(codec.decode(codec.encode(trade_record(sent))))

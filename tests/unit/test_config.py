@@ -129,7 +129,11 @@ def test_missing_variable_names_the_setting(tmp_path: Path) -> None:
         ('poll_interval = "250ms"', "poll_interval = 0", "stages.api.poll_interval=0 (int): "),
         ('type = "websocket"', 'type = "pigeon"', "source.type='pigeon' (str): is not a known injector; known: kafka"),
         ('"trades.raw"', '"trades.raw"\nfields = { p = "p:nonsense" }', "stages.kafka.fields={'p': 'p:nonsense'}"),
-        ('"trades.raw"', '"trades.raw"\nfields = { p = "x:decimal" }', "'x' is not a field of the sent trade"),
+        (
+            '"trades.raw"',
+            '"trades.raw"\nfields = { p = "x:decimal" }',
+            "'x' is not a field of the sent record; the source sends e, E, s",
+        ),
         (
             '"http://127.0.0.1:8000"',
             '"http://127.0.0.1:abc"',

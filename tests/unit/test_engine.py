@@ -37,7 +37,7 @@ fields = {{ price = "p:decimal" }}
 
 [load]
 count = 100
-rate = 500
+rate = 250
 settle = 0
 drain_timeout = "1s"
 """
