@@ -179,7 +179,11 @@ class ChangeFeed:
 
     def poll(self, table: Table) -> list[SnapshotChange]:
         """Changes of the snapshots on the current branch committed since the feed's snapshot, oldest
-        first; the feed is then at the current snapshot (a table without one has nothing to report)."""
+        first; the feed is then at the current snapshot (a table without one has nothing to report).
+
+        Each snapshot is applied whole or not at all. When one cannot be read (a file not there yet), the
+        changes before it are returned and it is tried again by the next poll, which raises if it still
+        cannot be read."""
         current = table.current_snapshot()
         if current is None or current.snapshot_id == self.snapshot_id:
             return []
@@ -189,13 +193,13 @@ class ChangeFeed:
             chain.append(snapshot)
             parent = snapshot.parent_snapshot_id
             if parent is not None and parent == self.snapshot_id:
-                return [self._follow(table, s) for s in reversed(chain)]
+                return self._follow_all(table, chain, [])
             snapshot = None if parent is None else table.snapshot_by_id(parent)
         # not reached from the feed's snapshot: read the oldest state there is in full (a rollback's
         # target, else the oldest snapshot whose parent is gone; a snapshot without a parent may be the
         # table's first or one whose parent expired: pyiceberg's expiry clears the parent id), then follow
         base = snapshot if snapshot is not None else chain.pop()
-        return [self.seek(table, base), *(self._follow(table, s) for s in reversed(chain))]
+        return self._follow_all(table, chain, [self.seek(table, base)])
 
     def seek(self, table: Table, snapshot: Snapshot) -> SnapshotChange:
         """Rebuild the state at ``snapshot`` with a full filtered read of it (every manifest of that
@@ -214,6 +218,17 @@ class ChangeFeed:
         self._equality.clear()
         self._hides.clear()
         return self._apply(snapshot, reads, before, rescanned=not own)
+
+    def _follow_all(self, table: Table, chain: list[Snapshot], changes: list[SnapshotChange]) -> list[SnapshotChange]:
+        """``changes`` and those of ``chain`` (newest first), up to the first that cannot be read."""
+        for snapshot in reversed(chain):
+            try:
+                changes.append(self._follow(table, snapshot))
+            except Exception:
+                if not changes:
+                    raise
+                break  # return what was applied; the next poll starts at this snapshot and raises again
+        return changes
 
     def _follow(self, table: Table, snapshot: Snapshot) -> SnapshotChange:
         """The change of one snapshot whose parent is the feed's state: only the files it wrote."""

@@ -417,6 +417,17 @@ def test_position_deletes(table: Table) -> None:
     assert live_in(table) == {1000: 1, 1001: 1}
 
 
+def test_positions_count_across_row_groups(tmp_path: Path) -> None:
+    table = make_table(tmp_path, properties={"write.parquet.row-group-limit": "2"})
+    table.append(rows(5, 1000, 6, 1001, 1002))  # row groups [5, 1000] [6, 1001] [1002]
+    (file,) = data_files(table)
+    assert pq.ParquetFile(file.file_path.removeprefix("file://")).num_row_groups == 3
+    f = feed()
+    f.poll(table)
+    commit(table, Operation.DELETE, add=[position_deletes(table, (file.file_path, 3))])
+    assert deltas(f.poll(table)) == [("delete", {1001: -1})]
+
+
 def test_position_deletes_of_rows_added_by_the_same_snapshot(table: Table) -> None:
     f = feed()
     added = write_data(table, rows(1002, 1003, 1003))  # an upsert within one streaming checkpoint
@@ -633,21 +644,24 @@ def test_a_table_read_through_the_metadata_reader_is_followed(table: Table) -> N
     assert deltas(f.poll(loaded)) == [("append", {1001: 1}), ("delete", {1000: -1})]
 
 
-def test_a_failed_read_changes_nothing(table: Table) -> None:
+def test_a_snapshot_that_cannot_be_read_is_tried_again(table: Table) -> None:
     table.append(rows(1000))
     f = feed()
     f.poll(table)
-    before = f.snapshot_id
-    old = {f.file_path for f in data_files(table)}
     table.append(rows(1001))
-    (new_file,) = [f for f in data_files(table) if f.file_path not in old]
+    readable = current(table)
+    old = {file.file_path for file in data_files(table)}
+    table.append(rows(1002))
+    (new_file,) = [file for file in data_files(table) if file.file_path not in old]
     path = Path(new_file.file_path.removeprefix("file://"))
-    hidden = path.rename(path.with_suffix(".away"))  # a file not readable yet
+    away = path.rename(path.with_suffix(".away"))  # a file not readable yet
+    assert deltas(f.poll(table)) == [("append", {1001: 1})]  # what could be read is not held back
+    assert f.snapshot_id == readable
     with pytest.raises(FileNotFoundError):
         f.poll(table)
-    assert f.snapshot_id == before
-    hidden.rename(path)
-    assert deltas(f.poll(table)) == [("append", {1001: 1})]
+    assert f.snapshot_id == readable  # nothing of the failed snapshot applied
+    away.rename(path)
+    assert deltas(f.poll(table)) == [("append", {1002: 1})]
 
 
 # -- live counts ---------------------------------------------------------------------------------------
