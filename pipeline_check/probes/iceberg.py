@@ -26,10 +26,10 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from pipeline_check.durations import Duration
-from pipeline_check.errors import ConfigError, EndpointError
+from pipeline_check.errors import ConfigError, EndpointError, PipelineCheckError
 from pipeline_check.fidelity import Fields
 from pipeline_check.probes.base import ProbeContext, Ref
-from pipeline_check.probes.iceberg_changes import LiveRows, SnapshotChange, snapshot_changes
+from pipeline_check.probes.iceberg_changes import ChangeFeed, LiveRows, SnapshotChange
 from pipeline_check.probes.iceberg_metadata import MetadataReader, metadata_pointer
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.redact import redact
@@ -58,7 +58,7 @@ class IcebergProbe:
         extra = (settings.order_column,) if settings.order_column else ()
         self._columns = tuple(dict.fromkeys((settings.tag_column, *settings.fields, *extra)))
         self._table: Table | None = None
-        self._last: int | None = None  # the last snapshot handled
+        self._feed = ChangeFeed(settings.tag_column, ctx.run.lo, ctx.run.hi, self._columns)
         self._pointer: Callable[[], str | None] | None = None  # the metadata location, where cheap to read
         self._reader = MetadataReader()
         self._live = LiveRows()
@@ -73,7 +73,8 @@ class IcebergProbe:
             table, _ = await asyncio.to_thread(self._reader.load, table, table.metadata_location)
         self._table = table
         current = table.current_snapshot()
-        self._last = None if current is None else current.snapshot_id
+        if current is not None:  # the baseline: the state before the run (other runs' files are pruned)
+            await asyncio.to_thread(self._feed.seek, table, current)
         if self.settings.order_column:
             self.ctx.recorder.declare_ordered(self.ctx.stage)
 
@@ -83,6 +84,8 @@ class IcebergProbe:
             try:
                 seen_at, changes = await asyncio.to_thread(self.poll)
                 failures = 0
+            except PipelineCheckError:
+                raise  # a change the probe cannot count: no retry makes it countable
             except Exception as exc:  # transient (a locked catalog, a file mid-write) until it repeats
                 failures += 1
                 self.ctx.note(f"Iceberg poll failed ({type(exc).__name__}: {exc}); retrying")
@@ -112,12 +115,7 @@ class IcebergProbe:
         table, new = self._refreshed(self._table)
         seen_at = self.ctx.clock.now()
         self._looks.look(seen_at)
-        current = table.current_snapshot()
-        changes: list[SnapshotChange] = []
-        if current is not None and current.snapshot_id != self._last:
-            run = self.ctx.run
-            changes = snapshot_changes(table, self._last, self.settings.tag_column, run.lo, run.hi, self._columns)
-            self._last = current.snapshot_id
+        changes = self._feed.poll(table)
         self._table = table
         self._reader.handled |= new
         return seen_at, changes
@@ -135,7 +133,9 @@ class IcebergProbe:
     def _record(self, seen_at: float, changes: list[SnapshotChange]) -> None:
         recorder, stage, settings = self.ctx.recorder, self.ctx.stage, self.settings
         for change in changes:
-            for tag, live in self._live.apply(change.delta).items():
+            self._live.apply(change)
+            for tag in change.delta:
+                live = self._live.counts.get(tag, 0)
                 first = recorder.seen(
                     stage, tag, seen_at, copies=live, source_ms=change.timestamp_ms, ref=self._ref(change, tag)
                 )
