@@ -196,6 +196,7 @@ class Run:
             resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
             duration=self.clock.now() - began,
             notes=tuple(self.notes.all),
+            book=self.book,
         )
         self.outcome = Outcome(finished, self.book)
         yield finished

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline_check.book import TraceBook
 from pipeline_check.errors import ExitCode
 from pipeline_check.sla import CheckResult
 from pipeline_check.status import Status
@@ -71,6 +72,8 @@ class RunFinished:
     resolution: Mapping[str, float]  # per stage: the probe's median poll interval, seconds
     duration: float  # seconds from RunStarted to verdict
     notes: tuple[str, ...] = ()
+    # every canary's times, for reporters that draw them (read only: the run is over)
+    book: TraceBook | None = field(default=None, compare=False, repr=False)
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:

@@ -122,6 +122,7 @@ def build_run(
         summary=summary,
         resolution=dict.fromkeys(stages, 0.1),
         duration=12.5,
+        book=book,
     )
     return SyntheticRun(book, summary, m, results, started, finished)
 
