@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 Floats = npt.NDArray[np.float64]
 TAIL = 0.3  # the last part of the injection span judged on its own
-MIN_TAIL_POINTS = 3
+# a slope from fewer points is at the mercy of one batch's phase (as for the whole run: sla.MIN_DELIVERY_STEPS)
+MIN_TAIL_POINTS = 5
 MAX_POINTS = (
     400  # Theil-Sen is quadratic in points: a pipeline that delivers one canary at a time has a step per canary
 )

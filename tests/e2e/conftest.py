@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.events import Event, Injected
 from pipeline_check.pytest_plugin import PipelineStack
 from pipeline_check.stack.local import LocalStack
+
+CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
+ConfigVariant = Callable[..., PipelineConfig]
 
 
 @pytest.fixture
@@ -19,6 +24,27 @@ def local_stack(pipeline_stack: PipelineStack) -> Iterator[LocalStack]:
     stack = pipeline_stack.require_local()
     yield stack
     stack.reset()
+
+
+@pytest.fixture
+def config_variant(pipeline_stack: PipelineStack, tmp_path: Path) -> ConfigVariant:
+    """``config_variant((old, new), ..., source=None, append="")``: compose/pipeline.toml with text replaced
+    (each ``old`` must be there), the ``[source]`` section's body replaced, sections appended, loaded
+    against the session's stack."""
+
+    def load(*replacements: tuple[str, str], source: str | None = None, append: str = "") -> PipelineConfig:
+        text = CONFIG.read_text()
+        if source is not None:
+            start, end = text.index("[source]\n"), text.index("\n[messages]")
+            text = f"{text[:start]}[source]\n{source}\n{text[end:]}"
+        for old, new in replacements:
+            assert old in text, f"{old!r} is not in {CONFIG}"
+            text = text.replace(old, new)
+        path = tmp_path / "pipeline.toml"
+        path.write_text(text + append)
+        return load_config(path, pipeline_stack.env())
+
+    return load
 
 
 class AfterInjected:

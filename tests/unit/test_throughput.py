@@ -50,6 +50,12 @@ def test_a_slowdown_in_the_last_part_shows_in_the_tail() -> None:
     assert e.tail is not None and e.tail == pytest.approx(25.0, rel=0.1)
 
 
+def test_a_tail_of_few_batches_is_not_judged_on_its_own() -> None:
+    # keeps up, committing every 0.7 s: the last 30 % of a 2 s run holds too few batches for a slope
+    e = estimate(lambda seq, t: next_batch(t + 0.3, 0.7))
+    assert e.tail is None and e.rate == pytest.approx(50.0, rel=0.05)
+
+
 def test_few_arrival_steps_are_counted() -> None:
     # a consumer that holds batches for 35 s: three deliveries for the whole run
     e = estimate(lambda seq, t: 35.0 if seq < 40 else (70.0 if seq < 80 else 105.0))
