@@ -18,13 +18,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import psutil
 
 from pipeline_check.pytest_plugin import free_ports
+
+if TYPE_CHECKING:
+    from pipeline_check.book import TraceBook
+    from pipeline_check.config import PipelineConfig
+    from pipeline_check.probes.base import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
@@ -177,3 +182,27 @@ def number(pattern: str, text: str) -> float:
     if match is None:
         raise ValueError(f"no match for {pattern!r} in:\n{text[-1500:]}")
     return float(match.group(1))
+
+
+def book_for(config: PipelineConfig, count: int) -> TraceBook:
+    """A trace book for ``count`` canaries of a new run over ``config``'s stages."""
+    from pipeline_check.book import TraceBook
+    from pipeline_check.clock import Clock
+    from pipeline_check.messages import TradeFactory
+    from pipeline_check.tags import RunId
+
+    clock = Clock()
+    run = RunId.new(clock.wall(clock.now()))
+    factory = TradeFactory(run, seed=1, count=count, symbols=("CANARYUSDT",))
+    return TraceBook(run, factory, config.route, clock)
+
+
+def probe_for(config: PipelineConfig, stage: str, book: TraceBook) -> Probe:
+    """The probe ``config`` names for ``stage``, wired to ``book`` as the engine wires it."""
+    from pipeline_check.probes.base import PROBES, ProbeContext
+
+    section = config.stage(stage)
+    if section is None:
+        raise ValueError(f"no stage {stage!r} in the config")
+    ctx = ProbeContext(stage, config.route.upstream[stage], book.clock, book.run, book, note=lambda _: None)
+    return PROBES.get(section.type)(section.settings, ctx)

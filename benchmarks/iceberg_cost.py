@@ -28,13 +28,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from benchmarks.common import COMPOSE, Figure
-from pipeline_check.clock import Clock
+from benchmarks.common import COMPOSE, Figure, book_for, probe_for
 from pipeline_check.config import PipelineConfig
-from pipeline_check.messages import TradeFactory
 from pipeline_check.probes.iceberg import IcebergProbe
-from pipeline_check.tags import RunId
-from pipeline_check.trace import TraceBook
 
 HISTORY = (0, 100, 1000)
 BIG_APPENDS = {0: 0, 100: 1, 1000: 5}  # appends of BIG_ROWS rows before the tiny ones
@@ -162,13 +158,13 @@ class _Case:
                 },
             }
         )
-        clock = Clock()
-        run = RunId.new(clock.wall(clock.now()))
-        self.run = run
-        factory = TradeFactory(run, seed=1, count=NEW_CANARIES * ROUNDS, symbol="CANARYUSDT")
-        self.book = TraceBook(run, factory, ("iceberg",), clock)
+        self.book = book_for(config, NEW_CANARIES * ROUNDS)
+        self.run = self.book.run
         self.seq = 0
-        self.probe = IcebergProbe(config, clock, self.book)
+        probe = probe_for(config, "iceberg", self.book)
+        if not isinstance(probe, IcebergProbe):
+            raise TypeError(f"expected the iceberg probe, got {probe!r}")
+        self.probe = probe
         asyncio.run(self.probe.start())
 
     def round(self) -> None:
@@ -181,9 +177,9 @@ class _Case:
         canaries = np.array([self.run.tag(s) for s in range(self.seq - NEW_CANARIES, self.seq)], np.int64)
         self._append(np.concatenate([self._background(NEW_ROWS - NEW_CANARIES), canaries]))
         began = time.perf_counter()
-        _, snapshots = self.probe.poll()
+        _, changes = self.probe.poll()
         self.polls.append(time.perf_counter() - began)
-        self.found.append(sum(len(s.rows) for s in snapshots))
+        self.found.append(sum(sum(c.delta.values()) for c in changes))
 
     @property
     def snapshots(self) -> int:

@@ -21,17 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, Figure, create_topic, free_ports, java_tool, number
+from benchmarks.common import ROOT, Figure, book_for, create_topic, free_ports, java_tool, number
 from pipeline_check.clock import Clock
 from pipeline_check.config import PipelineConfig
-from pipeline_check.events import InjectionStats
-from pipeline_check.injectors.base import Injector
-from pipeline_check.injectors.kafka import KafkaInjector
-from pipeline_check.injectors.websocket import WebSocketInjector
+from pipeline_check.injectors.base import INJECTORS, Injector, InjectorContext
 from pipeline_check.messages import TradeFactory
 from pipeline_check.pacing import Pacing, inject
+from pipeline_check.summary import InjectionStats
 from pipeline_check.tags import RunId
-from pipeline_check.trace import TraceBook
 
 OURS_RECORDS = 200_000
 JAVA_RECORDS = 500_000
@@ -47,17 +44,20 @@ UNLIMITED = 1e9  # an offered rate no injector reaches: measures the maximum
 def canary_size() -> int:
     """Bytes of one canary's JSON value (the record size both producers use)."""
     run = RunId.new()
-    return len(TradeFactory(run, seed=1, count=1, symbol="CANARYUSDT").canary(0, 1_750_000_000_000).to_json())
+    return len(TradeFactory(run, seed=1, count=1, symbols=("CANARYUSDT",)).canary(0, 1_750_000_000_000).to_json())
 
 
-async def _inject(injector: Injector, count: int, rate: float, clock: Clock) -> tuple[InjectionStats, Pacing]:
+async def _inject(injector: Injector, config: PipelineConfig, count: int, rate: float) -> tuple[InjectionStats, Pacing]:
     """One paced injection through the real path: book, factory, pacing, injector."""
-    run = RunId.new(clock.wall(clock.now()))
-    factory = TradeFactory(run, seed=1, count=count, symbol="CANARYUSDT")
-    book = TraceBook(run, factory, ("kafka",), clock)
+    book = book_for(config, count)
     pacing = Pacing(count, rate, 0.0)
-    stats = await inject(injector, book, factory, pacing, clock)
+    stats = await inject(injector, book, book.factory, pacing, book.clock)
     return stats, pacing
+
+
+def injector_for(config: PipelineConfig, clock: Clock) -> Injector:
+    """The injector ``config`` names, as the engine makes it."""
+    return INJECTORS.get(config.source.type)(config.source.settings, InjectorContext(clock, lambda _: None))
 
 
 def _kafka_config(bootstrap: str, topic: str) -> PipelineConfig:
@@ -67,12 +67,12 @@ def _kafka_config(bootstrap: str, topic: str) -> PipelineConfig:
 
 
 async def _ours(bootstrap: str, topic: str) -> float:
-    clock = Clock()
-    injector = KafkaInjector(_kafka_config(bootstrap, topic), clock)
+    config = _kafka_config(bootstrap, topic)
+    injector = injector_for(config, Clock())
     await injector.start()
     try:
         began = time.perf_counter()
-        stats, _ = await _inject(injector, OURS_RECORDS, UNLIMITED, clock)
+        stats, _ = await _inject(injector, config, OURS_RECORDS, UNLIMITED)
         return stats.sent / (time.perf_counter() - began)  # flush (every ack) included
     finally:
         await injector.close()
@@ -133,8 +133,7 @@ async def _ws_steps(port: int) -> tuple[list[dict[str, Any]], int]:
             "stages": {"kafka": {"bootstrap": "127.0.0.1:1", "topic": "unused"}},
         }
     )
-    clock = Clock()
-    injector = WebSocketInjector(config, clock)
+    injector = injector_for(config, Clock())
     subscriber = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.ws_subscriber", f"ws://127.0.0.1:{port}/ws/canaryusdt@trade"],
         cwd=ROOT,
@@ -147,7 +146,7 @@ async def _ws_steps(port: int) -> tuple[list[dict[str, Any]], int]:
         await injector.start()
         for rate in WS_RATES:
             count = int(rate * WS_SECONDS)
-            stats, pacing = await _inject(injector, count, rate, clock)
+            stats, pacing = await _inject(injector, config, count, rate)
             sent += stats.sent
             late = pacing.lateness[: stats.sent]
             ratio = stats.achieved_rate / rate

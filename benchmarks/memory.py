@@ -51,10 +51,12 @@ def measure(n: int) -> dict[str, Any]:
     """Trace ``n`` canaries through every stage in this process; RSS figures in bytes."""
     import psutil
 
+    from pipeline_check.book import Ref, TraceBook
     from pipeline_check.clock import Clock
     from pipeline_check.messages import TradeFactory
+    from pipeline_check.stages import BUILTIN, Route
+    from pipeline_check.summary import InjectionStats, measurements, summarise
     from pipeline_check.tags import RunId
-    from pipeline_check.trace import TraceBook
 
     gc.collect()
     process = psutil.Process()
@@ -63,17 +65,20 @@ def measure(n: int) -> dict[str, Any]:
     began = time.perf_counter()
     clock = Clock(offset=1_750_000_000.0)
     run = RunId.new(clock.wall(1000.0))
-    book = TraceBook(run, TradeFactory(run, seed=1, count=n, symbol="CANARYUSDT"), STAGES, clock)
+    route = Route.of({s: (BUILTIN[s].upstream, BUILTIN[s].branch) for s in STAGES})
+    book = TraceBook(run, TradeFactory(run, seed=1, count=n, symbols=("CANARYUSDT",)), route, clock)
+    book.declare_shards("kafka", [0, 1, 2])
     for seq in range(n):
         at = 1000.0 + seq * 1e-4
+        tag = run.tag(seq)
         book.inject(seq, at)
-        book.seen("kafka", seq, at + 0.002, source_ms=clock.wall_ms(at + 0.001), ref=seq, partition=seq % 3)
-        book.seen("consumer", seq, at + 0.3)
-        book.seen("iceberg", seq, at + 0.8, source_ms=clock.wall_ms(at + 0.7), ref=seq // 1000)
-        book.seen("api", seq, at + 1.0)
+        book.seen("kafka", tag, at + 0.002, source_ms=clock.wall_ms(at + 0.001), ref=Ref(seq % 3, seq))
+        book.seen("consumer", tag, at + 0.3)
+        book.seen("iceberg", tag, at + 0.8, source_ms=clock.wall_ms(at + 0.7), ref=Ref(-1, seq // 1000), copies=1)
+        book.seen("api", tag, at + 1.0, copies=1)
     traced = process.memory_info().rss
-    summary = book.summary(10_000.0)
-    book.measurements(summary)
+    summary = summarise(book, InjectionStats(n, 0, 10_000.0, 10_000.0, 0.0, 0), settle_s=2.0)
+    measurements(summary, book)
     after = process.memory_info().rss
     peak = _peak()
     assert summary.delivered == n, summary.delivered
