@@ -7,8 +7,9 @@ phase, and injected/capacity for one that falls behind. The slope is Theil-Sen's
 pairwise slopes), so one stalled batch in a short run does not read as a slow pipeline while a
 sustained backlog moves every pair. The last step is left out: its latest canary is the last one fed,
 which waits for a batch however fast the pipeline is. The rate is the injection rate over that slope,
-never above it. The same fit over the last part of the run shows a slowdown that sets in late, which
-the median over the whole run would outvote.
+never above it. The same fit over the last 30 % of the run shows a slowdown that sets in late, which
+the median over the whole run would outvote; it is made only when that part spans several batch
+intervals, or one batch's phase would read as a slowdown.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import numpy.typing as npt
 
 Floats = npt.NDArray[np.float64]
 TAIL = 0.3  # the last part of the injection span judged on its own
-# a slope from fewer points is at the mercy of one batch's phase (as for the whole run: sla.MIN_DELIVERY_STEPS)
+# A slope from fewer points, or over a span of fewer batch intervals, is at the mercy of one batch's phase
+# and of latency jitter (as for the whole run: sla.MIN_DELIVERY_STEPS); a short run's tail is not judged.
 MIN_TAIL_POINTS = 5
+MIN_TAIL_GAPS = 5
 MAX_POINTS = (
     400  # Theil-Sen is quadratic in points: a pipeline that delivers one canary at a time has a step per canary
 )
@@ -61,7 +64,7 @@ def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
     rate = _rate(injected_rate, theil_sen(latest_sent, points_y))
     late = latest_sent >= sent.min() + (1 - TAIL) * span
     tail = None
-    if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS:
+    if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS and TAIL * span >= MIN_TAIL_GAPS * gap:
         tail = _rate(injected_rate, theil_sen(latest_sent[late], points_y[late]))
     return Estimate(rate, tail, injected_rate, len(steps), gap)
 

@@ -67,7 +67,8 @@ def test_throughput_floor_above_the_offered_rate_fails(pipeline_stack: PipelineS
     failed = failed_checks(report)
     assert "throughput >= 500/s" in failed, failed
     observed = failed["throughput >= 500/s"]["observed"]
-    assert isinstance(observed, float) and 40 < observed < 60, observed
+    # what the pipeline delivered, within a factor of 2 of the 50/s fed: not the floor, not a made-up number
+    assert isinstance(observed, float) and 25 <= observed <= 50, observed
 
 
 @pytest.mark.resilience

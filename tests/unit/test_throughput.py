@@ -51,8 +51,8 @@ def test_a_slowdown_in_the_last_part_shows_in_the_tail() -> None:
 
 
 def test_a_tail_of_few_batches_is_not_judged_on_its_own() -> None:
-    # keeps up, committing every 0.7 s: the last 30 % of a 2 s run holds too few batches for a slope
-    e = estimate(lambda seq, t: next_batch(t + 0.3, 0.7))
+    # keeps up, committing every 0.3 s: the last 30 % of a 2 s run spans two batches, too few for a slope
+    e = estimate(lambda seq, t: next_batch(t + 0.3, 0.3))
     assert e.tail is None and e.rate == pytest.approx(50.0, rel=0.05)
 
 
