@@ -77,7 +77,7 @@ def latency_cdf(summary: RunSummary, book: TraceBook, results: Sequence[CheckRes
     ]
     for i, (c, (_, measured, _)) in enumerate(zip(curves, series, strict=True)):
         d = svg.polyline((x(v), y(q)) for v, q in c.points)
-        body.append(svg.series(c.name, color(i), d, len(c.points), label=f"{c.name} ({measured})"))
+        body.append(svg.series(c.name, f"line {color(i)}", d, len(c.points), label=f"{c.name} ({measured})"))
     for row, t in enumerate(thresholds):
         q = _quantile(t)
         css = f"threshold {color(index[t.stage or 'e2e'])}"
@@ -191,9 +191,10 @@ def latency_over_time(summary: RunSummary, book: TraceBook, windows: Sequence[Fa
     lat = book.latencies_since_injection(summary.final)
     if not len(sent):
         return section("timeline", title, paragraph("No canary was injected."))
-    dots = plotdata.dots(sent, lat)
     span = max([float(sent.max()), *(w.end for w in windows)])
-    bins = plotdata.Bins.over(float(sent.max()))
+    # ten canaries a bin at least, so a bin's p99 is more than its one slowest canary
+    bins = plotdata.Bins.over(float(sent.max()), least=10 * float(sent.max()) / len(sent))
+    dots = plotdata.dots(sent, lat, bins)
     stats = plotdata.bin_stats(bins, sent, lat)
     (x0, x1), (y0, _) = svg.plot_area()
     never_y = svg.TOP + 6.0

@@ -227,7 +227,8 @@ def field_diffs(s: RunSummary) -> str:
         "diffs",
         title,
         paragraph(
-            f"{s.corrupted:,} canaries arrived with fields that differ from what was sent ({shown} differences)."
+            f"{s.corrupted:,} {'canary' if s.corrupted == 1 else 'canaries'} arrived with fields that differ from "
+            f"what was sent ({shown} differences)."
         ),
         table(["canary", "stage", "field", "sent", "got"], rows, caption="fields that differ"),
     )

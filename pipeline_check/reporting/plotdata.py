@@ -104,16 +104,15 @@ def since_start(book: TraceBook) -> Floats:
     return sent - np.nanmin(sent) if len(sent) else sent
 
 
-def dots(sent: Floats, latency: Floats, limit: int = MAX_DOTS) -> Dots:
-    """At most about ``limit`` canaries: all when there are that few, else an even sample by send time
-    plus the slowest canary of each time bin, so a latency spike always shows."""
+def dots(sent: Floats, latency: Floats, bins: Bins, limit: int = MAX_DOTS) -> Dots:
+    """At most ``limit`` canaries: all when there are that few, else an even sample by send time plus
+    the slowest canary of each of ``bins`` (at most ``MAX_BINS``), so a latency spike always shows."""
     n = len(sent)
     if n <= limit:
         chosen = np.arange(n)
     else:
         order = np.argsort(sent, kind="stable")
-        even = order[np.linspace(0, n - 1, limit - MAX_BINS).round().astype(np.intp)]
-        bins = Bins.over(float(sent.max()))
+        even = order[np.linspace(0, n - 1, limit - len(bins.starts)).round().astype(np.intp)]
         which = bins.index(sent)
         # the slowest per bin: sort by (bin, latency) and take each bin's last
         ranked = np.lexsort((latency, which))
