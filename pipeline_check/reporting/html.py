@@ -13,8 +13,8 @@ gets a page, with the error and the checks finished so far.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from html import escape
 from pathlib import Path
@@ -24,7 +24,7 @@ from pipeline_check.events import CheckFinished, Event, RunAborted, RunFinished,
 from pipeline_check.files import ensure_writable, write_atomically
 from pipeline_check.reporting import charts
 from pipeline_check.reporting.charts import FaultWindow
-from pipeline_check.reporting.json import tool_version
+from pipeline_check.reporting.json import iso_utc, tool_version
 from pipeline_check.reporting.markup import Cell, Classed, count, latency, paragraph, scroll, section, table
 from pipeline_check.sla import CheckResult, format_value
 from pipeline_check.status import Status
@@ -128,12 +128,11 @@ def banner(verdict: str, exit_code: int, results: Sequence[CheckResult], extra: 
 def _header(started: RunStarted | None, verdict: str) -> str:
     if started is None:
         return "<header><h1>pipeline-check report</h1></header>"
-    when = dt.datetime.fromtimestamp(started.started_at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     background = f" over {started.background_rate:g}/s background" if started.background_rate else ""
     facts = (
         f"{started.run_id} · scenario {started.scenario or '(none)'} · {started.count:,} canaries at "
         f"{started.rate:g}/s{background} · from {started.source} through {' → '.join(started.stages)} · "
-        f"started {when}"
+        f"started {iso_utc(started.started_at)}"
     )
     return f'<header><h1>pipeline-check report: {escape(verdict)}</h1><p class="facts">{escape(facts)}</p></header>'
 
@@ -264,7 +263,7 @@ def notes(items: Sequence[str]) -> str:
 def _page(title: str, *parts: str) -> str:
     footer = (
         f"pipeline-check {tool_version()} · one self-contained file: no script, nothing fetched · "
-        f"written {dt.datetime.now(dt.UTC).isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+        f"written {iso_utc(time.time())}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -168,6 +168,22 @@ def test_the_banner_shows_every_check_as_judged(lossy: SyntheticRun) -> None:
     assert 'data-exit-code="1"' in text
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"count": 1},
+        {"count": 20, "lost": dict.fromkeys(range(20), "source")},
+        {"count": 20, "stages": ("kafka",), "compare": False},
+    ],
+    ids=["one canary", "every canary lost", "one stage"],
+)
+def test_degenerate_runs_still_render(make_run: MakeRun, shape: dict[str, object]) -> None:
+    run = make_run(**shape)
+    _, page = page_of(run)
+    assert [a["data-for"] for a in page.all("table") if "data-for" in a] == page.charts
+    assert page.charts[0] == "cdf" or "No canary arrived at any stage" in "".join(page.text)
+
+
 def test_ten_thousand_canaries_stay_small(make_run: MakeRun) -> None:
     rng = np.random.default_rng(3)
     stages = ("source", "kafka", "iceberg")
