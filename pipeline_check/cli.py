@@ -161,6 +161,7 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path 
 @click.option("-s", "--scenario", default=None, help="smoke | freshness | throughput | one defined in the config")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="write the HTML report here")
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="an extra SLA, e.g. 'e2e.p99 < 5s'")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="canaries to inject (overrides the scenario)")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="canaries per second")
@@ -177,6 +178,7 @@ def validate(
     scenario: str | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     thresholds: tuple[str, ...],
     count: int | None,
     rate: float | None,
@@ -205,7 +207,11 @@ def validate(
     # every setting and report path is checked before the stack starts or anything is injected
     config = load_config(path, env).with_overrides(scenario, thresholds=thresholds, count=count, rate=rate)
     handlers = build_handlers(
-        out, json_path or config.report.json_path, junit_path or config.report.junit, live=out.is_terminal
+        out,
+        json_path or config.report.json_path,
+        junit_path or config.report.junit,
+        live=out.is_terminal,
+        html_path=html_path or config.report.html,
     )
     started: list[str] = []
     try:

@@ -115,6 +115,7 @@ class Scenario(_Model):
 class ReportConfig(_Model):
     json_path: Path | None = Field(default=None, alias="json")
     junit: Path | None = None
+    html: Path | None = None
 
 
 BUILTIN_SCENARIOS = {
