@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 PC := $(VENV)/bin/pipeline-check
 STAMPS := .stamps
 KAFKA_LIBS := compose/kafka/libs
+LAKEHOUSE_LIBS := compose/lakehouse/libs
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
@@ -16,7 +17,7 @@ PYTEST := $(PY) -m pytest
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/venv $(STAMPS)/kafka ## create .venv, install the project, fetch the Kafka jars (once)
+setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/lakehouse ## create .venv, install the project, fetch the Kafka and lakehouse jars (once)
 
 $(STAMPS)/venv: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
@@ -30,6 +31,14 @@ $(STAMPS)/kafka: compose/kafka/pom.xml
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f compose/kafka/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	@touch $@
+
+# the lakehouse profile's Iceberg REST catalog server (compose/lakehouse)
+$(STAMPS)/lakehouse: compose/lakehouse/pom.xml
+	@mkdir -p $(STAMPS)
+	rm -rf $(LAKEHOUSE_LIBS)
+	mvn -q -B -f compose/lakehouse/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(LAKEHOUSE_LIBS))
 	@touch $@
 
 test: setup ## unit + e2e tests (real Kafka, Iceberg, services)
