@@ -10,6 +10,7 @@ STAMPS := .stamps
 KAFKA_LIBS := compose/kafka/libs
 TOOLS := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
+LAKEHOUSE_LIBS := compose/lakehouse/libs
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
@@ -18,7 +19,7 @@ PYTEST := $(PY) -m pytest
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) $(STAMPS)/chromium ## create .venv, install the project, fetch the Kafka jars, build Toxiproxy, install Chromium (once)
+setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/lakehouse $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) $(STAMPS)/chromium ## create .venv, install the project, fetch the Kafka and lakehouse jars, build Toxiproxy, install Chromium (once)
 
 $(STAMPS)/venv: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
@@ -53,6 +54,14 @@ $(STAMPS)/chromium:
 	elif [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && touch $@; \
 	else echo "make setup: no /usr/bin/chromium, so the HTML report's browser test will skip; as root: apt-get install -y chromium"; fi
+
+# the lakehouse profile's Iceberg REST catalog server (compose/lakehouse)
+$(STAMPS)/lakehouse: compose/lakehouse/pom.xml
+	@mkdir -p $(STAMPS)
+	rm -rf $(LAKEHOUSE_LIBS)
+	mvn -q -B -f compose/lakehouse/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(LAKEHOUSE_LIBS))
+	@touch $@
 
 test: setup ## unit + e2e tests (real Kafka, Iceberg, services)
 	$(PYTEST) tests
