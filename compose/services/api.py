@@ -4,6 +4,11 @@ Per request: load the table (fresh metadata), plan the scan with a row filter on
 trade_time range (pyiceberg prunes data files by their min/max stats), then let DuckDB read just
 those Parquet files, filter, order (trade_time desc, trade_id desc) and limit. Decimals leave DuckDB
 as text with the column's 8-digit scale, so they are never floats.
+
+Deliberate faults (faults.py), off by default and logged at WARNING on start:
+  UNSAFE_API_OLDEST_FIRST=1   pages are ordered oldest first (trade_time, trade_id ascending)
+  UNSAFE_API_PAGE_CAP=100     every page holds at most 100 rows whatever ``limit`` asks; meta.limit
+                              still echoes the request, so the cut is silent
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .common import (
     run_main,
     setup_logging,
 )
+from .faults import ApiFaults
 from .iceberg import open_catalog
 
 log = logging.getLogger("api")
@@ -69,6 +75,7 @@ class ApiConfig:
     common: CommonConfig
     host: str
     port: int
+    faults: ApiFaults
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -76,6 +83,7 @@ class ApiConfig:
             common=CommonConfig.from_env(),
             host=env_str("API_HOST", "127.0.0.1"),
             port=env_port("API_PORT"),
+            faults=ApiFaults.from_env(MAX_LIMIT),
         )
 
 
@@ -86,8 +94,9 @@ class BadRequest(Exception):
 class TableReader:
     """Opens the catalog lazily (the consumer creates it) and reads the table per request."""
 
-    def __init__(self, cfg: CommonConfig) -> None:
+    def __init__(self, cfg: CommonConfig, faults: ApiFaults) -> None:
         self.cfg = cfg
+        self.faults = faults
         self._catalog: SqlCatalog | None = None
         self._lock = threading.Lock()
 
@@ -119,14 +128,14 @@ class TableReader:
         scan = table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id)
         tasks = list(scan.plan_files())
         where = ["symbol = $symbol"]
-        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        params: dict[str, Any] = {"symbol": symbol, "limit": self.faults.page_size(limit)}
         if start_ms is not None:
             where.append("trade_time >= make_timestamptz($start_us)")
             params["start_us"] = start_ms * 1000
         if end_ms is not None:
             where.append("trade_time < make_timestamptz($end_us)")
             params["end_us"] = end_ms * 1000
-        query_tail = f"WHERE {' AND '.join(where)} ORDER BY trade_time DESC, trade_id DESC LIMIT $limit"
+        query_tail = f"WHERE {' AND '.join(where)} {self.faults.order_by()} LIMIT $limit"
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -171,7 +180,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(cfg: ApiConfig) -> FastAPI:
-    reader = TableReader(cfg.common)
+    reader = TableReader(cfg.common, cfg.faults)
     app = FastAPI(title="market-data query API", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -260,6 +269,8 @@ def create_app(cfg: ApiConfig) -> FastAPI:
 async def main() -> int:
     setup_logging("api")
     cfg = load_config(ApiConfig.from_env)
+    for line in cfg.faults.warnings():
+        log.warning("%s", line)
     shutdown = Shutdown()
     shutdown.install()
     http = HttpTask(create_app(cfg), cfg.host, cfg.port, "API_PORT")

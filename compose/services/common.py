@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -36,7 +37,8 @@ class ConfigError(Exception):
     """A missing or invalid environment variable; the message names it."""
 
 
-def _fail(name: str, value: str | None, what: str) -> NoReturn:
+def fail(name: str, value: str | None, what: str) -> NoReturn:
+    """Raise the one-line ConfigError: ``NAME='value' (env): what is wrong; the fix``."""
     shown = "<unset>" if value is None else repr(value)
     raise ConfigError(f"{name}={shown} (env): {what}")
 
@@ -49,7 +51,7 @@ def _raw(name: str, env: Mapping[str, str] | None) -> str | None:
 def _unset(name: str, default: T | None, hint: str) -> T:
     """What an unset variable means: ``default``, or an error when it has none (it is required)."""
     if default is None:
-        _fail(name, None, f"required; {hint}")
+        fail(name, None, f"required; {hint}")
     return default
 
 
@@ -74,12 +76,47 @@ def env_int(
     try:
         value = int(raw, 10)
     except ValueError:
-        _fail(name, raw, "must be an integer")
+        fail(name, raw, "must be an integer")
     if minimum is not None and value < minimum:
-        _fail(name, raw, f"must be >= {minimum}")
+        fail(name, raw, f"must be >= {minimum}")
     if maximum is not None and value > maximum:
-        _fail(name, raw, f"must be <= {maximum}")
+        fail(name, raw, f"must be <= {maximum}")
     return value
+
+
+def env_optional_int(
+    name: str, *, minimum: int | None = None, maximum: int | None = None, env: Mapping[str, str] | None = None
+) -> int | None:
+    """An integer within [minimum, maximum], or None when unset (a switch that is off)."""
+    if _raw(name, env) is None:
+        return None
+    return env_int(name, minimum=minimum, maximum=maximum, env=env)
+
+
+def env_float(
+    name: str, default: float, *, minimum: float, maximum: float, env: Mapping[str, str] | None = None
+) -> float:
+    """A finite number within [minimum, maximum]; ``default`` when unset."""
+    raw = _raw(name, env)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        fail(name, raw, f"must be a number between {minimum:g} and {maximum:g}")
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        fail(name, raw, f"must be between {minimum:g} and {maximum:g}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...], env: Mapping[str, str] | None = None) -> str:
+    """One of ``choices`` (case-insensitive); ``default`` when unset."""
+    raw = _raw(name, env)
+    if raw is None:
+        return default
+    if raw.lower() not in choices:
+        fail(name, raw, f"must be one of {', '.join(choices)}")
+    return raw.lower()
 
 
 def env_port(name: str, default: int | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -95,7 +132,7 @@ def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> 
         return True
     if value in {"0", "false", "no", "off"}:
         return False
-    _fail(name, raw, "must be a boolean (1/0, true/false)")
+    fail(name, raw, "must be a boolean (1/0, true/false)")
 
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -105,7 +142,7 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 def env_topic(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str:
     value = env_str(name, default, env)
     if not _TOPIC_RE.match(value) or value in {".", ".."}:
-        _fail(name, value, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
+        fail(name, value, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
     return value
 
 
@@ -133,13 +170,13 @@ class CommonConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
         table = env_str("ICEBERG_TABLE", env=env)
         if not _IDENT_RE.match(table):
-            _fail("ICEBERG_TABLE", table, "must be <namespace>.<table>, e.g. market.trades")
+            fail("ICEBERG_TABLE", table, "must be <namespace>.<table>, e.g. market.trades")
         uri = env_str("ICEBERG_CATALOG_URI", env=env)
         if "://" not in uri:
-            _fail("ICEBERG_CATALOG_URI", uri, "must be an SQLAlchemy URL, e.g. sqlite:////data/catalog.db")
+            fail("ICEBERG_CATALOG_URI", uri, "must be an SQLAlchemy URL, e.g. sqlite:////data/catalog.db")
         warehouse = env_str("ICEBERG_WAREHOUSE", env=env)
         if "://" not in warehouse:
-            _fail("ICEBERG_WAREHOUSE", warehouse, "must be a URI, e.g. file:///data/warehouse")
+            fail("ICEBERG_WAREHOUSE", warehouse, "must be a URI, e.g. file:///data/warehouse")
         return cls(
             kafka_bootstrap=env_str("KAFKA_BOOTSTRAP", env=env),
             raw_topic=env_topic("RAW_TOPIC", env=env),

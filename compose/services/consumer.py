@@ -10,6 +10,27 @@ Exactly once, without Kafka transactions:
      still reading the snapshot are dropped by a PositionGuard and fetched again after the seek.
 So a kill -9 between the Iceberg commit and the Kafka commit re-reads nothing that is in the table.
 DLQ records of a batch are produced (and acknowledged) before its offsets are committed anywhere.
+
+Write modes (legitimate, see writes.py): WRITE_MODE=append (default) | upsert | overwrite;
+REDELIVER_LAST_FLUSH=1 (upsert/overwrite only) makes each flush carry the previous flush's rows again;
+OVERWRITE_BUCKET_MS (default 10000) is the trade_time bucket an overwrite rewrites.
+
+Deliberate faults (faults.py), all off by default and logged at WARNING on start; offsets are
+committed as usual unless a switch says otherwise:
+  UNSAFE_DROP_FRACTION=0.05       trades whose keyed hash of the trade id falls below 0.05 are never
+                                  written (the same ids every run): silent loss
+  UNSAFE_DUPLICATE_FRACTION=0.05  such a share of trades (an independent hash) is written twice in
+                                  the same append
+  UNSAFE_DROP_PARTITION=1         that raw-topic partition's trades are never written: silent loss
+  UNSAFE_STALL_PARTITION=1        that partition is paused: never fetched, its offset never committed
+  UNSAFE_ROUND_PRICE_DECIMALS=2   prices rounded half-even to 2 decimals
+  UNSAFE_FLOAT_PRICES=1           prices as a float64 column would hold them (>15 significant digits change)
+  UNSAFE_SHIFT_TIME_MS=3600000    event_time and trade_time moved by that many ms (may be negative)
+  UNSAFE_REAPPEND_AFTER_MS=1500   the last batch is appended again, once, after the stream has been
+                                  quiet that long (a retried commit landing late)
+  UNSAFE_NEVER_COMMIT=1           the table is written as usual; Kafka offsets are never committed
+A batch held for tens of seconds needs no switch: FLUSH_INTERVAL_MS=20000 holds rows and offsets and
+commits both every 20 s (raise FLUSH_MAX_ROWS above 20 s worth of trades, or a full buffer flushes early).
 """
 
 from __future__ import annotations
@@ -23,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -43,6 +65,7 @@ from .common import (
     setup_logging,
     utc_ms,
 )
+from .faults import ConsumerFaults
 from .iceberg import (
     OFFSETS_PROPERTY,
     TRADES_ARROW_SCHEMA,
@@ -55,7 +78,8 @@ from .iceberg import (
     tp_key,
 )
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
-from .trades import Batch, BatchBuffer, PositionGuard, clamp_offset, resume_offset, to_arrow
+from .trades import Batch, BatchBuffer, PositionGuard, Row, clamp_offset, resume_offset, to_arrow
+from .writes import WriteConfig, latest_per_key, write
 
 log = logging.getLogger("consumer")
 
@@ -83,17 +107,22 @@ class ConsumerConfig:
     flush_interval_ms: int
     flush_max_rows: int
     unsafe_skip_idempotence: bool
+    write: WriteConfig
+    faults: ConsumerFaults
 
     @classmethod
     def from_env(cls) -> ConsumerConfig:
+        common = CommonConfig.from_env()
         return cls(
-            common=CommonConfig.from_env(),
+            common=common,
             group=env_str("CONSUMER_GROUP"),
             health_host=env_str("HEALTH_HOST", "127.0.0.1"),
             health_port=env_port("HEALTH_PORT"),
             flush_interval_ms=env_int("FLUSH_INTERVAL_MS", 500, minimum=10, maximum=600_000),
             flush_max_rows=env_int("FLUSH_MAX_ROWS", 20_000, minimum=1, maximum=10_000_000),
             unsafe_skip_idempotence=env_bool("CONSUMER_UNSAFE_SKIP_IDEMPOTENCE", False),
+            write=WriteConfig.from_env(),
+            faults=ConsumerFaults.from_env(common.raw_topic_partitions),
         )
 
 
@@ -154,6 +183,10 @@ class Consumer:
         self._summary_at = time.monotonic()
         self._expired_at = time.monotonic()
         self._summary_rows = 0
+        # REDELIVER_LAST_FLUSH: the previous flush's rows, written again with the next one
+        self.redelivery: pa.Table | None = None
+        # UNSAFE_REAPPEND_AFTER_MS: the last batch written and when to append it again
+        self.reappend: tuple[pa.Table, float] | None = None
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         if self.consumer is not None and partitions:
@@ -195,6 +228,8 @@ class Consumer:
             "last_flush": self.stats["last_flush"],
             "last_error": self.stats["last_error"],
             "unsafe_skip_idempotence": self.cfg.unsafe_skip_idempotence,
+            "write_mode": self.cfg.write.mode.value,
+            "faults": [line.split(":", 1)[0] for line in self.cfg.faults.warnings()],
         }
         return kafka_ok and catalog_ok, body
 
@@ -222,16 +257,18 @@ class Consumer:
         catalog = open_catalog(self.cfg.common, writer=True)
         return ensure_table(catalog, self.cfg.common)
 
-    def _append_sync(self, batch: Batch) -> tuple[int, dict[str, int]]:
-        """Append the batch as one snapshot carrying the merged offsets map; returns (snapshot id, map)."""
+    def _write_sync(self, rows: list[Row], offsets: dict[tuple[str, int], int]) -> tuple[int, pa.Table]:
+        """Write the rows (with the previous flush's when re-delivering) as one commit carrying the
+        merged offsets map; returns (snapshot id, the rows as Arrow)."""
         assert self.table is not None
-        arrow = to_arrow(batch.rows, TRADES_ARROW_SCHEMA)
-        new = {tp_key(t, p): o for (t, p), o in batch.offsets.items()}
+        arrow = to_arrow(rows, TRADES_ARROW_SCHEMA)
+        payload = arrow if self.redelivery is None else latest_per_key(arrow, self.redelivery)
+        new = {tp_key(t, p): o for (t, p), o in offsets.items()}
         for attempt in range(3):
             previous, _ = snapshot_offsets(self.table)
             merged = merge_offsets(previous, new)
             try:
-                self.table.append(arrow, snapshot_properties={OFFSETS_PROPERTY: dump_offsets(merged)})
+                write(self.table, payload, {OFFSETS_PROPERTY: dump_offsets(merged)}, self.cfg.write)
             except CommitFailedException:
                 # someone else committed in between: re-read the offsets map and try again
                 if attempt == 2:
@@ -240,8 +277,17 @@ class Consumer:
                 continue
             snapshot = self.table.current_snapshot()
             assert snapshot is not None
-            return snapshot.snapshot_id, merged
+            return snapshot.snapshot_id, arrow
         raise AssertionError("unreachable")
+
+    def _reappend_sync(self, rows: pa.Table) -> int:
+        """UNSAFE_REAPPEND_AFTER_MS: append rows already written once more, offsets map unchanged."""
+        assert self.table is not None
+        offsets, _ = snapshot_offsets(self.table)
+        self.table.append(rows, snapshot_properties={OFFSETS_PROPERTY: dump_offsets(offsets)})
+        snapshot = self.table.current_snapshot()
+        assert snapshot is not None
+        return snapshot.snapshot_id
 
     # ------------------------------------------------------------------ flushing
 
@@ -267,14 +313,19 @@ class Consumer:
         batch.dlq = []
         self.stats["dlq_records"] += dlq_count
         snapshot_id = None
-        if batch.rows:
+        rows = self.cfg.faults.apply(batch.rows)
+        if rows:
             try:
-                snapshot_id, _ = await asyncio.to_thread(self._append_sync, batch)
+                snapshot_id, written = await asyncio.to_thread(self._write_sync, rows, batch.offsets)
             except Exception as exc:
                 self.buffer.restore(batch)
                 self.catalog_state = f"unavailable: {describe(exc)}"
-                return self._flush_failed("Iceberg append", exc)
+                return self._flush_failed(f"Iceberg {self.cfg.write.mode.value}", exc)
             self.catalog_state = "ok"
+            if self.cfg.write.redeliver_last:
+                self.redelivery = written
+            if self.cfg.faults.reappend_after_ms is not None:
+                self.reappend = (written, time.monotonic() + self.cfg.faults.reappend_after_ms / 1000)
         self.flush_failing = False
         self.states.set("flush", "ok")
         for (topic, partition), offset in batch.offsets.items():
@@ -282,24 +333,24 @@ class Consumer:
         if not self.cfg.unsafe_skip_idempotence:
             await self._commit_pending()
         self.stats["flushes"] += 1
-        self.stats["rows_written"] += len(batch.rows)
+        self.stats["rows_written"] += len(rows)
         if snapshot_id is not None:
             self.stats["snapshot_id"] = snapshot_id
         took_ms = round((time.monotonic() - started) * 1000, 1)
         self.stats["last_flush"] = {
             "at_ms": utc_ms(),
-            "rows": len(batch.rows),
+            "rows": len(rows),
             "dlq": dlq_count,
             "took_ms": took_ms,
             "reason": reason,
             "snapshot_id": snapshot_id,
         }
-        self._summary_rows += len(batch.rows)
+        self._summary_rows += len(rows)
         if dlq_count or reason not in {"interval", "max_rows"} or self.stats["flushes"] == 1:
             log.info(
                 "flush (%s): %d rows, %d to DLQ, snapshot %s, offsets %s, %.0f ms",
                 reason,
-                len(batch.rows),
+                len(rows),
                 dlq_count,
                 snapshot_id,
                 {tp_key(t, p): o for (t, p), o in sorted(batch.offsets.items())},
@@ -326,6 +377,18 @@ class Consumer:
             return
         if count:
             log.info("expired %d old snapshots (metadata only)", count)
+
+    async def _reappend(self) -> None:
+        """UNSAFE_REAPPEND_AFTER_MS: the last batch once more, as a late copy of a retried commit."""
+        assert self.reappend is not None
+        rows, self.reappend = self.reappend[0], None
+        async with self.lock:
+            try:
+                snapshot_id = await asyncio.to_thread(self._reappend_sync, rows)
+            except Exception as exc:  # the fault gives up; the pipeline itself is unaffected
+                log.warning("re-append of the last batch failed: %s", describe(exc))
+                return
+        log.warning("UNSAFE_REAPPEND_AFTER_MS: appended the last %d rows again (snapshot %s)", len(rows), snapshot_id)
 
     def _flush_failed(self, step: str, exc: BaseException) -> bool:
         self.flush_failing = True
@@ -374,7 +437,7 @@ class Consumer:
 
     async def _commit_pending(self) -> None:
         """Commit offsets reached by successful flushes; a failure is retried at the next flush."""
-        if not self.pending_commit or self.consumer is None:
+        if not self.pending_commit or self.consumer is None or self.cfg.faults.never_commit:
             return
         offsets = {tp: o for tp, o in self.pending_commit.items() if tp in self.assignment}
         # a partition we no longer own: its new owner resumes from the snapshot map
@@ -416,6 +479,12 @@ class Consumer:
         if not assigned:
             return
         assert self.consumer is not None
+        # UNSAFE_STALL_PARTITION: paused, and never positioned, so the guard also drops whatever
+        # was fetched before the pause
+        stalled = {tp for tp in assigned if tp.partition == self.cfg.faults.stall_partition}
+        if stalled:
+            self.consumer.pause(*stalled)
+            log.warning("stalled partitions (UNSAFE_STALL_PARTITION): %s", sorted(tp_key(*tp) for tp in stalled))
         async with self.lock:
             if not await self.load_table():
                 # shutting down before the positions are known: fetch nothing
@@ -423,7 +492,7 @@ class Consumer:
                 return
             assert self.table is not None
             snap_offsets, snap_id = snapshot_offsets(self.table)
-            tps = sorted(assigned)
+            tps = sorted(assigned - stalled)
             consumer = self.consumer
             begins = await self._retrying("log start offsets", lambda: consumer.beginning_offsets(tps))
             ends = await self._retrying("log end offsets", lambda: consumer.end_offsets(tps))
@@ -525,6 +594,8 @@ class Consumer:
                             continue
                         self.buffer.add(tp.topic, tp.partition, rec.offset, rec.timestamp, rec.key, rec.value)
             now = time.monotonic()
+            if self.reappend is not None and now >= self.reappend[1]:
+                await self._reappend()
             if len(self.buffer) >= self.cfg.flush_max_rows:
                 await self.flush(reason="max_rows")
                 next_flush = time.monotonic() + interval
@@ -572,15 +643,18 @@ async def main() -> int:
             "CONSUMER_UNSAFE_SKIP_IDEMPOTENCE=1: snapshot offsets are ignored and Kafka offsets are "
             "committed only at shutdown; a crash WILL write rows twice (a test knob, never for real use)"
         )
+    for line in cfg.faults.warnings():
+        log.warning("%s", line)
     service = Consumer(cfg, shutdown)
     http = HttpTask(health_app(service.health), cfg.health_host, cfg.health_port, "HEALTH_PORT")
     await http.start()
     service.watchdog.start()
     log.info(
-        "consumer: group %s, %s -> %s (flush every %d ms or %d rows), health on %s:%d",
+        "consumer: group %s, %s -> %s (%s, flush every %d ms or %d rows), health on %s:%d",
         cfg.group,
         cfg.common.raw_topic,
         cfg.common.iceberg_table,
+        cfg.write.mode.value,
         cfg.flush_interval_ms,
         cfg.flush_max_rows,
         cfg.health_host,

@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from pyiceberg.catalog import load_catalog
+from pyiceberg.table import Table
 
 from pipeline_check.pytest_plugin import PipelineStack
+from pipeline_check.stack.local import LocalStack
 from tests.e2e.helpers import api_trades, feed, table_rows, topic_records, trades, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -108,3 +114,78 @@ def test_malformed_event_lands_in_the_dlq_and_never_in_the_table(pipeline_stack:
     )
     assert sorted(r["trade_id"] for r in rows) == [good_before["t"], good_after["t"]]
     assert bad["t"] not in {r["trade_id"] for r in api_trades(pipeline_stack.exports, sym)}
+
+
+# ---------------------------------------------------------------- write modes (WRITE_MODE)
+
+
+def trades_table(exports: Mapping[str, str]) -> Table:
+    catalog = load_catalog(
+        "local", type="sql", uri=exports["PC_ICEBERG_CATALOG_URI"], warehouse=exports["PC_ICEBERG_WAREHOUSE"]
+    )
+    return catalog.load_table("market.trades")
+
+
+def snapshots_after(table: Table, snapshot_id: int | None) -> list[dict[str, Any]]:
+    """Operation and deleted-record count of each snapshot committed after ``snapshot_id``."""
+    start = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+    after = [s for s in table.snapshots() if start is None or (s.sequence_number or 0) > (start.sequence_number or 0)]
+    return [
+        {
+            "operation": s.summary.operation.value,
+            "deleted": int(s.summary.get("deleted-records") or 0),
+        }
+        for s in after
+        if s.summary is not None
+    ]
+
+
+def current_snapshot_id(exports: Mapping[str, str]) -> int | None:
+    snapshot = trades_table(exports).current_snapshot()
+    return None if snapshot is None else snapshot.snapshot_id
+
+
+@pytest.mark.parametrize("mode", ["upsert", "overwrite"])
+def test_rewriting_write_modes_keep_one_row_per_trade_through_redelivery_and_a_kill(
+    local_stack: LocalStack, pipeline_stack: PipelineStack, mode: str
+) -> None:
+    exports = pipeline_stack.exports
+    env = {"WRITE_MODE": mode, "REDELIVER_LAST_FLUSH": "1"}
+    local_stack.restart("consumer", env=env)
+    sym = symbol()
+    sent = trades(sym, 2000)
+    more = trades(sym, 100, first_id=sent[-1]["t"] + 1)
+    ids = {t["t"] for t in sent + more}
+    first = current_snapshot_id(exports)
+
+    async def crash_and_restart() -> None:
+        await asyncio.to_thread(local_stack.kill, "consumer")  # SIGKILL: no flush, no commit
+        await asyncio.to_thread(local_stack.start, "consumer", env)
+
+    async def stream() -> None:
+        async with feed(local_stack.spec.ports["feed"]) as f:
+            await f.send(sent, rate=2000, at=1000, action=crash_and_restart)
+
+    asyncio.run(stream())
+    wait_for(lambda: len(table_rows(exports, sym)) >= len(sent) or None, 60, f"{len(sent)} rows of {sym}")
+    # a flush after the restart: it carries the previous flush's rows again
+    second = current_snapshot_id(exports)
+
+    async def trickle() -> None:
+        async with feed(local_stack.spec.ports["feed"]) as f:
+            await f.send(more, rate=200)
+
+    asyncio.run(trickle())
+    wait_for(lambda: len(table_rows(exports, sym)) >= len(ids) or None, 30, f"{len(ids)} rows of {sym}")
+    table_ids = Counter(r["trade_id"] for r in table_rows(exports, sym))
+    assert set(table_ids) == ids and max(table_ids.values()) == 1, f"{table_ids.total() - len(ids)} extra rows"
+    from_api = api_trades(exports, sym)
+    assert len(from_api) == len(ids) and {r["trade_id"] for r in from_api} == ids
+    table = trades_table(exports)
+    rewrites = snapshots_after(table, second)
+    assert sum(s["deleted"] for s in rewrites) > 0, f"re-delivered rows were not rewritten: {rewrites}"
+    operations = {s["operation"] for s in snapshots_after(table, first)}
+    if mode == "overwrite":
+        assert operations == {"overwrite"}, "new rows must only arrive through overwrite snapshots"
+    else:
+        assert "append" in operations and operations & {"delete", "overwrite"}, operations
