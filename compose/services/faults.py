@@ -38,8 +38,9 @@ def picked(trade_id: int, fraction: float, key: bytes) -> bool:
 
 
 def round_price(price: Decimal, decimals: int) -> Decimal:
-    """The price rounded half-even to ``decimals`` places (a lossy column or cast)."""
-    return price.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+    """The price rounded half-even to ``decimals`` places (a lossy column or cast), kept within
+    decimal(18,8): the largest price would round up past it and wedge every flush."""
+    return min(price.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN), MAX_DECIMAL)
 
 
 def through_float64(value: Decimal) -> Decimal:

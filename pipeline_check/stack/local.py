@@ -247,6 +247,16 @@ class LocalStack:
             poll(lambda: not self._running(name), 5.0)
         self._forget(name)
 
+    def ensure(self, name: str, env: Mapping[str, str] | None = None) -> StartReport | None:
+        """``name`` running with exactly ``env`` as its overrides: restarted only when it runs with others
+        (or is stopped); None when it already ran that way."""
+        wanted = dict(env or {})
+        if self._running(name) and self._state[name].env_overrides == wanted:
+            return None
+        if self._running(name):
+            return self.restart(name, wanted)
+        return self.start(name, wanted)
+
     def restart(self, name: str, env: Mapping[str, str] | None = None) -> StartReport:
         """Stop then start ``name``; ``env`` overrides its variables for the new process."""
         self.stop(name)

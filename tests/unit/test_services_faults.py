@@ -156,6 +156,10 @@ def test_round_price(price: str, decimals: int, expected: str) -> None:
     assert str(round_price(Decimal(price), decimals)) == expected
 
 
+def test_rounding_the_largest_price_stays_within_the_column() -> None:
+    assert round_price(Decimal("9999999999.99999999"), 2) == Decimal("9999999999.99999999")
+
+
 def test_float64_keeps_short_prices_and_changes_long_ones() -> None:
     assert through_float64(Decimal("65000.10")) == Decimal("65000.10")
     assert through_float64(Decimal("65000.12345678")) == Decimal("65000.12345678")
