@@ -280,6 +280,8 @@ class ThroughputFigures:
     steps: int  # distinct arrival times at the last stage
     detail: str
     limited: str | None = None  # why the validator, not the pipeline, set the pace
+    span: float = 0.0  # seconds over which the delivered canaries were sent
+    longest_gap: float = 0.0  # seconds between the two most distant consecutive arrival steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,11 +349,12 @@ def _throughput(t: Threshold, m: Measurements) -> CheckResult:
     )
     if f.limited:
         return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {f.limited}{floor}", f.steps)
-    if f.steps < MIN_DELIVERY_STEPS:
+    if f.steps < MIN_DELIVERY_STEPS or f.span < MIN_DELIVERY_STEPS * f.longest_gap:
         return _result(
             t, Status.INCONCLUSIVE, None,
-            f"too few delivery steps for a rate: {f.steps} < {MIN_DELIVERY_STEPS}; inject for longer than "
-            f"{MIN_DELIVERY_STEPS} of the pipeline's batch intervals (load.count / load.rate)",
+            f"too little to judge a rate on: {f.steps} delivery steps (need {MIN_DELIVERY_STEPS}) over {f.span:.1f}s "
+            f"of injection (need {MIN_DELIVERY_STEPS} x the longest gap between deliveries, {f.longest_gap:.2f}s); "
+            "inject for longer (load.count / load.rate)",
             f.steps,
         )  # fmt: skip
     observed = f.delivered if f.tail is None else min(f.delivered, f.tail)

@@ -157,6 +157,8 @@ def summarise(
             detail=f"{delivered} canaries delivered in {estimate.steps} distinct arrival steps "
             f"(longest gap {estimate.longest_gap:.2f}s); injected at {estimate.injected_rate:.1f}/s",
             limited=injection.limited,
+            span=estimate.span,
+            longest_gap=estimate.longest_gap,
         ),
         injection=injection,
         settle_s=settle_s,

@@ -41,6 +41,7 @@ class Estimate:
     injected_rate: float
     steps: int
     longest_gap: float
+    span: float = 0.0  # seconds between the first and the last delivered canary's sending
 
 
 def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
@@ -60,13 +61,13 @@ def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
     points_y = steps[:-1]
     # canaries injected in one batch share a send time: steps whose latest ones tie are one point
     if len(np.unique(latest_sent)) < 2:
-        return Estimate(injected_rate, None, injected_rate, len(steps), gap)
+        return Estimate(injected_rate, None, injected_rate, len(steps), gap, span)
     rate = _rate(injected_rate, theil_sen(latest_sent, points_y))
     late = latest_sent >= sent.min() + (1 - TAIL) * span
     tail = None
     if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS and TAIL * span >= MIN_TAIL_GAPS * gap:
         tail = _rate(injected_rate, theil_sen(latest_sent[late], points_y[late]))
-    return Estimate(rate, tail, injected_rate, len(steps), gap)
+    return Estimate(rate, tail, injected_rate, len(steps), gap, span)
 
 
 def _rate(injected_rate: float, slope: float) -> float:

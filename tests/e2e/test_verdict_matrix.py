@@ -1,7 +1,7 @@
 """The verdict matrix: the reference pipeline with one real fault switched on at a time (its ``UNSAFE_*``
 switches and write modes), and the exact set of checks each makes fail, while the rest pass.
 
-Every run is short (100 canaries at 20/s: enough for a p99 and for a delivered rate), and a service is
+Every run is short (100 canaries over 10 s: enough for a p99 and for a delivered rate), and a service is
 restarted only when its switches change, so the whole matrix fits the ``make test`` budget. Each case
 also checks that its figures are plausible: the delivered throughput within a factor of 2 of the
 canaries delivered over the time they took.
@@ -22,7 +22,7 @@ from pipeline_check.status import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-F, I = Status.FAILED, Status.INCONCLUSIVE
+F, INC = Status.FAILED, Status.INCONCLUSIVE
 # the reference ingestor keys by symbol and the canary symbols cover the raw topic's three partitions:
 # canaries of CANARYUSDT ride partition 1
 PARTITION = "1"
@@ -69,13 +69,13 @@ CASES = [
     # arrive at the API in one step, so no delivered rate can be judged
     Case(
         "shift timestamps by an hour",
-        {"corrupted == 0": F, "throughput >= 90%": I},
+        {"corrupted == 0": F, "throughput >= 90%": INC},
         {"UNSAFE_SHIFT_TIME_MS": "3600000"},
     ),
     # three deliveries or so in the run: no rate can be judged, and the verdict says so
     Case(
         "hold each batch for 20 s",
-        {"throughput >= 90%": I},
+        {"throughput >= 90%": INC},
         {"FLUSH_INTERVAL_MS": "20000", "FLUSH_MAX_ROWS": "1000000"},
         load={"drain_timeout": "40s", "settle": "1s"},
     ),
@@ -93,12 +93,13 @@ def matrix_stack(pipeline_stack: PipelineStack) -> Iterator[LocalStack]:
 
 
 def plausible_throughput(outcome: Outcome) -> None:
+    """The rate judged is within a factor of 2 of the canaries delivered over the time they took to arrive."""
     check = outcome.result("throughput >= 90%")
     if check.status == Status.INCONCLUSIVE:
         return
     book = outcome.book
     arrivals = book.first_seen(book.route.final)
-    took = float(np.nanmax(arrivals) - np.nanmin(book.first_seen("source")))
+    took = float(np.nanmax(arrivals) - np.nanmin(arrivals))
     crude = book.reached(book.route.final) / took
     assert check.observed is not None and 0.5 < check.observed / crude < 2, (check.observed, crude)
 
@@ -107,7 +108,7 @@ def plausible_throughput(outcome: Outcome) -> None:
 def test_each_fault_fails_exactly_its_checks(case: Case, matrix_stack: LocalStack, validator: Validator) -> None:
     matrix_stack.ensure("consumer", case.consumer)
     matrix_stack.ensure("api", case.api)
-    load = {"count": 100, "rate": 20, "drain_timeout": "8s", **case.load}
+    load = {"count": 100, "rate": 10, "drain_timeout": "8s", **case.load}
     outcome = validator(**load)
     got = {r.threshold: r.status for r in outcome.finished.results if r.status != Status.PASSED}
     details = {r.threshold: r.detail for r in outcome.finished.results if r.status != Status.PASSED}

@@ -39,6 +39,9 @@ rate = 200
 settle = 0
 drain_timeout = "1s"
 {load}
+
+[sla]
+thresholds = ["e2e.p99 < 30s", "lost == 0", "duplicates == 0", "corrupted == 0", "retracted == 0", "incomplete == 0"]
 """
 
 

@@ -31,6 +31,8 @@ fields = { price = "p:decimal" }
 count = 100
 rate = 250
 settle = 0
+[sla]
+thresholds = ["e2e.p99 < 30s", "lost == 0", "duplicates == 0", "corrupted == 0", "retracted == 0", "incomplete == 0"]
 """
 
 

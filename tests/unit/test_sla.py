@@ -163,9 +163,10 @@ def measurements(
     injected: int = 100,
     limited: str | None = None,
     extra: int = 0,
+    gap: float = 0.5,
 ) -> Measurements:
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
-    figures = ThroughputFigures(throughput, tail, 100.0, steps, "delivered", limited)
+    figures = ThroughputFigures(throughput, tail, 100.0, steps, "delivered", limited, span=10.0, longest_gap=gap)
     return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), injected, extra)
 
 
@@ -195,6 +196,7 @@ INF = float("inf")
         ("throughput >= 100/s", measurements(), Status.FAILED, 95.0),
         ("throughput >= 90%", measurements(tail=50.0), Status.FAILED, 50.0),  # a late slowdown
         ("throughput >= 1/s", measurements(steps=4), Status.INCONCLUSIVE, None),  # too few steps for a slope
+        ("throughput >= 1/s", measurements(gap=2.5), Status.INCONCLUSIVE, None),  # a run of 4 batch intervals
         ("throughput >= 90%", measurements(limited="injection paused 2 times"), Status.INCONCLUSIVE, 95.0),
         ("lost == 0", measurements(tallies=tally(0)), Status.PASSED, 0.0),
         ("lost == 0", measurements(tallies=tally(2)), Status.FAILED, 2.0),
@@ -223,7 +225,7 @@ def test_evaluate_details() -> None:
     floor = evaluate(parse_threshold("throughput >= 90%", STAGES), measurements())
     assert "floor 90% of the achieved injection rate 100.0/s = 90.0/s" in floor.detail
     steps = evaluate(parse_threshold("throughput >= 1/s", STAGES), measurements(steps=1))
-    assert steps.detail.startswith("too few delivery steps for a rate: 1 < 5")
+    assert steps.detail.startswith("too little to judge a rate on: 1 delivery steps (need 5)")
     few = evaluate(parse_threshold("e2e.p999 < 1s", STAGES), measurements(TENTHS))
     assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000")
     assert few.observed_text == "n/a"
