@@ -233,13 +233,14 @@ class TraceBook:
         """Sequences injected but not yet seen at ``stage``."""
         return np.flatnonzero(np.isnan(self._columns[stage].first[: self.injected]))
 
-    def hop_latencies(self, stage: str) -> Floats:
-        """Per canary that reached the upstream stage: seen at ``stage`` minus seen upstream; ``inf``
-        where it never got here."""
+    def hop_latencies(self, stage: str, among: npt.NDArray[np.bool_] | None = None) -> Floats:
+        """Per canary that reached the upstream stage (of those ``among`` selects): seen at ``stage`` minus
+        seen upstream; ``inf`` where it never got here."""
         up = self.first_seen(self.route.upstream[stage])
         here = self.first_seen(stage)
         hop = np.where(np.isnan(here), np.inf, here - up)
-        return hop[~np.isnan(up)]
+        keep = ~np.isnan(up) if among is None else ~np.isnan(up) & among
+        return hop[keep]
 
     def latencies_since_injection(self, stage: str) -> Floats:
         here = self.first_seen(stage)

@@ -29,6 +29,7 @@ from pydantic import (
 
 from pipeline_check.durations import Duration, NonNegativeDuration
 from pipeline_check.errors import ConfigError, PluginError
+from pipeline_check.faults.plan import FaultStep, FaultTargets, Owned
 from pipeline_check.redact import redact
 from pipeline_check.registry import PluginSettings, Registry
 from pipeline_check.sla import DEFAULT_THRESHOLDS, Threshold, parse_thresholds
@@ -110,6 +111,10 @@ class Scenario(_Model):
     description: str = ""
     load: LoadOverride = LoadOverride()
     thresholds: tuple[str, ...] = ()
+    # false: judge only this scenario's thresholds, not [sla]'s too (a fault scenario judges freshness
+    # per window, not over canaries that met the fault)
+    inherit_thresholds: bool = True
+    faults: tuple[FaultStep, ...] = ()  # applied while canaries flow (pipeline_check.faults.plan)
 
 
 class ReportConfig(_Model):
@@ -159,6 +164,7 @@ class PipelineConfig(_Model):
     sla: SlaConfig = SlaConfig()
     scenarios: dict[str, Scenario] = {}
     report: ReportConfig = ReportConfig()
+    faults: FaultTargets = FaultTargets()  # what this config owns, and faults may therefore act on
 
     @model_validator(mode="before")
     @classmethod
@@ -166,15 +172,44 @@ class PipelineConfig(_Model):
         """Resolve the source's and stages' plugins and validate their sections with their own models."""
         if not isinstance(data, dict):
             return data
-        file = (info.context or {}).get("file", "pipeline.toml")
-        return {**data, **_resolve_sections(data, file)}
+        context = info.context or {}
+        file = context.get("file", "pipeline.toml")
+        resolved = {**data, **_resolve_sections(data, file)}
+        folder = context.get("folder")
+        targets = data.get("faults")
+        if folder is not None and isinstance(targets, dict):  # paths in [faults] are relative to the file
+            resolved["faults"] = {
+                k: str(Path(folder) / v) if k in ("stack", "run_dir") and isinstance(v, str) else v
+                for k, v in targets.items()
+            }
+        return resolved
 
     @model_validator(mode="after")
     def _thresholds_parse(self) -> PipelineConfig:
         for name in self.scenarios:
             self.thresholds_for(name)  # parse every threshold now, not halfway through a run
         self.thresholds_for(None)
+        owned = None
+        for name, scenario in self.scenarios.items():
+            if scenario.faults:
+                owned = owned or self.owned()
+                owned.check(scenario.faults, f"scenarios.{name}.faults")
         return self
+
+    def owned(self) -> Owned:
+        """What this config's faults may act on: its stack's services and links, SQLite catalogs."""
+        services: tuple[str, ...] = ()
+        links = self.faults.links
+        if self.faults.stack is not None:
+            from pipeline_check.stack.spec import load_stack
+
+            spec = load_stack(self.faults.stack, run_dir=self.faults.run_dir)
+            services = tuple(spec.services)
+            links = links or tuple(spec.proxies)
+        catalogs = tuple(
+            s.name for s in self.stages if str(getattr(s.settings, "catalog", {}).get("type", "")) == "sql"
+        )
+        return Owned(services, links, catalogs)
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -219,9 +254,14 @@ class PipelineConfig(_Model):
 
     def thresholds_for(self, scenario: str | None) -> list[Threshold]:
         stages = self.stage_names()
-        texts = [("sla.thresholds", t) for t in self.sla.thresholds]
-        if scenario is not None:
-            texts += [(f"scenarios.{scenario}.thresholds", t) for t in self.scenario(scenario).thresholds]
+        chosen = self.scenario(scenario) if scenario is not None else None
+        texts = (
+            []
+            if chosen is not None and not chosen.inherit_thresholds
+            else [("sla.thresholds", t) for t in self.sla.thresholds]
+        )
+        if chosen is not None:
+            texts += [(f"scenarios.{scenario}.thresholds", t) for t in chosen.thresholds]
         return parse_thresholds(texts, stages)
 
     def with_overrides(
@@ -481,6 +521,6 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> PipelineCon
     raw = read_toml(path, "--config", "pass -c path/to/pipeline.toml")
     data = _substitute_tree(raw, env, "")
     try:
-        return PipelineConfig.model_validate(data, context={"file": path.name})
+        return PipelineConfig.model_validate(data, context={"file": path.name, "folder": path.resolve().parent})
     except ValidationError as exc:
         raise _config_error(exc, path.name) from None

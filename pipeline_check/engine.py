@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from pipeline_check.sla import CheckResult, evaluate
 from pipeline_check.status import exit_code, verdict_of
 from pipeline_check.summary import InjectionStats, measurements, summarise
 from pipeline_check.tags import RunId
+
+if TYPE_CHECKING:
+    from pipeline_check.faults.runner import FaultRunner, Services
 
 TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
 PROGRESS_EVERY = 0.5
@@ -82,12 +86,15 @@ class Run:
         *,
         clock: Clock | None = None,
         allow_inconclusive: bool = False,
+        stack: Services | None = None,
     ) -> None:
         self.config = config
         self.scenario = scenario
         self.allow_inconclusive = allow_inconclusive
         self.load = config.load_for(scenario)
         self.thresholds = config.thresholds_for(scenario)
+        self.fault_steps = config.scenario(scenario).faults if scenario is not None else ()
+        self.stack = stack  # the driver faults act through (default: the one [faults] names)
         self.clock = clock or Clock()
         self.run_id = RunId.new(self.clock.wall(self.clock.now()))
         self.route = config.route
@@ -142,6 +149,7 @@ class Run:
         tasks: list[asyncio.Task[object]] = []
         attempted: list[Probe] = []
         injection: InjectionStats | None = None
+        faults = self._fault_runner()
         try:
             for probe in self.probes:
                 attempted.append(probe)
@@ -158,7 +166,10 @@ class Run:
                 inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
             )
             tasks.append(injecting)
-            async for event in self._watch(injecting, tasks):
+            faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
+            if faulting is not None:
+                tasks.append(faulting)
+            async for event in self._watch(injecting, tasks, faulting):
                 yield event
             injection = injecting.result()
         finally:
@@ -168,10 +179,14 @@ class Run:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                for probe in attempted:
-                    await probe.finish()
+                if faults is not None:
+                    await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
             finally:
-                await self.injector.close()
+                try:
+                    for probe in attempted:
+                        await probe.finish()
+                finally:
+                    await self.injector.close()
         for event in self._progress():
             yield event
         for note in self.notes.notes():
@@ -180,8 +195,13 @@ class Run:
         if injection is None:
             raise RuntimeError("injection ended without its figures")
         fed = self.injector.feeds_stage
-        summary = summarise(self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else ())
-        m = measurements(summary, self.book, self.config.sla.min_samples)
+        windows = faults.windows if faults is not None else []
+        summary = summarise(
+            self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else (), faults=windows
+        )
+        m = measurements(
+            summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
+        )
         results: list[CheckResult] = []
         for threshold in self.thresholds:
             result = evaluate(threshold, m)
@@ -214,11 +234,30 @@ class Run:
                 self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
                 return
 
+    def _fault_runner(self) -> FaultRunner | None:
+        """The scenario's faults, wired to what they act on; None without faults."""
+        if not self.fault_steps:
+            return None
+        from pipeline_check.faults.runner import FaultRunner, targets_of
+
+        return FaultRunner(self.fault_steps, targets_of(self.config, self.stack), self.clock, self.notes.note)
+
+    def _freshness_limit(self) -> float:
+        """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the
+        run's own freshness threshold (the first ``e2e.<stat> <``), else 30 s."""
+        for t in self.thresholds:
+            if t.metric.startswith("e2e.") and t.window is None and t.op in ("<", "<="):
+                return t.value
+        return 30.0
+
     async def _watch(
-        self, injecting: asyncio.Task[InjectionStats], tasks: list[asyncio.Task[object]]
+        self,
+        injecting: asyncio.Task[InjectionStats],
+        tasks: list[asyncio.Task[object]],
+        faulting: asyncio.Task[None] | None = None,
     ) -> AsyncIterator[Event]:
         """Progress until every stage holds every canary and the settle window passed, or the drain
-        deadline after injection."""
+        deadline after injection (and the faults) ended."""
         next_progress = 0.0
         drain_deadline: float | None = None
         settle_until: float | None = None
@@ -234,7 +273,7 @@ class Run:
                 next_progress = now + PROGRESS_EVERY
                 for event in self._progress():
                     yield event
-            if not injecting.done():
+            if not injecting.done() or (faulting is not None and not faulting.done()):
                 continue
             if drain_deadline is None:
                 drain_deadline = now + self.load.drain_timeout
@@ -307,11 +346,13 @@ async def run_async(
     handlers: Iterable[Handler] = (),
     *,
     allow_inconclusive: bool = False,
+    stack: Services | None = None,
 ) -> Outcome:
-    """Run one scenario, feeding every event to ``handlers``; returns the outcome."""
+    """Run one scenario, feeding every event to ``handlers``; returns the outcome. ``stack`` is the
+    driver a scenario's faults act through (default: the one its ``[faults]`` section names)."""
     dispatcher = Dispatcher(handlers)
     try:
-        run = Run(config, scenario, allow_inconclusive=allow_inconclusive)
+        run = Run(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
         async for event in run.events():
             dispatcher.handle(event)
     except BaseException as exc:
@@ -330,6 +371,7 @@ def run(
     handlers: Iterable[Handler] = (),
     *,
     allow_inconclusive: bool = False,
+    stack: Services | None = None,
 ) -> Outcome:
     """Synchronous :func:`run_async`."""
-    return asyncio.run(run_async(config, scenario, handlers, allow_inconclusive=allow_inconclusive))
+    return asyncio.run(run_async(config, scenario, handlers, allow_inconclusive=allow_inconclusive, stack=stack))

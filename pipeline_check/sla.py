@@ -3,7 +3,8 @@
 ::
 
     threshold := metric OP value
-    metric    := "e2e." AGG | "stage." STAGE "." AGG | "throughput" | COUNT | SHARE
+    metric    := "e2e." AGG [WINDOW] | "stage." STAGE "." AGG [WINDOW] | "throughput" | "recovery" | COUNT | SHARE
+    WINDOW    := "[before]" | "[during]" | "[after]"   canaries sent before, during or after the faults
     AGG       := p50 | p90 | p95 | p99 | p999 | min | max | avg
     COUNT     := lost | duplicates | corrupted | retracted | incomplete | out_of_order | delivered
     SHARE     := loss_rate | duplicate_rate | corrupt_rate | coverage
@@ -12,7 +13,7 @@
                | integer for counts | percentage for shares
 
 Examples: ``e2e.p99 < 30s``, ``stage.iceberg.p95 < 10s``, ``throughput >= 100/s``, ``lost == 0``,
-``loss_rate < 0.1%``, ``coverage == 100%``.
+``loss_rate < 0.1%``, ``coverage == 100%``, ``e2e.p99[during] < 60s``, ``recovery < 30s``.
 
 Each check ends ``passed``, ``failed``, ``inconclusive`` (too few samples; nothing compared; the
 validator's own injection fell behind) or ``not applicable`` (this configuration cannot observe it). A
@@ -66,7 +67,11 @@ DEFAULT_THRESHOLDS = (
 )
 CONFIDENCE = 0.95
 
-_THRESHOLD = re.compile(r"^\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>\S.*?)\s*$")
+_THRESHOLD = re.compile(
+    r"^\s*(?P<metric>[a-z0-9_.]+)(?:\[(?P<window>[a-z]+)\])?\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>\S.*?)\s*$"
+)
+WINDOWS = ("before", "during", "after")
+MIN_RECOVERY_CANARIES = 10  # canaries sent after a fault before recovery can be told
 _NUMBER = r"(?P<n>\d+(?:\.\d+)?)"
 _RATE = re.compile(rf"^{_NUMBER}\s*/\s*s$")
 _SHARE = re.compile(rf"^{_NUMBER}\s*%$")
@@ -119,15 +124,16 @@ class Threshold:
     stage: str | None = None  # for stage.<name>.<agg>
     aggregate: str | None = None  # for latencies
     relative: bool = False  # a rate given as a share of the achieved injection rate ("90%")
+    window: str | None = None  # latencies of canaries sent before, during or after the faults
 
     def holds(self, observed: float, reference_rate: float = 0.0) -> bool:
         target = self.value / 100 * reference_rate if self.relative else self.value
         return OPS[self.op](observed, target)
 
     @property
-    def key(self) -> tuple[str, str, float, bool]:
+    def key(self) -> tuple[str, str, str, float, bool]:
         """What makes two thresholds the same check, however they are spelt."""
-        return self.metric, self.op, self.value, self.relative
+        return self.metric, self.window or "", self.op, self.value, self.relative
 
 
 def format_value(value: float, kind: Kind) -> str:
@@ -145,7 +151,7 @@ def format_value(value: float, kind: Kind) -> str:
 
 def parse_thresholds(texts: Iterable[tuple[str, str]], stages: tuple[str, ...]) -> list[Threshold]:
     """Parse ``(setting, text)`` pairs; the same threshold twice is an error (it would be judged twice)."""
-    parsed: dict[tuple[str, str, float, bool], tuple[str, Threshold]] = {}
+    parsed: dict[tuple[str, str, str, float, bool], tuple[str, Threshold]] = {}
     for setting, text in texts:
         threshold = parse_threshold(text, stages, setting)
         if threshold.key in parsed:
@@ -164,10 +170,14 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
     match = _THRESHOLD.match(text)
     if not match:
         raise bad("is not `metric OP value`", "write e.g. 'e2e.p99 < 30s', 'throughput >= 100/s' or 'lost == 0'")
-    metric, op, raw = match["metric"], match["op"], match["value"]
+    metric, op, raw, window = match["metric"], match["op"], match["value"], match["window"]
     parts = metric.split(".")
     stage = agg = None
     relative = False
+    is_latency = (len(parts) == 2 and parts[0] == "e2e") or (len(parts) == 3 and parts[0] == "stage")
+    if window is not None and (window not in WINDOWS or not is_latency):
+        fix = f"windows are {', '.join(WINDOWS)}, on latencies: e.g. e2e.p99[during] < 60s"
+        raise bad(f"[{window}] is not a window of {metric!r}", fix)
     if metric == "throughput":
         kind: Kind = "rate"
         m = _RATE.match(raw) or _SHARE.match(raw)
@@ -186,7 +196,13 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
         if not m:
             raise bad(f"{raw!r} is not a percentage", f"write it with %, e.g. {metric} < 0.1%")
         value = float(m["n"])
-    elif (len(parts) == 2 and parts[0] == "e2e") or (len(parts) == 3 and parts[0] == "stage"):
+    elif metric == "recovery":
+        kind = "latency"
+        seconds = parse_duration(raw)
+        if seconds is None:
+            raise bad(f"{raw!r} is not a duration", DURATION_HINT)
+        value = seconds
+    elif is_latency:
         kind, agg = "latency", parts[-1]
         if agg not in AGGREGATES:
             raise bad(f"unknown statistic {agg!r}", f"use one of {', '.join(AGGREGATES)}")
@@ -199,9 +215,9 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
             raise bad(f"{raw!r} is not a duration", DURATION_HINT)
         value = seconds
     else:
-        known = ["e2e.<stat>", "stage.<name>.<stat>", "throughput", *COUNTS, *SHARES]
+        known = ["e2e.<stat>[window]", "stage.<name>.<stat>[window]", "throughput", "recovery", *COUNTS, *SHARES]
         raise bad(f"unknown metric {metric!r}", f"use one of {', '.join(known)}")
-    threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative)
+    threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative, window)
     never = _never_holds(threshold)
     if never:
         raise bad(f"can never pass ({never})", "fix the value or the operator")
@@ -296,6 +312,18 @@ class Measurements:
     injected: int
     extra_min_samples: int = 0
     notes: Mapping[str, str] = field(default_factory=dict)
+    recovery: Recovery | None = None  # None: the scenario has no faults
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How long after its end each fault the pipeline was fresh again for good: seconds from the fault's
+    end to the first canary sent after it that met the freshness limit, every later one meeting it too
+    (``inf``: it never did). ``inconclusive``: too few canaries sent after some fault."""
+
+    seconds: float
+    detail: str
+    inconclusive: str | None = None
 
 
 def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
@@ -318,7 +346,13 @@ def _result(
 
 
 def _latency(t: Threshold, m: Measurements) -> CheckResult:
+    if t.metric == "recovery":
+        return _recovery(t, m.recovery)
     series = "e2e" if t.stage is None else t.stage
+    if t.window is not None:
+        if m.recovery is None:
+            return _result(t, Status.NOT_APPLICABLE, None, f"[{t.window}] needs a scenario with faults", 0)
+        series = f"{series}[{t.window}]"
     samples = m.latencies.get(series, np.zeros(0))
     n = len(samples)
     agg = t.aggregate or "max"
@@ -337,6 +371,15 @@ def _latency(t: Threshold, m: Measurements) -> CheckResult:
         f" ({never} never arrived, counted as infinitely late)" if never else ""
     )
     return _result(t, Status.PASSED if t.holds(observed) else Status.FAILED, observed, detail, n)
+
+
+def _recovery(t: Threshold, recovery: Recovery | None) -> CheckResult:
+    if recovery is None:
+        return _result(t, Status.NOT_APPLICABLE, None, "the scenario has no faults to recover from", 0)
+    if recovery.inconclusive:
+        return _result(t, Status.INCONCLUSIVE, None, recovery.inconclusive, 0)
+    status = Status.PASSED if t.holds(recovery.seconds) else Status.FAILED
+    return _result(t, status, recovery.seconds, recovery.detail, 1)
 
 
 def _throughput(t: Threshold, m: Measurements) -> CheckResult:

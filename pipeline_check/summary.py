@@ -16,8 +16,17 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.book import TraceBook
+from pipeline_check.faults.plan import FaultWindow
 from pipeline_check.fidelity import FieldDiff
-from pipeline_check.sla import Measurements, Tally, ThroughputFigures, latency_stats
+from pipeline_check.sla import (
+    MIN_RECOVERY_CANARIES,
+    WINDOWS,
+    Measurements,
+    Recovery,
+    Tally,
+    ThroughputFigures,
+    latency_stats,
+)
 from pipeline_check.stages import SOURCE
 from pipeline_check.throughput import delivered_rate
 
@@ -76,6 +85,18 @@ class InjectionStats:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultSummary:
+    """One fault of the run, its window in seconds from the first injection."""
+
+    label: str
+    action: str
+    target: str
+    start_s: float
+    end_s: float  # NaN: never undone (the run ended first)
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """Everything the verdict and the reports need, computed once at the end of a run."""
 
@@ -100,6 +121,9 @@ class RunSummary:
     injection: InjectionStats
     settle_s: float
     diffs: list[FieldDiff] = field(default_factory=list)
+    faults: list[FaultSummary] = field(default_factory=list)
+    # e2e latency before, during and after the faults (by send time); empty without faults
+    windows: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def stage(self) -> dict[str, StageSummary]:
@@ -107,10 +131,15 @@ class RunSummary:
 
 
 def summarise(
-    book: TraceBook, injection: InjectionStats, *, settle_s: float, validator_ordered: Collection[str] = ()
+    book: TraceBook,
+    injection: InjectionStats,
+    *,
+    settle_s: float,
+    validator_ordered: Collection[str] = (),
+    faults: Collection[FaultWindow] = (),
 ) -> RunSummary:
     """The run's figures; ``validator_ordered`` names stages whose order the validator itself made (its
-    own producer's offsets), which cannot show the pipeline's ordering."""
+    own producer's offsets), which cannot show the pipeline's ordering; ``faults`` the scenario's windows."""
     n = book.injected
     route = book.route
     delivered_mask = ~np.isnan(book.first_seen(route.final))
@@ -163,14 +192,31 @@ def summarise(
         injection=injection,
         settle_s=settle_s,
         diffs=[d for diffs in book.diffs.values() for d in diffs],
+        faults=[_fault(book, w) for w in faults],
+        windows={
+            name: latency_stats(book.latencies_since_injection(route.final)[mask])
+            for name, mask in window_masks(book, faults).items()
+        },
     )
 
 
-def measurements(summary: RunSummary, book: TraceBook, extra_min_samples: int = 0) -> Measurements:
-    """The SLA engine's view of a run."""
+def measurements(
+    summary: RunSummary,
+    book: TraceBook,
+    extra_min_samples: int = 0,
+    *,
+    faults: Collection[FaultWindow] = (),
+    freshness_limit: float = 30.0,
+) -> Measurements:
+    """The SLA engine's view of a run; ``freshness_limit`` is the e2e latency a canary must meet for the
+    pipeline to count as recovered after a fault."""
     s = summary
     latencies = {stage: book.hop_latencies(stage) for stage in book.stages}
     latencies["e2e"] = book.latencies_since_injection(s.final)
+    for name, mask in window_masks(book, faults).items():
+        latencies[f"e2e[{name}]"] = latencies["e2e"][mask]
+        for stage in book.stages:
+            latencies[f"{stage}[{name}]"] = book.hop_latencies(stage, among=mask)
     stuck = "; ".join(f"{len(tags)} stuck after {stage}" for stage, tags in s.stuck.items())
     per_stage = ", ".join(f"{st.name}: {st.extra_copies}" for st in s.stages)
     incomplete_detail = ", ".join(
@@ -216,7 +262,56 @@ def measurements(summary: RunSummary, book: TraceBook, extra_min_samples: int = 
         coverage=_coverage_tally(s),
         injected=s.injected,
         extra_min_samples=extra_min_samples,
+        recovery=recovery(book, faults, freshness_limit) if faults else None,
     )
+
+
+def window_masks(book: TraceBook, faults: Collection[FaultWindow]) -> dict[str, npt.NDArray[np.bool_]]:
+    """Canaries sent before the first fault, during any, after the last (empty without faults)."""
+    if not faults:
+        return {}
+    sent = book.first_seen(SOURCE)
+    during = np.zeros(len(sent), bool)
+    for w in faults:
+        during |= (sent >= w.start) & (sent <= (np.inf if math.isnan(w.end) else w.end))
+    ends = [np.inf if math.isnan(w.end) else w.end for w in faults]
+    masks = {"before": sent < min(w.start for w in faults), "during": during, "after": sent > max(ends)}
+    return {name: masks[name] for name in WINDOWS}
+
+
+def recovery(book: TraceBook, faults: Collection[FaultWindow], limit: float) -> Recovery:
+    """Per fault, seconds from its end to the first canary sent after it (before the next fault) that
+    met ``limit``, every later one meeting it too; the slowest of them."""
+    sent = book.first_seen(SOURCE)
+    e2e = book.latencies_since_injection(book.route.final)
+    windows = sorted(faults, key=lambda w: w.start)
+    worst, parts = 0.0, []
+    for i, w in enumerate(windows):
+        if math.isnan(w.end):
+            return Recovery(math.inf, f"{w.label} was never undone", None)
+        until = windows[i + 1].start if i + 1 < len(windows) else np.inf
+        after = (sent > w.end) & (sent < until)
+        if after.sum() < MIN_RECOVERY_CANARIES:
+            return Recovery(
+                math.nan,
+                "",
+                f"{int(after.sum())} canaries sent after {w.label} ended (need {MIN_RECOVERY_CANARIES}): "
+                "inject for longer after the fault",
+            )
+        order = np.argsort(sent[after])
+        times, late = sent[after][order], e2e[after][order] > limit
+        bad = np.flatnonzero(late)
+        first_good = int(bad[-1]) + 1 if len(bad) else 0
+        seconds = math.inf if first_good == len(late) else max(0.0, float(times[first_good] - w.end))
+        worst = max(worst, seconds)
+        shown = "never" if math.isinf(seconds) else f"{seconds:.1f}s"
+        parts.append(f"{w.label}: {shown}")
+    return Recovery(worst, f"fresh again (e2e <= {limit:g}s for every canary from then on) after " + "; ".join(parts))
+
+
+def _fault(book: TraceBook, w: FaultWindow) -> FaultSummary:
+    t0 = float(np.nanmin(book.first_seen(SOURCE))) if book.injected else w.start
+    return FaultSummary(w.label, w.action, w.target, w.start - t0, w.end - t0, w.output)
 
 
 def _seen_verb(stage: str) -> str:

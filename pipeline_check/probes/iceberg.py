@@ -35,8 +35,6 @@ from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.redact import redact
 from pipeline_check.registry import PluginSettings
 
-FAILURES_TOLERATED = 5  # consecutive failed polls (a locked catalog, a file mid-write) before giving up
-
 
 class IcebergSettings(PluginSettings):
     catalog: dict[str, str]  # pyiceberg catalog properties (type, uri, warehouse, credentials...)
@@ -47,6 +45,9 @@ class IcebergSettings(PluginSettings):
     # a column whose values order the rows per key (e.g. kafka_offset): ordering is judged on it
     order_column: str | None = None
     poll_interval: Duration = 0.1
+    # how long polls may keep failing (a locked catalog, a catalog server restarting, a file mid-write)
+    # before the run gives up on the stage
+    give_up_after: Duration = 60.0
 
 
 class IcebergProbe:
@@ -79,23 +80,26 @@ class IcebergProbe:
             self.ctx.recorder.declare_ordered(self.ctx.stage)
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures = 0
+        failing_since: float | None = None
         while not stop.is_set():
             try:
                 seen_at, changes = await asyncio.to_thread(self.poll)
-                failures = 0
+                failing_since = None
             except PipelineCheckError:
                 raise  # a change the probe cannot count: no retry makes it countable
-            except Exception as exc:  # transient (a locked catalog, a file mid-write) until it repeats
-                failures += 1
-                self.ctx.note(f"Iceberg poll failed ({type(exc).__name__}: {exc}); retrying")
-                if failures >= FAILURES_TOLERATED:
+            except Exception as exc:  # transient (a locked catalog, a file mid-write) until it lasts
+                now = self.ctx.clock.now()
+                failing_since = now if failing_since is None else failing_since
+                self.ctx.note(
+                    f"Iceberg poll failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retrying"
+                )
+                if now - failing_since >= self.settings.give_up_after:
                     raise EndpointError(
                         f"stages.{self.ctx.stage}.table", self.settings.table,
-                        f"{failures} polls in a row failed ({type(exc).__name__}: {exc})",
-                        "is the catalog reachable and the warehouse readable?",
+                        f"polls failed for {now - failing_since:.0f}s ({type(exc).__name__}: {exc})",
+                        f"is the catalog reachable? (stages.{self.ctx.stage}.give_up_after = {self.settings.give_up_after:g}s)",
                     ) from exc  # fmt: skip
-                changes, seen_at = [], self.ctx.clock.now()
+                changes, seen_at = [], now
             self._record(seen_at, changes)
             await asyncio.sleep(self.settings.poll_interval)
 

@@ -174,6 +174,7 @@ class ConsoleReporter:
         summary = done.summary
         self.console.print(self._stage_table(summary))
         self.console.print(self._checks_table(done))
+        self._faults(summary)
         self._coverage(summary)
         self._problems(summary)
         self._injection(done)
@@ -226,6 +227,18 @@ class ConsoleReporter:
                 Text(r.detail),
             )
         return table
+
+    def _faults(self, summary: RunSummary) -> None:
+        for f in summary.faults:
+            end = f"{f.end_s:.1f}s" if math.isfinite(f.end_s) else "the end (never undone)"
+            self.console.print(Text(f"fault {f.label}: from {f.start_s:.1f}s to {end}", style="yellow"))
+            if f.output.strip():
+                self.console.print(Text(f.output.rstrip(), style="dim"))
+        for window, stats in summary.windows.items():
+            if stats:
+                self.console.print(
+                    Text(f"  e2e {window} the faults: p50 {_latency(stats, 'p50')}, p99 {_latency(stats, 'p99')}")
+                )
 
     def _coverage(self, summary: RunSummary) -> None:
         for stage in summary.stages:

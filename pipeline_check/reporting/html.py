@@ -14,6 +14,7 @@ gets a page, with the error and the checks finished so far.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from html import escape
@@ -296,6 +297,10 @@ def render(
     verdict = end.verdict.label
     s = end.summary
     book = end.book
+    # the scenario's fault windows unless the caller shades others; one never undone runs to the end
+    windows = windows or [
+        FaultWindow(f.start_s, f.end_s if math.isfinite(f.end_s) else end.duration, f.label) for f in s.faults
+    ]
     if book is None:
         pictures = [paragraph("This run carried no trace book: only its figures are shown.")]
     else:

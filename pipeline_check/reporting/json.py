@@ -19,7 +19,9 @@ Shape (``schema_version`` 2)::
      "unexpected", "foreign",
      "throughput": {"delivered_per_s", "tail_per_s", "injected_per_s", "delivery_steps", "limited"},
      "injection": {"sent", "background", "offered_rate", "achieved_rate", "lateness_p99", "pauses"},
-     "settle_s", "resolution_s": {stage: seconds}, "notes": [...]}
+     "settle_s", "faults": [{"label", "action", "target", "start_s", "end_s", "output"}],
+     "windows": {"before" | "during" | "after": e2e latency stats}, "resolution_s": {stage: seconds},
+     "notes": [...]}
 
 Times are seconds. **Infinity**: a latency statistic over canaries that never arrived is infinite (the
 checks count them that way too); JSON has no infinity, so it is written as the string ``"inf"``, which
@@ -149,6 +151,8 @@ def build_document(
         },
         "injection": dataclasses.asdict(s.injection),
         "settle_s": s.settle_s,
+        "faults": [dataclasses.asdict(f) for f in s.faults],
+        "windows": s.windows,
         "resolution_s": dict(end.resolution),
         "notes": list(end.notes),
     }

@@ -247,6 +247,16 @@ class LocalStack:
             poll(lambda: not self._running(name), 5.0)
         self._forget(name)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP the service's process group: it holds its sockets but answers nothing (a long GC pause,
+        a frozen VM); a consumer paused past its session timeout is dropped from its group."""
+        if not self._signal(name, signal.SIGSTOP):
+            raise StackError(f"service {name!r} is not running: nothing to pause")
+
+    def resume(self, name: str) -> None:
+        """SIGCONT what ``pause`` stopped."""
+        self._signal(name, signal.SIGCONT)
+
     def ensure(self, name: str, env: Mapping[str, str] | None = None) -> StartReport | None:
         """``name`` running with exactly ``env`` as its overrides: restarted only when it runs with others
         (or is stopped); None when it already ran that way."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from pipeline_check.errors import StackError
+from pipeline_check.files import write_atomically
 from pipeline_check.stack.spec import ServiceSpec, StackSpec
 
 
@@ -48,6 +51,19 @@ def prepare_kafka_kraft(spec: StackSpec, service: ServiceSpec) -> None:
         raise StackError(f"formatting Kafka storage in {data_dir} failed:\n{done.stdout}{done.stderr}")
 
 
+def prepare_toxiproxy(spec: StackSpec, service: ServiceSpec) -> None:
+    """Write the stack's ``[proxies]`` as the proxies file Toxiproxy's server creates at start
+    (``-config``), so every link exists, healthy, before the services that go through it start."""
+    binary = Path(service.command[0])
+    if not binary.is_file():
+        raise StackError(f"Toxiproxy's server not found at {binary}; run `make setup` (builds it with go install)")
+    proxies = [
+        {"name": n, "listen": listen, "upstream": up, "enabled": True} for n, (listen, up) in spec.proxies.items()
+    ]
+    write_atomically(spec.run_dir / "toxiproxy" / "proxies.json", json.dumps(proxies, indent=2))
+
+
 PREPARERS: dict[str, Callable[[StackSpec, ServiceSpec], None]] = {
     "kafka-kraft": prepare_kafka_kraft,
+    "toxiproxy": prepare_toxiproxy,
 }

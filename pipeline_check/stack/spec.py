@@ -6,7 +6,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
@@ -25,6 +25,12 @@ class _Strict(BaseModel):
 class _StackSection(_Strict):
     name: str
     run_dir: str = "../.stack"
+    toxiproxy: str | None = None  # the API of the stack's Toxiproxy, whose proxies network faults act on
+
+
+class _ProxyModel(_Strict):
+    listen: str
+    upstream: str
 
 
 class _ServiceModel(_Strict):
@@ -42,6 +48,7 @@ class _StackModel(_Strict):
     ports: dict[str, int]
     env: dict[str, str] = {}
     exports: dict[str, str] = {}
+    proxies: dict[str, _ProxyModel] = {}
     services: dict[str, _ServiceModel] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -80,13 +87,16 @@ class StackSpec:
     services: Mapping[str, ServiceSpec]
     placeholders: Mapping[str, object]
     exports: Mapping[str, str]  # environment that points the validator's config at this stack
+    # network links the stack's Toxiproxy carries: name -> (listen, upstream) address
+    proxies: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    toxiproxy: str | None = None  # its API URL
 
     @property
     def kafka_libs(self) -> Path:
         return Path(str(self.placeholders["kafka_libs"]))
 
     def render(self, setting: str, text: str) -> str:
-        """Fill ``{python}``, ``{compose_dir}``, ``{run_dir}``, ``{kafka_libs}``, ``{port.NAME}``."""
+        """Fill ``{python}``, ``{compose_dir}``, ``{run_dir}``, ``{kafka_libs}``, ``{tools}``, ``{port.NAME}``."""
         return _render(self.placeholders, f"{self.file.name}:{setting}", text)
 
     def start_order(self, names: set[str] | None = None) -> list[str]:
@@ -135,7 +145,7 @@ def _render(placeholders: Mapping[str, object], setting: str, text: str) -> str:
             setting,
             text,
             f"has an unknown placeholder ({exc})",
-            "use {python}, {compose_dir}, {run_dir}, {kafka_libs} or {port.NAME}",
+            "use {python}, {compose_dir}, {run_dir}, {kafka_libs}, {tools} or {port.NAME}",
         ) from None
 
 
@@ -185,11 +195,14 @@ def load_stack(
         run_dir = Path(env_dir) if env_dir else compose_dir / model.stack.run_dir
     run_dir = run_dir.resolve()
     libs = kafka_libs or Path(os.environ.get("PIPELINE_CHECK_KAFKA_LIBS", compose_dir / "kafka" / "libs"))
+    # tools `make setup` builds (Toxiproxy's server), beside the project's .venv
+    tools = Path(os.environ.get("PIPELINE_CHECK_TOOLS", compose_dir.parent / ".tools" / "bin"))
     placeholders = {
         "python": sys.executable,
         "compose_dir": str(compose_dir),
         "run_dir": str(run_dir),
         "kafka_libs": str(libs.resolve()),
+        "tools": str(tools.resolve()),
         "port": SimpleNamespace(**resolved_ports),
     }
 
@@ -221,6 +234,22 @@ def load_stack(
         for name, svc in model.services.items()
     }
     exports = {k: fill(f"exports.{k}", v) for k, v in model.exports.items()}
-    spec = StackSpec(model.stack.name, file, compose_dir, run_dir, resolved_ports, services, placeholders, exports)
+    proxies = {
+        name: (fill(f"proxies.{name}.listen", p.listen), fill(f"proxies.{name}.upstream", p.upstream))
+        for name, p in model.proxies.items()
+    }
+    toxiproxy = fill("stack.toxiproxy", model.stack.toxiproxy) if model.stack.toxiproxy else None
+    spec = StackSpec(
+        model.stack.name,
+        file,
+        compose_dir,
+        run_dir,
+        resolved_ports,
+        services,
+        placeholders,
+        exports,
+        proxies,
+        toxiproxy,
+    )
     spec.start_order()  # fail early on cycles
     return spec

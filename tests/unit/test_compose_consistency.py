@@ -40,8 +40,8 @@ def test_same_dependencies_with_health_conditions(compose: dict[str, Any], stack
 
 def test_same_environment_names(compose: dict[str, Any], stack: Any) -> None:
     for name, service in stack.services.items():
-        if name == "kafka":
-            continue  # the broker is configured by its image's KAFKA_* variables
+        if name in ("kafka", "toxiproxy"):
+            continue  # configured by their images' own variables and flags
         in_compose = set(compose[name].get("environment", {})) - CONTAINER_ONLY
         assert in_compose == set(service.env), name
 
@@ -55,6 +55,19 @@ def test_same_published_ports(compose: dict[str, Any], stack: Any) -> None:
 
 
 def test_python_services_share_one_image(compose: dict[str, Any], stack: Any) -> None:
-    builds = {name: compose[name]["build"]["dockerfile"] for name in stack.services if name != "kafka"}
+    builds = {
+        name: compose[name]["build"]["dockerfile"] for name in stack.services if name not in ("kafka", "toxiproxy")
+    }
     assert set(builds.values()) == {"compose/Dockerfile"}
     assert compose["kafka"]["image"].startswith("apache/kafka:4.1")
+    assert compose["toxiproxy"]["image"] == "ghcr.io/shopify/toxiproxy:2.12.0"  # the version make setup builds
+
+
+def test_same_proxies(stack: Any) -> None:
+    import json
+
+    proxies = json.loads((COMPOSE / "toxiproxy" / "compose-proxies.json").read_text())
+    assert [p["name"] for p in proxies] == list(stack.proxies)
+    assert [int(p["listen"].rsplit(":", 1)[1]) for p in proxies] == [
+        int(listen.rsplit(":", 1)[1]) for listen, _ in stack.proxies.values()
+    ]

@@ -81,6 +81,13 @@ def test_unknown_port_override(tmp_path: Path) -> None:
 
 def test_reference_stack_order_and_exports() -> None:
     spec = load_stack(COMPOSE / "stack.toml", run_dir=Path("/run"))
-    assert spec.start_order() == ["kafka", "consumer", "ingestor", "api", "feed"]
+    assert spec.start_order() == ["kafka", "toxiproxy", "consumer", "ingestor", "api", "feed"]
+    # the services reach Kafka and the feed through Toxiproxy's links; the validator does not
+    ports = spec.ports
+    assert spec.services["consumer"].env["KAFKA_BOOTSTRAP"] == f"127.0.0.1:{ports['toxiproxy_consume']}"
+    assert spec.services["ingestor"].env["KAFKA_BOOTSTRAP"] == f"127.0.0.1:{ports['toxiproxy_ingest']}"
+    assert spec.exports["PC_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{ports['kafka']}"
+    assert spec.proxies["feed-ingestor"] == (f"127.0.0.1:{ports['toxiproxy_feed']}", f"127.0.0.1:{ports['feed']}")
+    assert spec.toxiproxy == f"http://127.0.0.1:{ports['toxiproxy']}"
     assert [n for n, s in spec.services.items() if s.optional] == ["feed"]
     assert spec.exports["PC_API_URL"] == f"http://127.0.0.1:{spec.ports['api']}"
