@@ -97,7 +97,7 @@ class IcebergProbe:
                     raise EndpointError(
                         f"stages.{self.ctx.stage}.table", self.settings.table,
                         f"polls failed for {now - failing_since:.0f}s ({type(exc).__name__}: {exc})",
-                        f"is the catalog reachable? (stages.{self.ctx.stage}.give_up_after = {self.settings.give_up_after:g}s)",
+                        f"is the catalog reachable? (give_up_after = {self.settings.give_up_after:g}s)",
                     ) from exc  # fmt: skip
                 changes, seen_at = [], now
             self._record(seen_at, changes)
