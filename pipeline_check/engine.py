@@ -8,6 +8,7 @@ library callers share one code path.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -244,9 +245,9 @@ class Run:
 
     def _freshness_limit(self) -> float:
         """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the
-        run's own freshness threshold (the first ``e2e.<stat> <``), else 30 s."""
+        run's own freshness threshold (the first ``e2e.<stat> <``, whole run or after the faults), else 30 s."""
         for t in self.thresholds:
-            if t.metric.startswith("e2e.") and t.window is None and t.op in ("<", "<="):
+            if t.metric.startswith("e2e.") and t.window in (None, "after") and t.op in ("<", "<="):
                 return t.value
         return 30.0
 
@@ -259,6 +260,7 @@ class Run:
         """Progress until every stage holds every canary and the settle window passed, or the drain
         deadline after injection (and the faults) ended."""
         next_progress = 0.0
+        faults_ended = -math.inf  # when the last fault was undone: the batch interval is measured after it
         drain_deadline: float | None = None
         settle_until: float | None = None
         while True:
@@ -275,10 +277,11 @@ class Run:
                     yield event
             if not injecting.done() or (faulting is not None and not faulting.done()):
                 continue
+            faults_ended = now if faulting is not None and faults_ended < 0 else faults_ended
             if drain_deadline is None:
                 drain_deadline = now + self.load.drain_timeout
             if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
-                self._settle = self._settle_window()
+                self._settle = self._settle_window(faults_ended)
                 settle_until = now + self._settle
             if settle_until is not None and now >= settle_until:
                 return
@@ -287,13 +290,14 @@ class Run:
                 self.notes.note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
                 return
 
-    def _settle_window(self) -> float:
+    def _settle_window(self, since: float) -> float:
         """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the
-        last stage (a pipeline that commits every 5 s may re-append its last batch 5 s later)."""
+        last stage after ``since`` (a pipeline that commits every 5 s may re-append its last batch 5 s
+        later; the gap a fault made says nothing of that)."""
         if self.load.settle is not None:
             return self.load.settle
         arrivals = np.unique(self.book.first_seen(self.route.final))
-        arrivals = arrivals[~np.isnan(arrivals)]
+        arrivals = arrivals[~np.isnan(arrivals) & (arrivals > since)]
         gap = float(np.diff(arrivals).max()) if len(arrivals) > 1 else 0.0
         return max(MIN_SETTLE, 2 * gap)
 
