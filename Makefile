@@ -14,7 +14,7 @@ LAKEHOUSE_LIBS := compose/lakehouse/libs
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
-        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness bench clean
+        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -63,8 +63,11 @@ $(STAMPS)/lakehouse: compose/lakehouse/pom.xml
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(LAKEHOUSE_LIBS))
 	@touch $@
 
-test: setup ## unit + e2e tests (real Kafka, Iceberg, services)
-	$(PYTEST) tests
+test: setup ## unit + e2e tests (real Kafka, Iceberg, services), but the resilience scenarios
+	$(PYTEST) -m "not resilience" tests
+
+test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages
+	$(PYTEST) -m resilience tests/e2e
 
 test-unit: setup ## fast tests, no processes
 	$(PYTEST) -m "not e2e" tests

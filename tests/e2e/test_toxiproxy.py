@@ -1,5 +1,6 @@
 """Toxiproxy as `make setup` builds it, driven over its API: every toxic a fault needs, on a TCP echo
-server, and Kafka reached through the broker's PROXIED listener so faults on the proxy reach clients."""
+server, and Kafka reached through the broker's INGEST listener (which advertises the proxy's address) so
+faults on the proxy reach clients."""
 
 from __future__ import annotations
 
@@ -203,12 +204,12 @@ def test_a_missing_binary_says_make_setup(tmp_path: Path, monkeypatch: pytest.Mo
         find_binary()
 
 
-# -- Kafka through the PROXIED listener -------------------------------------------------------------
+# -- Kafka through a proxied listener ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSpec]:
-    """A broker of the stack's own configuration (PLAINTEXT and PROXIED listeners) on free ports."""
+    """A broker of the stack's own configuration (PLAINTEXT and the services' proxied listeners) on free ports."""
     ports = free_ports(list(load_stack(STACK_FILE).ports))
     stack = LocalStack(load_stack(STACK_FILE, run_dir=tmp_path_factory.mktemp("stack"), ports=ports))
     try:
@@ -220,10 +221,10 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSpec]:
 
 @pytest.fixture
 def kafka_proxy(toxiproxy: Toxiproxy, kafka: StackSpec) -> Iterator[Proxy]:
-    """Toxiproxy on the address the PROXIED listener advertises, forwarding to that listener."""
+    """Toxiproxy on the address the INGEST listener advertises, forwarding to that listener."""
     ports = kafka.ports
     created = toxiproxy.create_proxy(
-        "kafka", f"127.0.0.1:{ports['kafka_proxied']}", f"127.0.0.1:{ports['kafka_proxy_backend']}"
+        "kafka", f"127.0.0.1:{ports['toxiproxy_ingest']}", f"127.0.0.1:{ports['kafka_ingest']}"
     )
     yield created
     toxiproxy.delete_proxy(created.name)

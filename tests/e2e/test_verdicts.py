@@ -14,7 +14,6 @@ from pipeline_check.config import PipelineConfig
 from pipeline_check.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack, Validator
 from pipeline_check.reporting import JsonReporter
-from pipeline_check.sla import Status
 from pipeline_check.stack.local import LocalStack
 from tests.e2e.conftest import AfterInjected
 
@@ -150,21 +149,3 @@ def test_bad_config_exits_2_with_one_line(
     assert done.returncode == ExitCode.USAGE_ERROR, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stderr
-
-
-@pytest.mark.resilience
-def test_a_consumer_without_idempotence_fails_the_duplicates_check(
-    validator: Validator, local_stack: LocalStack
-) -> None:
-    unsafe = {"CONSUMER_UNSAFE_SKIP_IDEMPOTENCE": "1"}
-    local_stack.restart("consumer", env=unsafe)
-
-    def crash() -> None:
-        local_stack.kill("consumer")  # its Kafka offsets were never committed: it rewrites the rows
-        local_stack.start("consumer", env=unsafe)
-
-    outcome = validator(count=400, rate=100, handlers=[AfterInjected(200, crash)])
-    check = outcome.result("duplicates == 0")
-    assert check.status == Status.FAILED and check.observed is not None and check.observed > 0, check
-    stages = {s.name: s for s in outcome.finished.summary.stages}
-    assert stages["kafka"].extra_copies == 0 < stages["iceberg"].extra_copies, "duplicated by the table writer"
