@@ -87,7 +87,8 @@ stack-status: setup ## state, health, pid, uptime, restarts of each service
 	$(PC) stack status
 
 validate-pipeline: setup ## start the local stack, run the freshness scenario, write reports/, stop the stack
-	$(PC) validate --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml
+	$(PC) validate --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml \
+	    --html reports/validation.html
 
 test-e2e: setup ## every e2e suite against a local stack the tests start on free ports
 	$(PYTEST) -m e2e tests/e2e
