@@ -392,6 +392,9 @@ def _throughput(t: Threshold, m: Measurements) -> CheckResult:
     )
     if f.limited:
         return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {f.limited}{floor}", f.steps)
+    if not t.relative and t.op in (">", ">=") and reference < t.value:
+        why = f"injected at {reference:.1f}/s, below the {t.value:g}/s floor; lower it or give the validator more CPU"
+        return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {why}", f.steps)
     if f.steps < MIN_DELIVERY_STEPS or f.span < MIN_DELIVERY_STEPS * f.longest_gap:
         return _result(
             t, Status.INCONCLUSIVE, None,

@@ -21,10 +21,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
-from pipeline_check.files import ensure_writable, write_atomically
+from pipeline_check.events import RunAborted, RunFinished, RunStarted
 from pipeline_check.reporting import charts
 from pipeline_check.reporting.charts import FaultWindow
+from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.reporting.json import iso_utc, tool_version
 from pipeline_check.reporting.markup import Cell, Classed, count, latency, paragraph, scroll, section, table
 from pipeline_check.sla import CheckResult, format_value
@@ -326,24 +326,13 @@ def render(
     )
 
 
-class HtmlReporter:
+class HtmlReporter(DocumentReporter):
     """Writes the run's HTML page to ``path`` when the run finishes or aborts; ``windows`` are spans
-    of the run to shade (seconds since the first injection)."""
+    of the run to shade (seconds since the first injection; default: the scenario's faults)."""
 
     def __init__(self, path: Path, setting: str = "--html", windows: Sequence[FaultWindow] = ()) -> None:
-        self.path = Path(path)
-        ensure_writable(self.path, setting)
+        super().__init__(path, setting)
         self.windows = tuple(windows)
-        self._started: RunStarted | None = None
-        self._checks: list[CheckResult] = []
 
-    def handle(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._started = event
-        elif isinstance(event, CheckFinished):
-            self._checks.append(event.result)
-        elif isinstance(event, RunFinished | RunAborted):
-            write_atomically(self.path, render(self._started, event, self._checks, self.windows))
-
-    def close(self) -> None:
-        pass
+    def render(self, started: RunStarted | None, end: RunFinished | RunAborted, checks: list[CheckResult]) -> str:
+        return render(started, end, checks, self.windows)

@@ -42,9 +42,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
-from pipeline_check.files import ensure_writable, write_atomically
+from pipeline_check.events import RunAborted, RunFinished, RunStarted
 from pipeline_check.power import upper_bound
+from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.sla import CONFIDENCE, CheckResult
 from pipeline_check.tags import label
 
@@ -163,23 +163,11 @@ def _bound(count: int, out_of: int) -> float | None:
     return 100 * upper_bound(count, out_of, CONFIDENCE) if out_of else None
 
 
-class JsonReporter:
+class JsonReporter(DocumentReporter):
     """Writes the run's JSON document to ``path`` when the run finishes or aborts."""
 
     def __init__(self, path: Path, setting: str = "--json") -> None:
-        self.path = Path(path)
-        ensure_writable(self.path, setting)
-        self._started: RunStarted | None = None
-        self._checks: list[CheckResult] = []
+        super().__init__(path, setting)
 
-    def handle(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._started = event
-        elif isinstance(event, CheckFinished):
-            self._checks.append(event.result)
-        elif isinstance(event, RunFinished | RunAborted):
-            doc = build_document(self._started, event, self._checks)
-            write_atomically(self.path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-
-    def close(self) -> None:
-        pass
+    def render(self, started: RunStarted | None, end: RunFinished | RunAborted, checks: list[CheckResult]) -> str:
+        return json.dumps(build_document(started, end, checks), indent=2, allow_nan=False) + "\n"

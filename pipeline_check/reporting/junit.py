@@ -27,8 +27,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline_check.events import Event, RunAborted, RunFinished, RunStarted
-from pipeline_check.files import ensure_writable, write_atomically
+from pipeline_check.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.sla import CheckResult
 from pipeline_check.status import Status
 
@@ -133,25 +133,16 @@ def aborted_tree(aborted: RunAborted, started: RunStarted | None, suite_name: st
     return ET.ElementTree(root)
 
 
-class JUnitReporter:
+class JUnitReporter(DocumentReporter):
     """Writes the JUnit XML of a run's checks to ``path`` when the run finishes or aborts."""
 
     def __init__(self, path: Path, suite_name: str = "pipeline-check", setting: str = "--junit") -> None:
-        self.path = Path(path)
-        ensure_writable(self.path, setting)
+        super().__init__(path, setting)
         self.suite_name = suite_name
-        self._started: RunStarted | None = None
 
-    def handle(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._started = event
-        elif isinstance(event, RunFinished | RunAborted):
-            if isinstance(event, RunFinished):
-                tree = build_tree(event, self._started, self.suite_name)
-            else:
-                tree = aborted_tree(event, self._started, self.suite_name)
-            text = ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True)
-            write_atomically(self.path, text + "\n")
-
-    def close(self) -> None:
-        pass
+    def render(self, started: RunStarted | None, end: RunFinished | RunAborted, checks: list[CheckResult]) -> str:
+        if isinstance(end, RunFinished):
+            tree = build_tree(end, started, self.suite_name)
+        else:
+            tree = aborted_tree(end, started, self.suite_name)
+        return ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True) + "\n"

@@ -181,7 +181,7 @@ def test_pacing_reports_what_it_achieved(tmp_path: Path) -> None:
     assert injection.sent == 50 and injection.offered_rate == 500
     assert 400 < injection.achieved_rate <= 510 and injection.pauses == 0
     assert 35 <= injection.background <= 65  # as many background trades as canaries, over the same time
-    assert injection.limited is None
+    assert injection.limited is None  # it never paused
 
 
 def test_a_run_without_an_iceberg_stage_never_imports_pyiceberg(tmp_path: Path) -> None:

@@ -160,14 +160,14 @@ def measurements(
     throughput: float = 95.0,
     tail: float | None = None,
     steps: int = 10,
-    injected: int = 100,
+    injected: float = 100.0,
     limited: str | None = None,
     extra: int = 0,
     gap: float = 0.5,
 ) -> Measurements:
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
-    figures = ThroughputFigures(throughput, tail, 100.0, steps, "delivered", limited, span=10.0, longest_gap=gap)
-    return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), injected, extra)
+    figures = ThroughputFigures(throughput, tail, injected, steps, "delivered", limited, span=10.0, longest_gap=gap)
+    return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), int(injected), extra)
 
 
 def tally(count: int, out_of: int = 100, **kw: str) -> dict[str, Tally]:
@@ -193,7 +193,8 @@ INF = float("inf")
         ("e2e.avg < 30s", measurements([1.0] * 99 + [INF]), Status.FAILED, INF),
         ("throughput >= 90%", measurements(), Status.PASSED, 95.0),
         ("throughput >= 96%", measurements(), Status.FAILED, 95.0),
-        ("throughput >= 100/s", measurements(), Status.FAILED, 95.0),
+        ("throughput >= 90/s", measurements(throughput=80.0), Status.FAILED, 80.0),
+        ("throughput >= 100/s", measurements(injected=80.0), Status.INCONCLUSIVE, 95.0),  # injected too slowly
         ("throughput >= 90%", measurements(tail=50.0), Status.FAILED, 50.0),  # a late slowdown
         ("throughput >= 1/s", measurements(steps=4), Status.INCONCLUSIVE, None),  # too few steps for a slope
         ("throughput >= 1/s", measurements(gap=2.5), Status.INCONCLUSIVE, None),  # a run of 4 batch intervals
