@@ -126,6 +126,7 @@ class CanaryRing:
         self.ordered: set[str] = set()
         self.next_index = 0  # the index the next canary gets
         self.oldest_open = 0  # every canary below this index is closed
+        self.closed_until = -math.inf  # every canary whose deadline is not after this is closed
 
     # -- injection and closing -------------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class CanaryRing:
 
     def close_due(self, now: float) -> None:
         """Close every open canary whose loss deadline is not after ``now``."""
+        self.closed_until = max(self.closed_until, now)
         while self.oldest_open < self.next_index:
             if self.injected_at[self.oldest_open % self.capacity] + self.lost_after > now:
                 return

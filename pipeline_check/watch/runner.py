@@ -206,7 +206,10 @@ class Watch:
     async def _tick(self) -> None:
         """Close the canaries whose deadline passed, note failed probes, retire spent generations."""
         now = self.clock.now()
-        self.ring.close_due(now)
+        # Deadlines up to the previous tick only: after a stall of the loop (a long GC pass, a starved
+        # CPU) the probes get one look at what arrived meanwhile before the watch calls anything lost.
+        if self._ticked is not None:
+            self.ring.close_due(self._ticked)
         self.metrics.in_flight.set(self.ring.in_flight)
         sets = [self.active, *self.retiring] if self.active else self.retiring
         for probes in sets:
@@ -225,8 +228,7 @@ class Watch:
 
     def evaluate(self) -> WindowVerdict:
         """Judge the window now and publish the verdict (metrics, ``/status``)."""
-        now = self.clock.now()
-        slots = self.ring.closed_since(now - self.lost_after - self.settings.window)
+        slots = self.ring.closed_since(self.ring.closed_until - self.lost_after - self.settings.window)
         run = self.active.gen.run if self.active else self._first_run
         verdict = judge(
             self.ring,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.ma  # np.unique imports it on first use: a stall of up to seconds in the first evaluation
 
 from pipeline_check.book import TraceBook
 from pipeline_check.messages import TradeFactory
