@@ -5,8 +5,6 @@ per generation with no canary lost across the change, and probes and sources tha
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from pipeline_check.polling import poll
 from pipeline_check.probes.base import PROBES
 from pipeline_check.tags import parse
 from pipeline_check.watch import Watch, WatchSettings
-from tests.support import memory
+from tests.support import memory, promtool
 
 T = TypeVar("T")
 
@@ -208,12 +206,11 @@ def test_a_healthy_pipeline_passes_and_the_counters_add_up(start_watch: Callable
         assert w.value("pipeline_check_sla_ok", check=check["threshold"]) == 1.0
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make setup installs it)")
+@promtool.needed
 def test_promtool_accepts_the_exposition(start_watch: Callable[..., Running]) -> None:
     w = start_watch(pipe="promtool")
     wait_for(w.verdict_is("passed"), 15, "a passing window")
-    text = httpx.get(w.url + "/metrics", timeout=5).text
-    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    checked = promtool.run("check", "metrics", text_input=httpx.get(w.url + "/metrics", timeout=5).text)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
