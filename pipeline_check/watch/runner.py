@@ -166,12 +166,10 @@ class Watch:
             if inject is not None:
                 inject.cancel()
                 await asyncio.gather(inject, return_exceptions=True)
-            try:
-                for probes in [*self.retiring, *([self.active] if self.active else [])]:
-                    await probes.close()
-            finally:
-                if self.injector is not None:
-                    await self.injector.close()
+            for probes in [*self.retiring, *([self.active] if self.active else [])]:
+                await self._close(probes)
+            if self.injector is not None:
+                await self.injector.close()
 
     async def _start_generation(self, run: RunId) -> ProbeSet:
         probes = ProbeSet(self.config, self.ring, Generation(run, self.ring.next_index), self.clock, self.notes.note)
@@ -220,11 +218,14 @@ class Watch:
                     self._rotation_wanted = True
         for probes in [p for p in self.retiring if p.gen.end <= self.ring.oldest_open]:
             self.retiring.remove(probes)
-            try:
-                await probes.close()
-            except Exception as exc:  # its canaries are counted already: tell, and go on watching
-                self.notes.note(f"probes of {probes.gen.run} did not finish cleanly ({type(exc).__name__}: {exc})")
+            await self._close(probes)
         self._ticked = now
+
+    async def _close(self, probes: ProbeSet) -> None:
+        try:
+            await probes.close()
+        except Exception as exc:  # its canaries are counted already: tell, and go on (or shut down)
+            self.notes.note(f"probes of {probes.gen.run} did not finish cleanly ({type(exc).__name__}: {exc})")
 
     def evaluate(self) -> WindowVerdict:
         """Judge the window now and publish the verdict (metrics, ``/status``)."""
