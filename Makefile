@@ -19,7 +19,7 @@ PYTEST := $(PY) -m pytest
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/lakehouse $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) $(STAMPS)/chromium ## create .venv, install the project, fetch the Kafka and lakehouse jars, build Toxiproxy, install Chromium (once)
+setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/lakehouse $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) $(STAMPS)/chromium $(STAMPS)/promtool ## create .venv, install the project, fetch the Kafka and lakehouse jars, build Toxiproxy, install Chromium, get promtool (once)
 
 $(STAMPS)/venv: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
@@ -62,6 +62,19 @@ $(STAMPS)/lakehouse: compose/lakehouse/pom.xml
 	mvn -q -B -f compose/lakehouse/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(LAKEHOUSE_LIBS))
 	@touch $@
+
+# promtool checks the watch's alert rules and metrics in tests: taken out of Debian's prometheus package
+# into .tools/bin (no server installed, none started). Without apt those checks skip and say why.
+$(STAMPS)/promtool:
+	@mkdir -p $(STAMPS) $(TOOLS)
+	@if command -v apt-get >/dev/null; then \
+	  rm -rf .tools/prometheus && mkdir -p .tools/prometheus && ( cd .tools/prometheus && \
+	  { apt-get download -q prometheus 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get download -q prometheus 2>/dev/null; }; } && \
+	  dpkg-deb -x prometheus_*.deb pkg && cp pkg/usr/bin/promtool $(abspath $(TOOLS))/promtool ); \
+	  rm -rf .tools/prometheus; \
+	fi; \
+	if [ -x $(TOOLS)/promtool ]; then touch $@; \
+	else echo "make setup: promtool not available (Debian's prometheus package); the promtool checks of the watch tests skip"; fi
 
 test: setup ## unit + e2e tests (real Kafka, Iceberg, services), but the resilience scenarios
 	$(PYTEST) -m "not resilience" tests

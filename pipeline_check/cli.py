@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline_check.errors import ExitCode, PipelineCheckError, ServiceStartError, one_line
+from pipeline_check.errors import ConfigError, ExitCode, PipelineCheckError, ServiceStartError, one_line
 from pipeline_check.redact import mask_text
 
 err = Console(stderr=True, highlight=False)
@@ -225,6 +225,68 @@ def validate(
             local.down(started)
             out.print(f"stopped what --start-stack started: {', '.join(started)}")
     raise SystemExit(int(outcome.exit_code))
+
+
+def _seconds(option: str, value: str) -> float:
+    from pipeline_check.durations import HINT, parse_duration
+
+    seconds = parse_duration(value)
+    if seconds is None or seconds <= 0:
+        raise ConfigError(option, value, "is not a duration above zero", HINT)
+    return seconds
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="canaries per second"
+)
+@click.option("--window", default="5m", show_default=True, help="the sliding window the SLAs are judged over")
+@click.option(
+    "--grace",
+    default="10s",
+    show_default=True,
+    help="a canary is lost when older than the freshness threshold (e2e) plus this, and not delivered",
+)
+@click.option("--listen", default="127.0.0.1:9464", show_default=True, help="HOST:PORT of /metrics, /status, /healthz")
+def watch(config_path: Path | None, rate: float, window: str, grace: str, listen: str) -> None:
+    """Inject canaries for ever, judge the SLAs over a sliding window, serve Prometheus metrics.
+
+    Runs until SIGTERM or Ctrl-C, then stops cleanly and exits 0; exits 2 for bad settings or a pipeline
+    that cannot be reached at startup (later outages are measured, not fatal).
+    """
+    from pipeline_check.config import find_config, load_config
+    from pipeline_check.status import Status
+    from pipeline_check.watch import WatchSettings, WindowVerdict, run_watch
+
+    config = load_config(find_config(config_path))
+    settings = WatchSettings(
+        rate=rate, window=_seconds("--window", window), grace=_seconds("--grace", grace), listen=listen
+    )
+
+    def listening(url: str) -> None:
+        out.print(escape(f"serving {url}/metrics, {url}/status and {url}/healthz"), soft_wrap=True)
+
+    def verdict(v: WindowVerdict) -> None:
+        failed = ", ".join(f"{r.threshold} ({r.status.label})" for r in v.results if r.status >= Status.INCONCLUSIVE)
+        text = f"window verdict: {v.label} ({v.canaries} canaries, {v.on_time} on time)"
+        out.print(escape(text + (f"; not passed: {failed}" if failed else "")), soft_wrap=True)
+
+    run_watch(
+        config,
+        settings,
+        on_listening=listening,
+        on_note=lambda note: err.print(f"note: {escape(mask_text(note))}", soft_wrap=True),
+        on_verdict=verdict,
+    )
+    out.print("watch stopped", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
