@@ -52,6 +52,10 @@ class Targets:
     toxiproxy: Toxiproxy | None = None
     catalogs: dict[str, Path] = field(default_factory=dict)
 
+    def close(self) -> None:
+        if self.toxiproxy is not None:
+            self.toxiproxy.close()
+
 
 class _Applied:
     """How to undo one applied fault."""
@@ -80,9 +84,13 @@ class FaultRunner:
         await asyncio.gather(*(self._step(step, t0) for step in self.steps))
 
     async def undo_all(self) -> None:
-        """Undo what is still applied, newest first: the end of every run, error and Ctrl-C included."""
-        for window, applied in reversed(self._applied):
-            await self._undo(window, applied)
+        """Undo what is still applied, newest first: the end of every run, error and Ctrl-C included;
+        then let go of the clients the faults used."""
+        try:
+            for window, applied in reversed(self._applied):
+                await self._undo(window, applied)
+        finally:
+            self.targets.close()
 
     async def _step(self, step: FaultStep, t0: float) -> None:
         await asyncio.sleep(max(0.0, t0 + step.at - self.clock.now()))
