@@ -121,7 +121,7 @@ class PassiveConfig(_Model):
     """``[passive]``: how a passive run samples each stage's freshness from the data itself."""
 
     window: Duration = 30.0
-    interval: Duration | None = None  # None: window / 100, enough samples for a p99
+    interval: Duration | None = None  # None: window / 150, enough samples for a p99 with room to spare
     symbols: tuple[Symbol, ...] = ()  # what the API is asked about; () = messages.background_symbols
     # per stage, the record field (Kafka JSON, API record; epoch ms) or table column holding the event
     # time; unset: the broker timestamp (kafka_topic), event_time (iceberg), the stage's time_field (api)
@@ -130,7 +130,7 @@ class PassiveConfig(_Model):
 
     @property
     def sample_interval(self) -> float:
-        return self.interval if self.interval is not None else max(0.05, self.window / 100)
+        return self.interval if self.interval is not None else max(0.05, self.window / 150)
 
 
 class ReportConfig(_Model):

@@ -59,11 +59,11 @@ async def _api(section: StageSection, symbols: tuple[str, ...], now_ms: int) -> 
     reader = ApiReader(settings, section.name, ResponseTimes())  # type: ignore[arg-type]  # an api stage's settings
     try:
         fields = record_fields(await api_records(reader, symbols, SAMPLE, now_ms))
-        query = reader.url(symbols[0], now_ms - 10_000, now_ms)
+        query = reader.url(symbols[0], 0, 1)  # an empty, timeless window
         requests = [(query, "configured"), (UNKNOWN_PATH, "configured")]
         if "{limit}" in settings.query:  # type: ignore[attr-defined]
             bad = settings.query.format(  # type: ignore[attr-defined]
-                symbol=symbols[0], start_ms=now_ms - 10_000, end_ms=now_ms, limit="not-a-number", tag_lo=0, tag_hi=0
+                symbol=symbols[0], start_ms=0, end_ms=1, limit="not-a-number", tag_lo=0, tag_hi=0
             )
             requests.append((bad, "configured"))
         if settings.headers:  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ from pipeline_check.stages import SOURCE
 from pipeline_check.status import exit_code, verdict_of
 
 PROGRESS_EVERY = 5.0  # seconds between progress notes
+TICK = 0.05  # how often the run passes notes on while sampling
 
 
 @dataclass(slots=True)
@@ -179,40 +180,59 @@ class PassiveRun:
             duration=self.clock.now() - began,
             notes=tuple(self.notes.all),
             passive=self._figures(looks) if self.samplers else None,
-            responses=response_figures(self.responses, self.load, freshness) if self.responses.seconds else None,
+            responses=response_figures(self.responses, self.load, freshness) if self.samplers else None,
             contract=contract,
         )
         yield self.finished
 
     async def _sample(self, looks: dict[str, StageLooks]) -> AsyncIterator[Note]:
-        """Look at every stage each interval until the window is over."""
+        """Each sampler looks every interval on its own task (a slow stage does not slow the others)
+        until the window is over; notes as they come, and progress."""
         clock = self.clock
-        end = clock.now() + self.window
+        began = clock.now()
+        end = began + self.window
+        tasks = [
+            asyncio.create_task(
+                self._look(section.name, sampler, looks[section.name], end), name=f"sample:{section.name}"
+            )
+            for section, sampler in self.samplers
+        ]
+        try:
+            next_progress = began + PROGRESS_EVERY
+            while not all(task.done() for task in tasks):
+                await asyncio.wait(tasks, timeout=TICK)
+                for task in tasks:
+                    if task.done() and (error := task.exception()) is not None:
+                        raise error
+                for note in self.notes.notes():
+                    yield note
+                if (now := clock.now()) >= next_progress and now < end:
+                    next_progress = now + PROGRESS_EVERY
+                    yield Note(f"sampled {now - began:.0f}s of {self.window:g}s: {_latest(looks)}")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _look(self, stage: str, sampler: Sampler, look: StageLooks, end: float) -> None:
+        """One stage's looks, each ``interval`` after the last began, until ``end``."""
+        clock = self.clock
         next_look = clock.now()
-        next_progress = clock.now() + PROGRESS_EVERY
-        skewed: set[str] = set()
         while True:
-            readings = await asyncio.gather(*(s.sample() for _, s in self.samplers), return_exceptions=True)
-            for (section, _), reading in zip(self.samplers, readings, strict=True):
-                stage = looks[section.name]
-                if isinstance(reading, BaseException):
-                    if isinstance(reading, ConfigError) or not isinstance(reading, Exception):
-                        raise reading  # a setting the stage contradicts, or Ctrl-C: no later look helps
-                    stage.failed += 1
-                    self.notes.note(f"{section.name}: a look failed ({type(reading).__name__}: {reading})")
-                    continue
-                stage.add(reading)
-                if reading.ahead_s > 0 and section.name not in skewed:
-                    skewed.add(section.name)
-                    self.notes.note(_skew(section.name, reading.ahead_s))
-            for note in self.notes.notes():
-                yield note
+            try:
+                reading = await sampler.sample()
+            except ConfigError:
+                raise  # a setting the stage contradicts: no later look helps
+            except Exception as exc:  # a look that failed (a restarting broker, an API error): noted, retried
+                look.failed += 1
+                self.notes.note(f"{stage}: a look failed ({type(exc).__name__}: {exc})")
+            else:
+                look.add(reading)
+                if reading.ahead_s > 0 and look.ahead_s == reading.ahead_s:
+                    self.notes.note(_skew(stage, reading.ahead_s))
             now = clock.now()
             if now >= end:
                 return
-            if now >= next_progress:
-                next_progress = now + PROGRESS_EVERY
-                yield Note(f"sampled {now - (end - self.window):.0f}s of {self.window:g}s: {_latest(looks)}")
             next_look = max(next_look + self.interval, now)
             await asyncio.sleep(min(next_look, end) - now)
 

@@ -8,6 +8,7 @@ stage, or its ``time_field`` (epoch ms).
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from pipeline_check.errors import ConfigError
@@ -42,7 +43,8 @@ class ApiSampler:
 
     async def sample(self) -> Reading:
         now_ms = int(self.ctx.clock.wall(self.ctx.clock.now()) * 1000)
-        newest = [t for symbol in self.ctx.symbols if (t := await self._newest(symbol, now_ms)) is not None]
+        found = await asyncio.gather(*(self._newest(symbol, now_ms) for symbol in self.ctx.symbols))
+        newest = [t for t in found if t is not None]
         symbols = ", ".join(self.ctx.symbols)
         if not newest:
             return Reading(detail=f"no record of {symbols} within a day")

@@ -58,7 +58,8 @@ class ConsumerGroupSampler:
         keep = {(tp.partition, o) for tp, o in behind.items()}
         self._times = {key: t for key, t in self._times.items() if key in keep}
         position = tuple(sorted((tp.partition, o) for tp, o in committed.items()))
-        detail = f"{records:,} records behind" + (f" over {len(behind)} partitions" if behind else "")
+        spread = f" over {len(behind)} partition{'s' if len(behind) > 1 else ''}" if behind else ""
+        detail = f"{records:,} records behind{spread}"
         return Reading(
             {"lag": seconds, "lag_records": float(records)}, position, backlog=records > 0, ahead_s=ahead, detail=detail
         )
