@@ -1,0 +1,57 @@
+"""API response times and the API load's query mix and figures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from pipeline_check.passive.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
+from pipeline_check.responses import ResponseTimes
+
+
+def test_response_times_time_requests_and_count_failures() -> None:
+    times = ResponseTimes()
+
+    async def answer() -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    async def refuse() -> str:
+        raise OSError("refused")
+
+    assert asyncio.run(times.timed(answer)) == "ok"
+    with pytest.raises(OSError):
+        asyncio.run(times.timed(refuse))
+    assert times.failed == 1 and len(times.seconds) == 1 and times.seconds[0] >= 0.01
+    assert times.stats()["n"] == 1 and ResponseTimes().stats() == {}
+
+
+def test_the_mix_draws_windows_inside_the_run() -> None:
+    mix = QueryMix(("BTCUSDT", "CANARYUSDT"), since_ms=lambda: 1_000_000, now_ms=lambda: 1_060_000)
+    rng = random.Random(1)
+    draws = [mix.draw(rng) for _ in range(500)]
+    assert {symbol for symbol, _, _ in draws} == {"BTCUSDT", "CANARYUSDT"}
+    assert all(1_000_000 <= end <= 1_060_000 for _, _, end in draws)
+    assert all(MIN_WINDOW_MS <= end - start <= MAX_WINDOW_MS for _, start, end in draws)
+
+
+class FakeLoad:
+    concurrency = 8
+
+    def __init__(self, idle: list[float], loaded: list[float]) -> None:
+        self.idle = ResponseTimes(idle)
+        self.loaded = ResponseTimes(loaded, failed=2)
+
+
+def test_response_figures_compare_loaded_with_idle() -> None:
+    requests = ResponseTimes([0.1] * 30)
+    plain = response_figures(requests, None, {})
+    assert plain.concurrency == 0 and plain.requests["p95"] == 0.1 and plain.degradation is None
+    load = FakeLoad(idle=[0.05] * 20, loaded=[0.2] * 100)
+    figures = response_figures(requests, load, {"e2e": {"p95": 1.5}})  # type: ignore[arg-type]
+    assert figures.concurrency == 8 and figures.loaded_failed == 2
+    assert figures.idle["p95"] == 0.05 and figures.loaded["p95"] == 0.2
+    assert figures.degradation == pytest.approx(4.0)
+    assert figures.freshness_under_load == {"e2e": {"p95": 1.5}}
