@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,26 +18,28 @@ LIMIT = 200_000  # samples kept: a bounded memory whatever the run's length
 
 @dataclass(slots=True)
 class ResponseTimes:
-    """Seconds from request to complete answer (body read), and requests that got no answer."""
+    """Seconds from request to complete answer (body read). A request that got no answer (a timeout, a
+    refused connection) counts as infinitely slow, as an undelivered canary counts as infinitely late:
+    percentiles over failures read ``inf``, never a pass."""
 
     seconds: list[float] = field(default_factory=list)
     failed: int = 0
 
     async def timed(self, request: Callable[[], Awaitable[T]]) -> T:
-        """Await ``request()``, timing it; one that raises counts as failed and re-raises."""
+        """Await ``request()``, timing it; one that raises counts as failed (``inf``) and re-raises."""
         began = time.perf_counter()
         try:
             result = await request()
-        except BaseException:
+        except Exception:
             self.failed += 1
+            self._add(math.inf)
             raise
-        if len(self.seconds) < LIMIT:
-            self.seconds.append(time.perf_counter() - began)
+        self._add(time.perf_counter() - began)
         return result
 
-    def since(self, index: int) -> ResponseTimes:
-        """The times recorded after the first ``index`` ones (a phase of a run)."""
-        return ResponseTimes(self.seconds[index:])
+    def _add(self, seconds: float) -> None:
+        if len(self.seconds) < LIMIT:
+            self.seconds.append(seconds)
 
     @property
     def samples(self) -> Floats:

@@ -1,7 +1,7 @@
 """API load: ``load.api_concurrency`` workers asking the API realistic questions for the run's duration.
 
-Each worker asks, one request at a time with a short pause between, for a symbol of the run and a time
-window inside what the run covers (0.5 to 10 s long), as a dashboard would. Before the load starts the
+Each worker asks, one request at a time and ``PAUSE`` after each answer (a dashboard refreshing), for a
+symbol of the run and a time window inside what the run covers (0.5 to 10 s long). Before the load starts the
 same mix is asked one request at a time (``IDLE_REQUESTS`` of them): the idle response times the loaded
 ones are compared with. Requests are bounded in number and time; the workers stop with the run.
 """
@@ -20,7 +20,7 @@ from pipeline_check.passive.figures import ResponseFigures
 from pipeline_check.responses import ResponseTimes
 
 IDLE_REQUESTS = 20  # enough for an idle p95
-PAUSE = 0.05  # seconds between one worker's requests
+PAUSE = 0.25  # seconds between an answer and the worker's next request
 MAX_REQUESTS = 100_000  # over all workers
 MIN_WINDOW_MS, MAX_WINDOW_MS = 500, 10_000
 
