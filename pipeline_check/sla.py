@@ -426,7 +426,11 @@ def evaluate_series(t: Threshold, series: Series | None) -> CheckResult:
     inconclusive."""
     name = t.series or t.metric
     if series is None:
-        how = "passive runs sample it (validate --passive)" if t.passive_only else "no API stage was timed"
+        how = (
+            "passive runs sample it (validate --passive)"
+            if t.passive_only
+            else "API response times are judged by `pipeline-check validate` (pipeline_check.passive.run)"
+        )
         return _result(t, Status.INCONCLUSIVE, None, f"{name} was not measured by this run: {how}", 0)
     n = len(series.samples)
     if series.inconclusive:

@@ -28,6 +28,7 @@ from pipeline_check.errors import ConfigError
 from pipeline_check.events import CheckFinished, Event, Handler, Note, NoteBuffer, RunFinished, RunStarted
 from pipeline_check.passive.api import ApiReader
 from pipeline_check.passive.figures import ContractFigures, PassiveFigures, StageSeries
+from pipeline_check.passive.gated import GatedRun
 from pipeline_check.passive.load import ApiLoad, QueryMix, response_figures
 from pipeline_check.passive.samplers import SAMPLERS, Reading, Sampler, SamplerContext
 from pipeline_check.responses import ResponseTimes
@@ -39,6 +40,7 @@ from pipeline_check.sla import (
     evaluate_series,
     format_value,
     latency_stats,
+    parse_threshold,
 )
 from pipeline_check.stages import SOURCE
 from pipeline_check.status import exit_code, verdict_of
@@ -369,8 +371,6 @@ async def run_async(
 ) -> RunFinished:
     """Run ``scenario``: passive when ``passive`` or the scenario says so, else injected (with API
     response times, ``load.api_concurrency`` and the contract judged beside the engine's checks)."""
-    from pipeline_check.passive.gated import GatedRun
-
     if config.is_passive(scenario, passive):
         return await drive(lambda: PassiveRun(config, scenario, allow_inconclusive=allow_inconclusive), handlers)
     return await drive(lambda: GatedRun(config, scenario, allow_inconclusive=allow_inconclusive), handlers)
@@ -390,6 +390,4 @@ def run(
 
 def contract_run(config: PipelineConfig) -> PassiveRun:
     """A run that checks the contract only (``pipeline-check contract``)."""
-    from pipeline_check.sla import parse_threshold
-
     return PassiveRun(config, thresholds=[parse_threshold("contract", config.stage_names(), "contract")])
