@@ -52,25 +52,24 @@ class GatedRun(Run):
         return ApiLoad(reader, self.load.api_concurrency, mix, seed=self.load.seed)
 
     async def events(self) -> AsyncIterator[Event]:
-        load, running = self.api_load, False
+        load, stopped = self.api_load, False
         try:
             async for event in super().events():
                 if isinstance(event, RunStarted) and load is not None:
                     yield event
                     await load.measure_idle()
                     load.start()
-                    running = True
                     self.notes.note(f"API load: {load.concurrency} concurrent queries for the run")
                 elif isinstance(event, RunFinished):
-                    if load is not None and running:
-                        running = False
-                        await load.stop()
+                    if load is not None:
+                        stopped = True
+                        await load.stop()  # before the contract check and the verdict
                     async for gated in self._judge(event):
                         yield gated
                 else:
                     yield event
         finally:
-            if load is not None and running:
+            if load is not None and not stopped:  # an aborted run: its client is closed all the same
                 await load.stop()
 
     async def _judge(self, finished: RunFinished) -> AsyncIterator[Event]:

@@ -146,11 +146,12 @@ class PassiveRun:
         )
         looks = {section.name: StageLooks() for section, _ in self.samplers}
         async with contextlib.AsyncExitStack() as stack:
+            if self.load is not None:
+                stack.push_async_callback(self.load.stop)  # its client is closed whatever happens
             for _, sampler in self.samplers:
                 stack.push_async_callback(sampler.close)  # closed even when its start fails halfway
                 await sampler.start()
             if self.load is not None:
-                stack.push_async_callback(self.load.stop)
                 await self.load.measure_idle()
                 self.load.start()
                 self.notes.note(f"API load: {self.load.concurrency} concurrent queries while sampling")

@@ -291,3 +291,18 @@ def test_validate_passive_on_the_command_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "pipeline.toml: contract=None (NoneType): there is no [contract] section" in err
     assert "contract --snapshot" in err
+
+
+def test_an_injected_run_through_the_gates_entry_point_is_the_engine_run(tmp_path: Path) -> None:
+    from pipeline_check.passive.run import run_async
+
+    path = tmp_path / "injected.toml"
+    path.write_text(
+        '[source]\ntype = "memory"\n[stages.kafka]\ntype = "memory"\n[stages.iceberg]\ntype = "memory"\n'
+        '[load]\ncount = 50\nrate = 500\nsettle = 0\ndrain_timeout = "5s"\n[sla]\nthresholds = ["lost == 0"]\n'
+    )
+    cfg = load_config(path, {})
+    done = asyncio.run(run_async(cfg))
+    assert [r.threshold for r in done.results] == ["lost == 0"] and done.verdict == Status.PASSED
+    assert done.summary is not None and done.summary.delivered == 50
+    assert done.passive is None and done.responses is None and done.contract is None  # no API stage, no contract
