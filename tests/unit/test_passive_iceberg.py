@@ -27,7 +27,6 @@ SCHEMA = Schema(
     NestedField(3, "event_time", TimestamptzType(), required=False),
 )
 CLOCK = Clock()
-NOW_MS = int(time.time() * 1000)
 
 
 @pytest.fixture
@@ -58,22 +57,23 @@ def sampler(tmp_path: Path, event_time: str | None = None) -> IcebergSampler:
 
 
 def test_freshness_is_the_newest_event_time_of_the_data_files(tmp_path: Path, table: Table) -> None:
-    append(table, NOW_MS - 60_000, NOW_MS - 20_000)
+    now_ms = int(time.time() * 1000)
+    append(table, now_ms - 60_000, now_ms - 20_000)
     s = sampler(tmp_path)
     asyncio.run(s.start())  # every live file once
     first = asyncio.run(s.sample())
-    assert first.values["freshness"] == pytest.approx((time.time() * 1000 - (NOW_MS - 20_000)) / 1000, abs=1)
+    assert first.values["freshness"] == pytest.approx((time.time() * 1000 - (now_ms - 20_000)) / 1000, abs=1)
     assert first.values["snapshot_age"] < 5
-    append(table, NOW_MS - 5_000, NOW_MS - 40_000)  # only the new snapshot's files are read
+    append(table, now_ms - 5_000, now_ms - 40_000)  # only the new snapshot's files are read
     second = asyncio.run(s.sample())
     assert second.position != first.position
-    assert second.values["freshness"] == pytest.approx((time.time() * 1000 - (NOW_MS - 5_000)) / 1000, abs=1)
+    assert second.values["freshness"] == pytest.approx((time.time() * 1000 - (now_ms - 5_000)) / 1000, abs=1)
     assert asyncio.run(s.sample()).position == second.position  # nothing committed: nothing moved
     assert second.ahead_s == 0
 
 
 def test_a_timestamp_in_the_future_reads_as_skew(tmp_path: Path, table: Table) -> None:
-    append(table, NOW_MS + 3_600_000)
+    append(table, int(time.time() * 1000) + 3_600_000)
     s = sampler(tmp_path)
     asyncio.run(s.start())
     reading = asyncio.run(s.sample())
