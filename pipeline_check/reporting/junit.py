@@ -7,7 +7,8 @@
         <properties> run_id, scenario, injected, delivered, lost, duplicates, corrupted, retracted,
                      out_of_order, throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. p99_s,
                      lost.rate_bound_pct, check[<threshold>] = "<status> observed=<value>";
-                     passive runs: <family>.<stage>.p50_s .. p99_s (lag_records: no _s), <stage>.state;
+                     passive runs: passive.basis, <family>.<stage>.p50_s .. p99_s (lag_records: no _s),
+                     <stage>.state;
                      where the API was timed: api.response.p50_s .. p99_s, api.load.idle_p95_s,
                      api.load.loaded_p95_s, api.load.degradation; contract.differences
         <testcase classname="pipeline-check.sla" name="<threshold>" time="0">
@@ -56,6 +57,7 @@ def figures(done: RunFinished) -> dict[str, object]:
     s = done.summary
     items: list[tuple[str, object]] = [] if s is None else _canaries(s)
     if done.passive is not None:
+        items.append(("passive.basis", done.passive.basis))
         for stage in done.passive.stages:
             items.append((f"{stage.stage}.state", stage.state))
             for family, stats in stage.series.items():

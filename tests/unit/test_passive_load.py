@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
+import json
 import random
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from pipeline_check.passive.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
+from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
 from pipeline_check.responses import ResponseTimes
 
 
@@ -56,3 +65,29 @@ def test_response_figures_compare_loaded_with_idle() -> None:
     assert figures.idle["p95"] == 0.05 and figures.loaded["p95"] == 0.2
     assert figures.degradation == pytest.approx(4.0)
     assert figures.freshness_under_load == {"e2e": {"p95": 1.5}}
+
+
+def test_reports_carry_the_api_response_figures(tmp_path: Path, make_run: Callable[..., Any]) -> None:
+    run = make_run(count=20, thresholds=("lost == 0",))
+    load = FakeLoad(idle=[0.05] * 20, loaded=[0.2] * 100)
+    figures = response_figures(ResponseTimes([0.1] * 30), load, {"e2e": run.summary.e2e})  # type: ignore[arg-type]
+    finished = dataclasses.replace(run.finished, responses=figures)
+    out = io.StringIO()
+    handlers = [
+        JsonReporter(tmp_path / "r.json"),
+        JUnitReporter(tmp_path / "r.xml"),
+        ConsoleReporter(Console(file=out, width=200), live=False),
+    ]
+    for handler in handlers:
+        for event in [*run.events[:-1], finished]:
+            handler.handle(event)
+        handler.close()
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["api_response"]["degradation"] == pytest.approx(4.0) and doc["api_response"]["idle"]["n"] == 20
+    assert doc["e2e"]["latency"] == doc["api_response"]["freshness_under_load"]["e2e"]  # canary figures stay
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "r.xml").getroot().iter("property")}
+    assert props["api.load.degradation"] == "4.000" and props["api.response.p95_s"] == "0.100000"
+    assert props["api.load.idle_p95_s"] == "0.050000" and props["api.load.loaded_p95_s"] == "0.200000"
+    text = out.getvalue()
+    assert "API response times: p50 100.0ms" in text
+    assert "API under 8 concurrent queries: p95 idle 50.0ms, loaded 200.0ms (x4.00" in text
