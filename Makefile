@@ -12,9 +12,11 @@ TOOLS := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 LAKEHOUSE_LIBS := compose/lakehouse/libs
 PYTEST := $(PY) -m pytest
+CONFIG ?=  # pipeline.toml for gate-production [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, compose/pipeline.toml]
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
-        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean
+        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean \
+        gate-production
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -102,6 +104,12 @@ stack-status: setup ## state, health, pid, uptime, restarts of each service
 validate-pipeline: setup ## start the local stack, run the freshness scenario, write reports/, stop the stack
 	$(PC) validate --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml \
 	    --html reports/validation.html
+
+# The production scenario is passive (it injects nothing) and its checks include `contract`: one run
+# judges freshness, lag, API response times and the contract of whatever the config points at.
+gate-production: setup ## deploy gate on what CONFIG points at: passive freshness and lag, API response times, the contract; reports/production.*
+	$(PC) validate $(if $(strip $(CONFIG)),-c $(CONFIG)) --scenario production \
+	    --json reports/production.json --junit reports/production-junit.xml
 
 test-e2e: setup ## every e2e suite against a local stack the tests start on free ports
 	$(PYTEST) -m e2e tests/e2e

@@ -167,6 +167,12 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="canaries per second")
 @click.option("--start-stack", is_flag=True, help="bring the local stack up first and down after")
 @click.option(
+    "--passive",
+    is_flag=True,
+    help="inject nothing: sample each stage's freshness from its own data for [passive] window "
+    '(a scenario with mode = "passive" runs so without it)',
+)
+@click.option(
     "--allow-inconclusive",
     is_flag=True,
     help="exit 0 when no check failed though some were inconclusive (observed too little); reports still say so",
@@ -183,11 +189,13 @@ def validate(
     count: int | None,
     rate: float | None,
     start_stack: bool,
+    passive: bool,
     allow_inconclusive: bool,
     stack_file: Path | None,
     run_dir: Path | None,
 ) -> None:
-    """Inject tagged canaries, follow them through every stage, judge the SLAs.
+    """Inject tagged canaries, follow them through every stage, judge the SLAs (with --passive, or a
+    passive scenario: inject nothing and judge the freshness the pipeline's own data shows).
 
     Exit 0 when every check passes, 1 when one fails or is inconclusive, 2 for bad settings or
     unreachable endpoints, 130 when interrupted.
@@ -205,7 +213,11 @@ def validate(
         local = LocalStack.open(stack_file, run_dir=run_dir)
         env.update(local.spec.exports)
     # every setting and report path is checked before the stack starts or anything is injected
-    config = load_config(path, env).with_overrides(scenario, thresholds=thresholds, count=count, rate=rate)
+    loaded = load_config(path, env)
+    passive = loaded.is_passive(scenario, passive)
+    if passive and (count is not None or rate is not None):
+        raise click.UsageError("--count and --rate set what is injected, and a passive run injects nothing")
+    config = loaded.with_overrides(scenario, thresholds=thresholds, passive=passive, count=count, rate=rate)
     handlers = build_handlers(
         out,
         json_path or config.report.json_path,
@@ -219,12 +231,58 @@ def validate(
             for report in local.up():
                 started.append(report.name)
                 out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
-        outcome = run(config, scenario, handlers, allow_inconclusive=allow_inconclusive)
+        outcome = run(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=local)
     finally:
         if local is not None and started:  # a stack that was already up is left as it was
             local.down(started)
             out.print(f"stopped what --start-stack started: {', '.join(started)}")
     raise SystemExit(int(outcome.exit_code))
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+)
+@click.option("--snapshot", is_flag=True, help="print the stages' current schemas as a starting [contract] (TOML)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here")
+def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, junit_path: Path | None) -> None:
+    """Check [contract]: Iceberg columns, Kafka and API record fields, API status codes.
+
+    Exit 0 when the stages hold it, 1 on a difference (each one listed) or when a part had nothing to
+    check, 2 for bad settings or unreachable endpoints. With --snapshot, print what the stages hold now.
+    """
+    import asyncio
+    import time
+
+    from pipeline_check.config import find_config, load_config
+    from pipeline_check.errors import ConfigError
+    from pipeline_check.reporting import build_handlers
+
+    path = find_config(config_path)
+    config = load_config(path)
+    if snapshot:
+        from pipeline_check.contract.snapshot import snapshot as take
+        from pipeline_check.contract.snapshot import to_toml
+
+        click.echo(to_toml(asyncio.run(take(config, int(time.time() * 1000))), path.name), nl=False)
+        return
+    from pipeline_check.engine import drive
+    from pipeline_check.passive.run import contract_run
+
+    if not config.contract:
+        raise ConfigError(
+            f"{path.name}: contract", None, "there is no [contract] section",
+            f"declare one; `pipeline-check contract --snapshot -c {path}` prints a start",
+        )  # fmt: skip
+    handlers = build_handlers(out, json_path, junit_path, live=False)
+    finished = asyncio.run(drive(lambda: contract_run(config), handlers))
+    raise SystemExit(int(finished.exit_code))
 
 
 def _seconds(option: str, value: str) -> float:

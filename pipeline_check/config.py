@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,12 +27,13 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline_check.contract.model import PARTS, StageContract
 from pipeline_check.durations import Duration, NonNegativeDuration
 from pipeline_check.errors import ConfigError, PluginError
 from pipeline_check.faults.plan import FaultStep, FaultTargets, Owned
 from pipeline_check.redact import redact
 from pipeline_check.registry import PluginSettings, Registry
-from pipeline_check.sla import DEFAULT_THRESHOLDS, Threshold, parse_thresholds
+from pipeline_check.sla import API_RESPONSE, DEFAULT_THRESHOLDS, Threshold, parse_threshold, parse_thresholds
 from pipeline_check.stages import BUILTIN, SOURCE, Route
 
 SCENARIOS = ("smoke", "freshness", "throughput")
@@ -91,6 +92,8 @@ class LoadConfig(_Model):
     # how long probes keep watching after the last canary arrived, for late copies and retractions;
     # None: the larger of 2 s and twice the longest gap between deliveries at the last stage
     settle: NonNegativeDuration | None = None
+    # concurrent API queries (symbols and windows drawn from the run) for the run's duration
+    api_concurrency: int = Field(default=0, ge=0, le=64)
 
 
 class LoadOverride(_Model):
@@ -100,6 +103,7 @@ class LoadOverride(_Model):
     seed: int | None = None
     drain_timeout: Duration | None = None
     settle: NonNegativeDuration | None = None
+    api_concurrency: int | None = Field(default=None, ge=0, le=64)
 
 
 class SlaConfig(_Model):
@@ -109,12 +113,29 @@ class SlaConfig(_Model):
 
 class Scenario(_Model):
     description: str = ""
+    mode: Literal["active", "passive"] = "active"  # passive: inject nothing, sample the pipeline's own data
     load: LoadOverride = LoadOverride()
     thresholds: tuple[str, ...] = ()
     # false: judge only this scenario's thresholds, not [sla]'s too (a fault scenario judges freshness
     # per window, not over canaries that met the fault)
     inherit_thresholds: bool = True
     faults: tuple[FaultStep, ...] = ()  # applied while canaries flow (pipeline_check.faults.plan)
+
+
+class PassiveConfig(_Model):
+    """``[passive]``: how a passive run samples each stage's freshness from the data itself."""
+
+    window: Duration = 30.0
+    interval: Duration | None = None  # None: window / 150, enough samples for a p99 with room to spare
+    symbols: tuple[Symbol, ...] = ()  # what the API is asked about; () = messages.background_symbols
+    # per stage, the record field (Kafka JSON, API record; epoch ms) or table column holding the event
+    # time; unset: the broker timestamp (kafka_topic), event_time (iceberg), the stage's time_field (api)
+    event_time: dict[str, str] = Field(default_factory=dict)
+    thresholds: tuple[str, ...] = ()  # () = freshness of the last stage and each consumer group's lag, p95 < 30s
+
+    @property
+    def sample_interval(self) -> float:
+        return self.interval if self.interval is not None else max(0.05, self.window / 150)
 
 
 class ReportConfig(_Model):
@@ -154,6 +175,16 @@ def _probes() -> Registry[Any]:
     return PROBES
 
 
+def sampled_families(probe_type: str) -> tuple[str, ...]:
+    """The series a passive run samples at a stage of ``probe_type`` (none without a sampler)."""
+    from pipeline_check.passive.samplers import SAMPLERS
+
+    if probe_type not in SAMPLERS.names():
+        return ()
+    provides: tuple[str, ...] = SAMPLERS.get(probe_type).provides
+    return provides
+
+
 class PipelineConfig(_Model):
     """The whole of pipeline.toml."""
 
@@ -165,6 +196,8 @@ class PipelineConfig(_Model):
     scenarios: dict[str, Scenario] = {}
     report: ReportConfig = ReportConfig()
     faults: FaultTargets = FaultTargets()  # what this config owns, and faults may therefore act on
+    passive: PassiveConfig = PassiveConfig()
+    contract: dict[str, StageContract] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -186,9 +219,12 @@ class PipelineConfig(_Model):
 
     @model_validator(mode="after")
     def _thresholds_parse(self) -> PipelineConfig:
+        self._check_stage_keys()
         for name in self.scenarios:
-            self.thresholds_for(name)  # parse every threshold now, not halfway through a run
+            # parse every threshold now, not halfway through a run
+            self.thresholds_for(name, passive=self.is_passive(name))
         self.thresholds_for(None)
+        self.thresholds_for(None, passive=True)
         owned = None
         for name, scenario in self.scenarios.items():
             if scenario.faults:
@@ -210,6 +246,25 @@ class PipelineConfig(_Model):
             s.name for s in self.stages if str(getattr(s.settings, "catalog", {}).get("type", "")) == "sql"
         )
         return Owned(services, links, catalogs)
+
+    def _check_stage_keys(self) -> None:
+        """``[contract.STAGE]`` and ``passive.event_time`` name configured stages, with parts they can hold."""
+        names = [s.name for s in self.stages]
+        for setting, keys in (("contract", self.contract), ("passive.event_time", self.passive.event_time)):
+            for name in keys:
+                if name not in names:
+                    raise ConfigError(f"{setting}.{name}", name, "is not a configured stage", _choices(name, names))
+        for name, spec in self.contract.items():
+            kind = self.stage(name).type  # type: ignore[union-attr]  # checked just above
+            allowed = PARTS.get(kind, ())
+            for part in spec.parts():
+                if part not in allowed:
+                    raise ConfigError(
+                        f"contract.{name}.{part}", kind,
+                        f"a stage of type {kind} holds {' and '.join(allowed) or 'no contract part'}",
+                        f"declare {part} on a stage of type "
+                        + " or ".join(t for t, parts in PARTS.items() if part in parts),
+                    )  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -252,33 +307,103 @@ class PipelineConfig(_Model):
         override = self.scenario(scenario).load.model_dump(exclude_none=True)
         return self.load.model_copy(update=override)
 
-    def thresholds_for(self, scenario: str | None) -> list[Threshold]:
+    def is_passive(self, scenario: str | None, flag: bool = False) -> bool:
+        """Whether a run of ``scenario`` (``--passive`` given: ``flag``) is passive; a passive flag with an
+        active scenario is an error."""
+        if scenario is None:
+            return flag
+        passive = self.scenario(scenario).mode == "passive"
+        if flag and not passive:
+            raise ConfigError(
+                "--scenario", scenario, "is not a passive scenario and --passive injects nothing",
+                'drop --passive, or give the scenario mode = "passive"',
+            )  # fmt: skip
+        return passive
+
+    def thresholds_for(self, scenario: str | None, *, passive: bool = False) -> list[Threshold]:
+        """The thresholds a run of ``scenario`` judges: ``[sla]`` (active) or ``[passive]`` ones, plus the
+        scenario's; each must suit the mode."""
         stages = self.stage_names()
+        if scenario is not None and self.is_passive(scenario) != passive:
+            raise ConfigError(
+                "--scenario", scenario, 'is a passive scenario (mode = "passive"): it injects nothing',
+                "run it with `pipeline-check validate --scenario NAME` (pipeline_check.passive.run)",
+            )  # fmt: skip
         chosen = self.scenario(scenario) if scenario is not None else None
-        texts = (
-            []
-            if chosen is not None and not chosen.inherit_thresholds
-            else [("sla.thresholds", t) for t in self.sla.thresholds]
-        )
+        if chosen is not None and not chosen.inherit_thresholds:
+            texts = []
+        elif passive:
+            texts = [("passive.thresholds", t) for t in self.passive_thresholds()]
+        else:
+            texts = [("sla.thresholds", t) for t in self.sla.thresholds]
         if chosen is not None:
             texts += [(f"scenarios.{scenario}.thresholds", t) for t in chosen.thresholds]
+        for setting, text in texts:
+            self._check_mode(parse_threshold(text, stages, setting), setting, passive)
         return parse_thresholds(texts, stages)
+
+    def passive_thresholds(self) -> tuple[str, ...]:
+        """``[passive] thresholds``, or by default the last stage's freshness and each consumer group's lag."""
+        if self.passive.thresholds:
+            return self.passive.thresholds
+        final = self.stage(self.route.final)
+        defaults = (
+            [f"freshness.{final.name}.p95 < 30s"] if final and "freshness" in sampled_families(final.type) else []
+        )
+        defaults += [f"lag.{s.name}.p95 < 30s" for s in self.stages if "lag" in sampled_families(s.type)]
+        return tuple(defaults)
+
+    def _check_mode(self, t: Threshold, setting: str, passive: bool) -> None:
+        """A threshold judges something the run's mode measures, at a stage that gives it."""
+        if passive and t.needs_canaries:
+            raise ConfigError(
+                setting, t.text, "judges injected canaries, and a passive run injects none",
+                "use freshness., lag., lag_records. or snapshot_age.<stage>, api.response or contract",
+            )  # fmt: skip
+        if not passive and t.passive_only:
+            raise ConfigError(
+                setting, t.text, "is sampled by passive runs only",
+                'move it to [passive] thresholds or to a scenario with mode = "passive"',
+            )  # fmt: skip
+        if t.series == API_RESPONSE and not any(s.type == "api" for s in self.stages):
+            raise ConfigError(setting, t.text, "times the API, and no stage is of type api", "configure [stages.api]")
+        if t.passive_only and t.series is not None:
+            family, stage = t.series.split(".")
+            kind = self.stage(stage).type  # type: ignore[union-attr]  # the grammar checked the stage
+            families = sampled_families(kind)
+            if family not in families:
+                raise ConfigError(
+                    setting, t.text, f"stage {stage} (type {kind}) gives no {family} series",
+                    f"its sampler gives {', '.join(families) or 'nothing: no passive sampler for that type'}",
+                )  # fmt: skip
+        if t.kind == "contract" and not self.contract:
+            raise ConfigError(
+                setting, t.text, "there is no [contract] section",
+                "declare one; `pipeline-check contract --snapshot -c FILE` prints a start",
+            )  # fmt: skip
 
     def with_overrides(
         self,
         scenario: str | None,
         *,
         thresholds: tuple[str, ...] = (),
+        passive: bool = False,
         **load_settings: Any,
     ) -> PipelineConfig:
         """A copy whose ``scenario`` (or base load, without one) also judges ``thresholds`` and uses
-        the given load settings (count, rate, background_rate, drain_timeout, ...); None keeps a setting."""
+        the given load settings (count, rate, background_rate, drain_timeout, ...); None keeps a setting.
+        ``passive``: the thresholds are added to a passive run's."""
+        passive = self.is_passive(scenario, passive)
         given = {k: v for k, v in load_settings.items() if v is not None}
         try:
             load = LoadOverride.model_validate(given).model_dump(exclude_none=True)
         except ValidationError as exc:
             raise _config_error(exc, "overrides") from None
-        if scenario is None:
+        base_texts = self.passive_thresholds() if passive else self.sla.thresholds
+        if scenario is None and passive:
+            sampled = self.passive.model_copy(update={"thresholds": (*base_texts, *thresholds)})
+            patched = self.model_copy(update={"load": self.load.model_copy(update=load), "passive": sampled})
+        elif scenario is None:
             sla = self.sla.model_copy(update={"thresholds": (*self.sla.thresholds, *thresholds)})
             patched = self.model_copy(update={"load": self.load.model_copy(update=load), "sla": sla})
         else:
@@ -288,8 +413,11 @@ class PipelineConfig(_Model):
             )
             patched = self.model_copy(update={"scenarios": {**self.scenarios, scenario: changed}})
         extra = [("--threshold", t) for t in thresholds]
-        parse_thresholds([*(("sla.thresholds", t) for t in self.sla.thresholds), *extra], self.stage_names())
-        patched.thresholds_for(scenario)  # duplicates and never-passing thresholds are errors here too
+        base_setting = "passive.thresholds" if passive else "sla.thresholds"
+        parse_thresholds([*((base_setting, t) for t in base_texts), *extra], self.stage_names())
+        for setting, text in extra:
+            self._check_mode(parse_threshold(text, self.stage_names(), setting), setting, passive)
+        patched.thresholds_for(scenario, passive=passive)  # duplicates and never-passing thresholds are errors too
         return patched
 
     def redacted(self) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -54,7 +54,13 @@ class Outcome:
     """The end of a run for library callers: the final event, its exit code, and the trace book."""
 
     finished: RunFinished
-    book: TraceBook
+
+    @property
+    def book(self) -> TraceBook:
+        """Every canary's observations (an injected run's; a passive run has none)."""
+        if self.finished.book is None:
+            raise ValueError("a passive run injects no canary: it has no trace book")
+        return self.finished.book
 
     @property
     def exit_code(self) -> ExitCode:
@@ -129,7 +135,6 @@ class Run:
             for section in config.stages
         ]
         self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
-        self.outcome: Outcome | None = None
         self._settle = 0.0
 
     async def events(self) -> AsyncIterator[Event]:
@@ -219,7 +224,6 @@ class Run:
             notes=tuple(self.notes.all),
             book=self.book,
         )
-        self.outcome = Outcome(finished, self.book)
         yield finished
 
     def _choose_symbols(self) -> None:
@@ -344,29 +348,71 @@ def aborted(exc: BaseException) -> RunAborted:
     return RunAborted(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL_ERROR)
 
 
-async def run_async(
-    config: PipelineConfig,
-    scenario: str | None = None,
-    handlers: Iterable[Handler] = (),
-    *,
-    allow_inconclusive: bool = False,
-    stack: Services | None = None,
-) -> Outcome:
-    """Run one scenario, feeding every event to ``handlers``; returns the outcome. ``stack`` is the
-    driver a scenario's faults act through (default: the one its ``[faults]`` section names)."""
+class EventSource(Protocol):
+    """A run of any kind: injected (:class:`Run`), with production gates, or passive."""
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+
+async def drive(make: Callable[[], EventSource], handlers: Iterable[Handler] = ()) -> RunFinished:
+    """Feed a run's events to ``handlers`` (an aborted run still reaches them as ``RunAborted``); the
+    final event."""
     dispatcher = Dispatcher(handlers)
+    finished: RunFinished | None = None
     try:
-        run = Run(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
-        async for event in run.events():
+        async for event in make().events():
             dispatcher.handle(event)
+            if isinstance(event, RunFinished):
+                finished = event
     except BaseException as exc:
         dispatcher.abort(exc)
         raise
     finally:
         dispatcher.close()
-    if run.outcome is None:
+    if finished is None:
         raise RuntimeError("the run ended without a verdict")
-    return run.outcome
+    return finished
+
+
+def make_run(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    *,
+    passive: bool = False,
+    allow_inconclusive: bool = False,
+    stack: Services | None = None,
+) -> EventSource:
+    """The run ``scenario`` asks for: passive (nothing injected), injected with the production gates
+    (API response times, an API load, the contract), or plainly injected. Each kind is imported only
+    when a config asks for it."""
+    if config.is_passive(scenario, passive):
+        from pipeline_check.passive.run import PassiveRun
+
+        return PassiveRun(config, scenario, allow_inconclusive=allow_inconclusive)
+    thresholds = config.thresholds_for(scenario)
+    if config.load_for(scenario).api_concurrency or any(t.series or t.kind == "contract" for t in thresholds):
+        from pipeline_check.passive.gated import GatedRun
+
+        return GatedRun(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
+    return Run(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
+
+
+async def run_async(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    handlers: Iterable[Handler] = (),
+    *,
+    passive: bool = False,
+    allow_inconclusive: bool = False,
+    stack: Services | None = None,
+) -> Outcome:
+    """Run one scenario, feeding every event to ``handlers``; returns the outcome. ``stack`` is the
+    driver a scenario's faults act through (default: the one its ``[faults]`` section names)."""
+    finished = await drive(
+        lambda: make_run(config, scenario, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack),
+        handlers,
+    )
+    return Outcome(finished)
 
 
 def run(
@@ -374,8 +420,11 @@ def run(
     scenario: str | None = None,
     handlers: Iterable[Handler] = (),
     *,
+    passive: bool = False,
     allow_inconclusive: bool = False,
     stack: Services | None = None,
 ) -> Outcome:
     """Synchronous :func:`run_async`."""
-    return asyncio.run(run_async(config, scenario, handlers, allow_inconclusive=allow_inconclusive, stack=stack))
+    return asyncio.run(
+        run_async(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack)
+    )

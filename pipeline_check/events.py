@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pipeline_check.book import TraceBook
 from pipeline_check.errors import ExitCode
+from pipeline_check.passive.figures import ContractFigures, PassiveFigures, ResponseFigures
 from pipeline_check.sla import CheckResult
 from pipeline_check.status import Status
 from pipeline_check.summary import RunSummary
@@ -30,6 +31,8 @@ class RunStarted:
     background_rate: float
     started_at: float  # wall-clock seconds
     config: Mapping[str, Any] = field(default_factory=dict)  # settings with secrets masked
+    mode: str = "active"  # passive: injects nothing (count and rates are 0), samples for window_s
+    window_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,15 @@ class RunFinished:
     verdict: Status
     exit_code: ExitCode  # the verdict through the gate rule (status.exit_code)
     results: tuple[CheckResult, ...]
-    summary: RunSummary
+    summary: RunSummary | None  # None for a passive run: nothing was injected
     resolution: Mapping[str, float]  # per stage: the probe's median poll interval, seconds
     duration: float  # seconds from RunStarted to verdict
     notes: tuple[str, ...] = ()
     # every canary's times, for reporters that draw them (read only: the run is over)
     book: TraceBook | None = field(default=None, compare=False, repr=False)
+    passive: PassiveFigures | None = None
+    responses: ResponseFigures | None = None  # API response times, where an API was timed
+    contract: ContractFigures | None = None
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:

@@ -179,10 +179,7 @@ Validator = Callable[..., "Outcome"]
 
 @pytest.fixture
 def validator(
-    request: pytest.FixtureRequest,
-    pipeline_config: PipelineConfig,
-    pipeline_stack: PipelineStack,
-    record_property: Callable[[str, object], None],
+    request: pytest.FixtureRequest, pipeline_config: PipelineConfig, record_property: Callable[[str, object], None]
 ) -> Validator:
     """``validator(scenario=None, *, config=None, thresholds=(), handlers=(), **load)`` runs one
     validation (``load``: count, rate, background_rate, drain_timeout, ...; ``handlers`` see every
@@ -202,8 +199,11 @@ def validator(
         **load: Any,
     ) -> Outcome:
         settings = (config or pipeline_config).with_overrides(scenario, thresholds=thresholds, **load)
-        # a scenario's faults act through the session's own stack driver, which then knows what changed
-        outcome = run_sync(run_async(settings, scenario, handlers, stack=pipeline_stack.local))
+        stack = None
+        if scenario is not None and settings.scenario(scenario).faults:
+            # a scenario's faults act through the session's own stack driver, which then knows what changed
+            stack = request.getfixturevalue("pipeline_stack").local
+        outcome = run_sync(run_async(settings, scenario, handlers, stack=stack))
         for name, value in figures(outcome.finished).items():
             record_property(name, value)
         return outcome

@@ -4,16 +4,23 @@
 
     threshold := metric OP value
     metric    := "e2e." AGG [WINDOW] | "stage." STAGE "." AGG [WINDOW] | "throughput" | "recovery" | COUNT | SHARE
+               | FAMILY "." STAGE "." AGG | "api.response." AGG
     WINDOW    := "[before]" | "[during]" | "[after]"   canaries sent before, during or after the faults
+    FAMILY    := freshness | lag | lag_records | snapshot_age      (sampled by passive runs)
     AGG       := p50 | p90 | p95 | p99 | p999 | min | max | avg
     COUNT     := lost | duplicates | corrupted | retracted | incomplete | out_of_order | delivered
     SHARE     := loss_rate | duplicate_rate | corrupt_rate | coverage
     OP        := < | <= | > | >= | == | !=
     value     := duration (500ms, 30s, 2m) | rate (100/s, or 90% of the achieved injection rate)
-               | integer for counts | percentage for shares
+               | integer for counts and lag_records | percentage for shares
+    contract  := "contract"                                            (the stages' declared contract holds)
 
 Examples: ``e2e.p99 < 30s``, ``stage.iceberg.p95 < 10s``, ``throughput >= 100/s``, ``lost == 0``,
-``loss_rate < 0.1%``, ``coverage == 100%``, ``e2e.p99[during] < 60s``, ``recovery < 30s``.
+``loss_rate < 0.1%``, ``coverage == 100%``, ``e2e.p99[during] < 60s``, ``recovery < 30s``,
+``freshness.iceberg.max < 60s``, ``lag.consumer.p99 < 30s``, ``api.response.p95 < 500ms``, ``contract``.
+
+Sampled series (freshness, lag, API response times) are judged like latencies, on their samples
+(:class:`Series`): a series that saw nothing to judge (an idle pipeline) is inconclusive, never passed.
 
 Each check ends ``passed``, ``failed``, ``inconclusive`` (too few samples; nothing compared; the
 validator's own injection fell behind) or ``not applicable`` (this configuration cannot observe it). A
@@ -39,7 +46,7 @@ from pipeline_check.errors import ConfigError
 from pipeline_check.power import upper_bound
 from pipeline_check.status import Status
 
-Kind = Literal["latency", "rate", "count", "share"]
+Kind = Literal["latency", "rate", "count", "share", "contract"]
 Floats = npt.NDArray[np.float64]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -55,6 +62,15 @@ COUNTS = ("lost", "duplicates", "corrupted", "retracted", "incomplete", "out_of_
 # a share of canaries with a property -> the count it is the rate of
 RATES = {"loss_rate": "lost", "duplicate_rate": "duplicates", "corrupt_rate": "corrupted"}
 SHARES = (*RATES, "coverage")
+# series sampled from the pipeline's own timestamps by passive runs: family -> what a value is
+PASSIVE_FAMILIES: dict[str, Kind] = {
+    "freshness": "latency",  # now minus the newest record's time at the stage
+    "lag": "latency",  # now minus the oldest record the consumer group has not committed
+    "lag_records": "count",  # records the consumer group has not committed
+    "snapshot_age": "latency",  # now minus the table's latest commit
+}
+API_RESPONSE = "api.response"  # the API's response times, in every mode
+CONTRACT = "contract"
 DEFAULT_THRESHOLDS = (
     "e2e.p99 < 30s",
     "lost == 0",
@@ -125,6 +141,17 @@ class Threshold:
     aggregate: str | None = None  # for latencies
     relative: bool = False  # a rate given as a share of the achieved injection rate ("90%")
     window: str | None = None  # latencies of canaries sent before, during or after the faults
+    series: str | None = None  # the sampled series judged ("freshness.iceberg", "api.response")
+
+    @property
+    def passive_only(self) -> bool:
+        """Judged on series only a passive run samples."""
+        return self.series is not None and self.series.split(".")[0] in PASSIVE_FAMILIES
+
+    @property
+    def needs_canaries(self) -> bool:
+        """Judged on injected canaries (what a passive run has none of)."""
+        return self.series is None and self.kind != "contract"
 
     def holds(self, observed: float, reference_rate: float = 0.0) -> bool:
         target = self.value / 100 * reference_rate if self.relative else self.value
@@ -146,6 +173,8 @@ def format_value(value: float, kind: Kind) -> str:
         return f"{value:.1f}/s"
     if kind == "share":
         return f"{value:.2f}%"
+    if kind == "contract":
+        return "1 difference" if value == 1 else f"{value:g} differences"
     return f"{value:g}"
 
 
@@ -167,6 +196,8 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
     def bad(problem: str, fix: str) -> ConfigError:
         return ConfigError(setting, text, problem, fix)
 
+    if text.strip() == CONTRACT:
+        return Threshold(CONTRACT, CONTRACT, "==", 0.0, "contract")
     match = _THRESHOLD.match(text)
     if not match:
         raise bad("is not `metric OP value`", "write e.g. 'e2e.p99 < 30s', 'throughput >= 100/s' or 'lost == 0'")
@@ -202,6 +233,8 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
         if seconds is None:
             raise bad(f"{raw!r} is not a duration", DURATION_HINT)
         value = seconds
+    elif len(parts) == 3 and (parts[0] in PASSIVE_FAMILIES or metric.startswith(API_RESPONSE + ".")):
+        return _series_threshold(text, parts, op, raw, stages, bad)
     elif is_latency:
         kind, agg = "latency", parts[-1]
         if agg not in AGGREGATES:
@@ -216,8 +249,38 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
         value = seconds
     else:
         known = ["e2e.<stat>[window]", "stage.<name>.<stat>[window]", "throughput", "recovery", *COUNTS, *SHARES]
+        known += [f"{family}.<stage>.<stat>" for family in PASSIVE_FAMILIES] + [f"{API_RESPONSE}.<stat>", CONTRACT]
         raise bad(f"unknown metric {metric!r}", f"use one of {', '.join(known)}")
     threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative, window)
+    never = _never_holds(threshold)
+    if never:
+        raise bad(f"can never pass ({never})", "fix the value or the operator")
+    return threshold
+
+
+def _series_threshold(
+    text: str, parts: list[str], op: str, raw: str, stages: tuple[str, ...], bad: Callable[[str, str], ConfigError]
+) -> Threshold:
+    """``freshness.iceberg.max < 60s``, ``lag_records.consumer.max < 5000``, ``api.response.p95 < 500ms``."""
+    family, stage, agg = parts
+    if agg not in AGGREGATES:
+        raise bad(f"unknown statistic {agg!r}", f"use one of {', '.join(AGGREGATES)}")
+    series = API_RESPONSE if f"{family}.{stage}" == API_RESPONSE else f"{family}.{stage}"
+    if series != API_RESPONSE and stage not in stages:
+        raise bad(f"unknown stage {stage!r}", f"configured stages: {', '.join(stages) or 'none'}")
+    kind = PASSIVE_FAMILIES.get(family, "latency")
+    if kind == "count":
+        m = _COUNT.match(raw)
+        if not m:
+            raise bad(f"{raw!r} is not a whole number", f"records compare to integers, e.g. {series}.max < 10000")
+        value = float(m["n"])
+    else:
+        seconds = parse_duration(raw)
+        if seconds is None:
+            raise bad(f"{raw!r} is not a duration", DURATION_HINT)
+        value = seconds
+    metric = ".".join(parts)
+    threshold = Threshold(text.strip(), metric, op, value, kind, None, agg, series=series)
     never = _never_holds(threshold)
     if never:
         raise bad(f"can never pass ({never})", "fix the value or the operator")
@@ -301,6 +364,18 @@ class ThroughputFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class Series:
+    """Samples of one sampled series (seconds; records for ``lag_records``), what they are, and why the
+    series cannot be judged when it cannot (an idle pipeline, every sample failed)."""
+
+    samples: Floats
+    detail: str = ""
+    inconclusive: str | None = None
+    # what to change for more samples
+    more: str = "sample for longer (passive.window) or more often (passive.interval)"
+
+
+@dataclass(frozen=True, slots=True)
 class Measurements:
     """What the SLA engine judges: latency samples per series (``e2e`` and stage names; ``inf`` = not
     delivered), tallies by count name, throughput and coverage."""
@@ -313,6 +388,7 @@ class Measurements:
     extra_min_samples: int = 0
     notes: Mapping[str, str] = field(default_factory=dict)
     recovery: Recovery | None = None  # None: the scenario has no faults
+    series: Mapping[str, Series] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +404,14 @@ class Recovery:
 
 def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
     """Judge one threshold; too few samples is inconclusive, never a pass."""
+    if threshold.series is not None:
+        return evaluate_series(threshold, m.series.get(threshold.series))
+    if threshold.kind == "contract":
+        return _result(
+            threshold, Status.INCONCLUSIVE, None,
+            "the contract is checked by `pipeline-check validate` and `pipeline-check contract` "
+            "(pipeline_check.passive.run), not by a bare engine run", 0,
+        )  # fmt: skip
     if threshold.kind == "latency":
         return _latency(threshold, m)
     if threshold.kind == "rate":
@@ -380,6 +464,31 @@ def _recovery(t: Threshold, recovery: Recovery | None) -> CheckResult:
         return _result(t, Status.INCONCLUSIVE, None, recovery.inconclusive, 0)
     status = Status.PASSED if t.holds(recovery.seconds) else Status.FAILED
     return _result(t, status, recovery.seconds, recovery.detail, 1)
+
+
+def evaluate_series(t: Threshold, series: Series | None) -> CheckResult:
+    """Judge a threshold on a sampled series; a series not measured, or with nothing to judge, is
+    inconclusive."""
+    name = t.series or t.metric
+    if series is None:
+        how = (
+            "passive runs sample it (validate --passive)"
+            if t.passive_only
+            else "API response times are judged by `pipeline-check validate` (pipeline_check.passive.run)"
+        )
+        return _result(t, Status.INCONCLUSIVE, None, f"{name} was not measured by this run: {how}", 0)
+    n = len(series.samples)
+    if series.inconclusive:
+        return _result(t, Status.INCONCLUSIVE, None, series.inconclusive, n)
+    agg = t.aggregate or "max"
+    needed = min_samples(agg)
+    if n < needed:
+        return _result(
+            t, Status.INCONCLUSIVE, None, f"too few samples for {agg} of {name}: {n} < {needed}; {series.more}", n
+        )
+    observed = aggregate(series.samples, agg)
+    detail = f"{agg} of {n} samples of {name}" + (f"; {series.detail}" if series.detail else "")
+    return _result(t, Status.PASSED if t.holds(observed) else Status.FAILED, observed, detail, n)
 
 
 def _throughput(t: Threshold, m: Measurements) -> CheckResult:

@@ -7,6 +7,8 @@ answers, not assumed, and noted. The poll interval adapts: short while canaries 
 upstream stage holds some the API has not shown yet (they are due: a late look would read as API
 latency), growing to ``max_poll_interval`` otherwise.
 
+Every request is timed (``responses``): the API's response times, judged by ``api.response`` thresholds.
+
 Copies of one canary within a complete answer are duplicates; a canary shown before and missing from a
 later complete answer of its window is gone (retracted). At the end, a last sweep covers the whole run,
 and canaries still missing are searched ``search_window`` either side of their send time: one found
@@ -33,6 +35,7 @@ from pipeline_check.jsonpath import check_path, compile_path
 from pipeline_check.probes.base import ProbeContext, Ref
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.registry import PluginSettings
+from pipeline_check.responses import ResponseTimes
 
 MAX_PAGES = 1000  # per window: a guard against an API that ignores the time bounds
 PLACEHOLDERS = ("symbol", "start_ms", "end_ms", "limit", "tag_lo", "tag_hi")
@@ -103,6 +106,7 @@ class ApiProbe:
         headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self._client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=settings.timeout)
         self._looks = LookTimes()
+        self.responses = ResponseTimes()  # every request this probe makes (api.response thresholds)
         self._shown: dict[int, tuple[str, int | None]] = {}  # tag -> (symbol, record time) when last shown
         self._largest_page = 0  # the most records one answer held: the API's page cap, as far as seen
         self._largest_seen = 0  # answers of that size
@@ -114,7 +118,7 @@ class ApiProbe:
         path = self.settings.health or self._url("CANARYUSDT", 0, 1)
         url = self.settings.base_url + path
         try:
-            response = await self._client.get(path)
+            response = await self.responses.timed(lambda: self._client.get(path))
         except httpx.HTTPError as exc:
             raise EndpointError(
                 f"{self._where}.base_url", url, f"does not answer ({type(exc).__name__}: {exc})",
@@ -231,7 +235,7 @@ class ApiProbe:
         """One answer's records; None when the API failed (noted; the next poll tries again)."""
         url = self._url(symbol, start_ms, end_ms)
         try:
-            response = await self._client.get(url)
+            response = await self.responses.timed(lambda: self._client.get(url))
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:

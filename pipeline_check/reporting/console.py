@@ -27,7 +27,8 @@ from pipeline_check.events import (
     RunFinished,
     RunStarted,
 )
-from pipeline_check.sla import format_value
+from pipeline_check.passive.figures import PassiveFigures, ResponseFigures
+from pipeline_check.sla import PASSIVE_FAMILIES, format_value
 from pipeline_check.stages import SOURCE
 from pipeline_check.status import Status
 from pipeline_check.summary import RunSummary
@@ -107,6 +108,15 @@ class ConsoleReporter:
 
     def _run_started(self, run: RunStarted) -> None:
         self._stages = run.stages
+        if run.mode == "passive":  # no progress bars: nothing is injected, notes tell the progress
+            scenario = f" scenario {run.scenario}," if run.scenario else ""
+            what = (
+                f"sampling {', '.join(run.stages)} for {run.window_s:g}s (injects nothing)"
+                if run.stages
+                else "checking the contract (injects nothing)"
+            )
+            self.console.print(Text.assemble(("pipeline-check ", "bold"), f"{run.run_id}:{scenario} passive, {what}"))
+            return
         background = f" (+{run.background_rate:g}/s background)" if run.background_rate else ""
         scenario = f" scenario {run.scenario}," if run.scenario else ""
         self.console.print(
@@ -172,13 +182,60 @@ class ConsoleReporter:
 
     def _report(self, done: RunFinished) -> None:
         summary = done.summary
-        self.console.print(self._stage_table(summary))
+        if summary is not None:
+            self.console.print(self._stage_table(summary))
+        if done.passive is not None:
+            self._passive(done.passive)
         self.console.print(self._checks_table(done))
-        self._faults(summary)
-        self._coverage(summary)
-        self._problems(summary)
-        self._injection(done)
+        if summary is not None:
+            self._faults(summary)
+            self._coverage(summary)
+            self._problems(summary)
+            self._injection(done, summary)
+        if done.responses is not None:
+            self._responses(done.responses)
         self._verdict(done)
+
+    def _passive(self, passive: PassiveFigures) -> None:
+        table = Table(
+            title=f"stages, sampled every {format_value(passive.interval_s, 'latency')} for {passive.window_s:g}s",
+            caption="freshness: now minus the newest record's time; lag: now minus the oldest record not committed",
+            title_justify="left",
+        )
+        for name in ("stage", "state", "series", *STATS, "at the end", "samples", "detail"):
+            table.add_column(name, justify="right" if name in (*STATS, "at the end", "samples") else "left")
+        for stage in passive.stages:
+            style = {"active": "green", "stale": "bold red", "idle": "yellow"}.get(stage.state, "")
+            for family, stats in stage.series.items():
+                kind = PASSIVE_FAMILIES.get(family, "latency")
+                table.add_row(
+                    stage.stage,
+                    Text(stage.state, style=style),
+                    f"{family}.{stage.stage}",
+                    *(("-" if p not in stats else format_value(stats[p], kind)) for p in STATS),
+                    format_value(stage.last[family], kind) if family in stage.last else "-",
+                    f"{stage.samples}" + (f" ({stage.failed} failed)" if stage.failed else ""),
+                    Text(stage.detail),
+                )
+        self.console.print(table)
+        for skew in passive.skew:
+            self.console.print(Text(skew, style="bold yellow"))
+        self.console.print(Text(passive.basis, style="dim"))
+
+    def _responses(self, r: ResponseFigures) -> None:
+        stats = ", ".join(f"{p} {_latency(r.requests, p)}" for p in STATS if p in r.requests)
+        count = int(r.requests.get("n", 0))
+        self.console.print(Text(f"API response times: {stats or '-'} ({count} requests, {r.failed} failed)"))
+        if r.concurrency:
+            ratio = "-" if r.degradation is None else f"x{r.degradation:.2f}"
+            fresh = "; ".join(f"{name} p95 {_latency(st, 'p95')}" for name, st in r.freshness_under_load.items())
+            self.console.print(
+                Text(
+                    f"API under {r.concurrency} concurrent queries: p95 idle {_latency(r.idle, 'p95')}, "
+                    f"loaded {_latency(r.loaded, 'p95')} ({ratio}; {int(r.loaded.get('n', 0))} queries, "
+                    f"{r.loaded_failed} failed); freshness under that load: {fresh or '-'}"
+                )
+            )
 
     def _stage_table(self, summary: RunSummary) -> Table:
         table = Table(
@@ -273,8 +330,7 @@ class ConsoleReporter:
         if counts:
             self.console.print(Text("; ".join(counts), style="yellow"))
 
-    def _injection(self, done: RunFinished) -> None:
-        s = done.summary
+    def _injection(self, done: RunFinished, s: RunSummary) -> None:
         inj = s.injection
         background = f" + {inj.background} background" if inj.background else ""
         self.console.print(

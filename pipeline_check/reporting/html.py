@@ -138,9 +138,8 @@ def _header(started: RunStarted | None, verdict: str) -> str:
     return f'<header><h1>pipeline-check report: {escape(verdict)}</h1><p class="facts">{escape(facts)}</p></header>'
 
 
-def stage_figures(done: RunFinished) -> str:
+def stage_figures(done: RunFinished, s: RunSummary) -> str:
     """Per stage: reached, extra copies, retractions, hop latency percentiles, probe resolution."""
-    s = done.summary
     rows: list[list[Cell]] = []
     for st in s.stages:
         resolution = done.resolution.get(st.name)
@@ -297,6 +296,17 @@ def render(
     verdict = end.verdict.label
     s = end.summary
     book = end.book
+    if s is None:  # a passive run: no canary to draw; its sampled figures are in the JSON report
+        return _page(
+            f"pipeline-check {verdict}: {run_id}",
+            _header(started, verdict),
+            "<main>",
+            banner(verdict, int(end.exit_code), end.results, extra=f" · {end.duration:.1f}s"),
+            paragraph("A passive run: nothing was injected; the sampled figures are in the JSON report."),
+            notes(end.notes),
+            settings(config),
+            "</main>",
+        )
     # the scenario's fault windows unless the caller shades others; one never undone runs to the end
     windows = windows or [
         FaultWindow(f.start_s, f.end_s if math.isfinite(f.end_s) else end.duration, f.label) for f in s.faults
@@ -318,7 +328,7 @@ def render(
         _header(started, verdict),
         "<main>",
         banner(verdict, int(end.exit_code), end.results, extra=f" · {end.duration:.1f}s"),
-        stage_figures(end),
+        stage_figures(end, s),
         *pictures,
         notes(end.notes),
         settings(config),

@@ -3,8 +3,8 @@
 Shape (``schema_version`` 2)::
 
     {"schema_version": 2, "tool": {"name", "version"},
-     "run": {"run_id", "scenario", "source", "stages", "count", "rate", "background_rate",
-             "started_at" (ISO-8601 UTC), "duration_s"},
+     "run": {"run_id", "scenario", "mode" ("active" | "passive"), "source", "stages", "count", "rate",
+             "background_rate", "window_s", "started_at" (ISO-8601 UTC), "duration_s"},
      "config": {...settings, secrets masked...},
      "verdict": "passed" | "not applicable" | "inconclusive" | "failed" | "aborted",
      "exit_code": 0 | 1 | 2 | 3 | 130, "error": null | "one-line reason the run aborted",
@@ -21,7 +21,15 @@ Shape (``schema_version`` 2)::
      "injection": {"sent", "background", "offered_rate", "achieved_rate", "lateness_p99", "pauses"},
      "settle_s", "faults": [{"label", "action", "target", "start_s", "end_s", "output"}],
      "windows": {"before" | "during" | "after": e2e latency stats}, "resolution_s": {stage: seconds},
-     "notes": [...]}
+     "notes": [...],
+     "api_response": {"requests": {p50, p95, p99, max, n}, "failed", "concurrency", "idle", "loaded",
+                      "loaded_failed", "degradation", "freshness_under_load": {series: stats}}   where timed,
+     "contract": {"differences": [{"stage", "subject", "expected", "actual", "text"}], "checked",
+                  "not_applicable", "unchecked"}                                               where checked}
+
+A passive run (nothing injected) has none of the canary figures (``stages`` to ``settle_s``); it has
+``"passive": {"window_s", "interval_s", "basis", "skew": [...], "stages": [{"stage", "type", "state",
+"series": {family: stats}, "last", "samples", "failed", "ahead_s", "detail"}]}`` instead.
 
 Times are seconds. **Infinity**: a latency statistic over canaries that never arrived is infinite (the
 checks count them that way too); JSON has no infinity, so it is written as the string ``"inf"``, which
@@ -46,6 +54,7 @@ from pipeline_check.events import RunAborted, RunFinished, RunStarted
 from pipeline_check.power import upper_bound
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.sla import CONFIDENCE, CheckResult
+from pipeline_check.summary import RunSummary
 from pipeline_check.tags import label
 
 SCHEMA_VERSION = 2
@@ -103,6 +112,8 @@ def build_document(
         doc["run"] = {
             "run_id": started.run_id,
             "scenario": started.scenario,
+            "mode": started.mode,
+            "window_s": started.window_s,
             "source": started.source,
             "stages": list(started.stages),
             "count": started.count,
@@ -121,12 +132,30 @@ def build_document(
         }
         return json_safe(doc)  # type: ignore[no-any-return]
 
-    s = end.summary
     doc |= {
         "verdict": end.verdict.label,
         "exit_code": int(end.exit_code),
         "error": None,
         "checks": [check_dict(r) for r in end.results],
+    }
+    s = end.summary
+    if s is not None:
+        doc |= _canaries(end, s)
+    else:
+        doc |= {"resolution_s": dict(end.resolution), "notes": list(end.notes)}
+    if end.passive is not None:
+        doc["passive"] = dataclasses.asdict(end.passive)
+    if end.responses is not None:
+        doc["api_response"] = dataclasses.asdict(end.responses)
+    if end.contract is not None:
+        doc["contract"] = dataclasses.asdict(end.contract)
+        doc["contract"]["differences"] = [dataclasses.asdict(d) | {"text": d.text} for d in end.contract.differences]
+    return json_safe(doc)  # type: ignore[no-any-return]
+
+
+def _canaries(end: RunFinished, s: RunSummary) -> dict[str, Any]:
+    """The figures of an injected run."""
+    return {
         "stages": [dataclasses.asdict(stage) for stage in s.stages],
         "e2e": {"stage": s.final, "reached": s.delivered, "injected": s.injected, "latency": s.e2e},
         "lost": {"count": s.lost, "rate_bound_pct": _bound(s.lost, s.injected), "stuck": s.stuck},
@@ -156,7 +185,6 @@ def build_document(
         "resolution_s": dict(end.resolution),
         "notes": list(end.notes),
     }
-    return json_safe(doc)  # type: ignore[no-any-return]
 
 
 def _bound(count: int, out_of: int) -> float | None:

@@ -6,7 +6,11 @@
       <testsuite name tests failures errors skipped time timestamp hostname>
         <properties> run_id, scenario, injected, delivered, lost, duplicates, corrupted, retracted,
                      out_of_order, throughput_per_s, e2e.p50_s .. e2e.p99_s, stage.<name>.p50_s .. p99_s,
-                     lost.rate_bound_pct, check[<threshold>] = "<status> observed=<value>"
+                     lost.rate_bound_pct, check[<threshold>] = "<status> observed=<value>";
+                     passive runs: passive.basis, <family>.<stage>.p50_s .. p99_s (lag_records: no _s),
+                     <stage>.state;
+                     where the API was timed: api.response.p50_s .. p99_s, api.load.idle_p95_s,
+                     api.load.loaded_p95_s, api.load.degradation; contract.differences
         <testcase classname="pipeline-check.sla" name="<threshold>" time="0">
           <properties> observed, threshold, samples, status, rate_bound_pct
           <failure message="observed X vs threshold Y" type="SLAViolation">detail</failure>      failed
@@ -31,6 +35,7 @@ from pipeline_check.events import RunAborted, RunFinished, RunStarted
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.sla import CheckResult
 from pipeline_check.status import Status
+from pipeline_check.summary import RunSummary
 
 CLASSNAME = "pipeline-check.sla"
 PERCENTILES = ("p50", "p95", "p99")
@@ -50,6 +55,35 @@ def figures(done: RunFinished) -> dict[str, object]:
     """A run's figures as flat name -> value: counts, throughput, e2e and per-stage percentiles, and
     each check's outcome (JUnit suite properties; the pytest plugin's ``record_property``)."""
     s = done.summary
+    items: list[tuple[str, object]] = [] if s is None else _canaries(s)
+    if done.passive is not None:
+        items.append(("passive.basis", done.passive.basis))
+        for stage in done.passive.stages:
+            items.append((f"{stage.stage}.state", stage.state))
+            for family, stats in stage.series.items():
+                unit = "" if family == "lag_records" else "_s"
+                items += [(f"{family}.{stage.stage}.{p}{unit}", f"{stats[p]:.6f}") for p in PERCENTILES if p in stats]
+    if done.responses is not None:
+        timed = done.responses
+        items += _latencies("api.response", timed.requests)
+        if timed.concurrency:
+            items.append(("api.load.concurrency", timed.concurrency))
+            for phase, stats in (("idle", timed.idle), ("loaded", timed.loaded)):
+                if "p95" in stats:
+                    items.append((f"api.load.{phase}_p95_s", f"{stats['p95']:.6f}"))
+            if timed.degradation is not None:
+                items.append(("api.load.degradation", f"{timed.degradation:.3f}"))
+    if done.contract is not None:
+        items.append(("contract.differences", len(done.contract.differences)))
+    for r in done.results:
+        items.append((f"check[{r.threshold}]", f"{r.status.label} observed={r.observed_text}"))
+        if r.rate_bound is not None:
+            items.append((f"check[{r.threshold}].rate_bound_pct", f"{r.rate_bound:.4f}"))
+    return dict(items)
+
+
+def _canaries(s: RunSummary) -> list[tuple[str, object]]:
+    """An injected run's figures."""
     items: list[tuple[str, object]] = [
         ("injected", s.injected),
         ("delivered", s.delivered),
@@ -64,11 +98,7 @@ def figures(done: RunFinished) -> dict[str, object]:
     items += _latencies("e2e", s.e2e)
     for stage in s.stages:
         items += _latencies(f"stage.{stage.name}", stage.latency)
-    for r in done.results:
-        items.append((f"check[{r.threshold}]", f"{r.status.label} observed={r.observed_text}"))
-        if r.rate_bound is not None:
-            items.append((f"check[{r.threshold}].rate_bound_pct", f"{r.rate_bound:.4f}"))
-    return dict(items)
+    return items
 
 
 def _testcase(suite: ET.Element, result: CheckResult) -> None:
@@ -110,7 +140,7 @@ def build_tree(done: RunFinished, started: RunStarted | None, suite_name: str) -
     }
     root, suite = _suite(suite_name, started, counts)
     props: list[tuple[str, object]] = [
-        ("run_id", started.run_id if started is not None else done.summary.run),
+        ("run_id", started.run_id if started is not None else (done.summary.run if done.summary else "")),
         ("scenario", (started.scenario if started is not None else None) or ""),
         *figures(done).items(),
     ]
