@@ -308,7 +308,8 @@ class ToxiproxyServer:
         self.stop()
 
     def _answers(self) -> bool:
-        assert self._process is not None
+        if self._process is None:
+            raise RuntimeError("ToxiproxyServer polled before start()")
         if self._process.poll() is not None:
             raise StackError(
                 f"toxiproxy-server exited with code {self._process.returncode} while starting on {self.url}; "

@@ -171,7 +171,7 @@ class BinanceDialect:
     def handle(
         self, session: Session, frame: str, now: dt.datetime, history: Mapping[str, Sequence[Trade]]
     ) -> list[str]:
-        assert isinstance(session, BinanceSession)
+        session = _binance(session)
         try:
             request = json.loads(frame)
         except json.JSONDecodeError as exc:
@@ -236,8 +236,7 @@ class BinanceDialect:
 
     def _set_property(self, session: BinanceSession, params: object) -> None:
         self._property_name(params, 2)
-        assert isinstance(params, list)
-        value = params[1] if len(params) == 2 else None
+        value = params[1] if isinstance(params, list) and len(params) == 2 else None
         if not isinstance(value, bool):
             raise RequestError(1, "Invalid value type: expected Boolean")
         session.combined = value
@@ -247,7 +246,7 @@ class BinanceDialect:
         return session.combined
 
     def encode(self, session: Session, trade: Trade) -> list[str]:
-        assert isinstance(session, BinanceSession)
+        session = _binance(session)
         frames = []
         for stream in session.streams_of(trade.symbol):
             payload = self._payload(trade, "aggTrade" if stream.endswith("@aggTrade") else "trade")
@@ -283,3 +282,10 @@ class BinanceDialect:
 
     def attributes(self, trade: Trade) -> dict[str, object]:
         return dataclasses.asdict(trade)
+
+
+def _binance(session: Session) -> BinanceSession:
+    """The Binance session the server made for this dialect (``connect`` made it)."""
+    if not isinstance(session, BinanceSession):
+        raise TypeError(f"a Binance connection carries a BinanceSession, not {type(session).__name__}")
+    return session
