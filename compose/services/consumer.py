@@ -96,6 +96,8 @@ SUMMARY_EVERY_S = 10.0
 EXPIRE_EVERY_S = 30.0
 EXPIRE_AFTER_S = 60.0
 EXPIRE_KEEP_LAST = 100
+# no record fetched for this long while the topic has more past our position: the client is stalled
+STALL_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,6 +576,7 @@ class Consumer:
         assert self.consumer is not None
         interval = self.cfg.flush_interval_ms / 1000
         next_flush = time.monotonic() + interval
+        last_records = time.monotonic()
         while not self.shutdown.requested:
             # while flushes fail, stop fetching once the buffer is large: memory stays bounded
             if self.flush_failing and len(self.buffer) >= 5 * self.cfg.flush_max_rows:
@@ -587,6 +590,15 @@ class Consumer:
                     await self.shutdown.wait(0.5)
                     continue
                 self.states.set("fetch", "ok")
+                now = time.monotonic()
+                if data:
+                    last_records = now
+                elif now - last_records >= STALL_S and await self._behind():
+                    # seen after a broker restart: the client stays connected, fetches nothing, and never
+                    # recovers; new clients resume from the table's offsets map, so nothing is written twice
+                    await self._reconnect(f"no record for {now - last_records:.0f}s though the topic has more")
+                    last_records = time.monotonic()
+                    continue
                 for tp, records in data.items():
                     for rec in records:
                         if not self.guard.accept(tp.topic, tp.partition, rec.offset):
@@ -613,6 +625,33 @@ class Consumer:
                     self.committed,
                 )
                 self._summary_at, self._summary_rows = now, 0
+
+    async def _behind(self) -> bool:
+        """Whether an assigned partition holds records past this consumer's position."""
+        consumer = self.consumer
+        if consumer is None or not self.assignment:
+            return False
+        tps = sorted(self.assignment)
+        try:
+            ends = await self._kafka_wait("end offsets", consumer.end_offsets(tps))
+            positions = {tp: await self._kafka_wait("position", consumer.position(tp)) for tp in tps}
+        except Exception as exc:  # the broker not answering is not a stalled client: the fetch loop retries
+            self.states.set("stall check", "failing", describe(exc), logging.WARNING)
+            return False
+        return any(ends[tp] > positions[tp] for tp in tps)
+
+    async def _reconnect(self, why: str) -> None:
+        """Write what is buffered, then replace the Kafka clients (a new member of the group)."""
+        log.warning("Kafka clients stalled (%s): reconnecting", why)
+        await self.flush(reason="reconnect")
+        if self.consumer is not None:
+            await close_quietly("consumer", self.consumer.stop(), 2.0)
+        if self.producer is not None:
+            await close_quietly("DLQ producer", self.producer.stop(), 1.0)
+        self.consumer = self.producer = None
+        self.assignment = set()
+        if not await self._start_kafka():
+            self.shutdown.event.set()
 
     async def stop(self) -> None:
         """Graceful: final flush (+ the unsafe mode's only commit), leave the group, close clients."""
