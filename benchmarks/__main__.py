@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import capacity, iceberg_cost, injection, memory, resolution, verdict
+from benchmarks import capacity, iceberg_cost, injection, memory, resolution, verdict, watch
 from benchmarks.common import ROOT, Figure, bootstrap_of, failed_figure, local_stack, machine
 
 GOALS = {
@@ -36,9 +36,10 @@ GOALS = {
     "measurement_resolution": ("Measurement resolution: Kafka stage", f"p50 within {resolution.GOAL_MS:g} ms"),
     "time_to_verdict": ("Time to verdict", f"<= {verdict.GOAL_S:g} s"),
     "pipeline_capacity": ("Reference pipeline capacity", f">= {capacity.GOAL_RATE:,} msg/s"),
+    "watch_cost": ("pipeline-check watch: memory and CPU", "RSS steady after the ring wraps; < 5% of a core at 100/s"),
 }
 GROUPS: list[tuple[str, list[str]]] = [
-    ("none", ["memory_per_message", "iceberg_probe_cost", "injection_websocket"]),
+    ("none", ["memory_per_message", "iceberg_probe_cost", "injection_websocket", "watch_cost"]),
     ("kafka", ["injection_kafka", "measurement_resolution"]),
     ("stack", ["time_to_verdict", "pipeline_capacity"]),
 ]
@@ -66,6 +67,7 @@ def _runner(name: str, env: Any) -> Callable[[], Figure]:
         "measurement_resolution": lambda: resolution.run(bootstrap_of(env)),
         "time_to_verdict": lambda: verdict.run(dict(env.spec.exports)),
         "pipeline_capacity": lambda: capacity.run(env),
+        "watch_cost": watch.run,
     }
     return runners[name]
 
