@@ -144,8 +144,16 @@ class WebSocketInjector:
         self.note(f"serving the {self.dialect.name} feed at {self.url}")
         try:
             await self.server.wait_subscribed(self.source.subscribers, self.source.subscribe_timeout)
-        except TimeoutError as exc:
-            raise EndpointError("source.port", self.url, str(exc), self._dial_hint()) from None
+        except TimeoutError:
+            following = sum(1 for s in self.server.subscriptions() if s.symbols)
+            wanted = self.source.subscribers
+            problem = f"no ingestor subscribed within {self.source.subscribe_timeout:g}s"
+            raise EndpointError(
+                "source.port",
+                self.url,
+                f"{problem} ({following} of {wanted} connection(s) follow a trade stream)",
+                self._dial_hint(),
+            ) from None
         if self.source.canaries_ride == "subscribed":
             await self.server.wait_quiet(SUBSCRIPTIONS_QUIET, self.source.subscribe_timeout)
             symbols = sorted(self.server.subscribed_symbols())
@@ -183,9 +191,14 @@ class WebSocketInjector:
 
     async def close(self) -> None:
         await self.server.close()
+        idle = []
         for connection in self.server.connections():
-            if connection.streams or connection.background or connection.canaries:
+            if connection.background or connection.canaries:
                 self.note(_delivery_note(connection))
+            elif connection.streams:
+                idle.append(f"{connection.remote} ({connection.ended or 'open'})")
+        if idle:
+            self.note(f"{len(idle)} more subscriber connection(s) were sent nothing: {', '.join(idle)}")
 
     # -- helpers -------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.coverage import partition_of
 from pipeline_check.engine import Outcome, run_async
+from pipeline_check.errors import EndpointError
 from pipeline_check.fidelity import Fields
 from pipeline_check.probes.base import PROBES, ProbeContext, Ref
 from pipeline_check.pytest_plugin import free_ports
@@ -139,7 +140,7 @@ SOURCE = """
 type = "websocket"
 host = "127.0.0.1"
 port = {port}
-subscribe_timeout = "10s"
+subscribe_timeout = "{timeout}"
 {source}
 
 [stages.kafka]
@@ -160,11 +161,17 @@ thresholds = ["lost == 0", "duplicates == 0", "corrupted == 0"]
 """
 
 
-def config(tmp_path: Path, *, source: str, stage: str, count: int = 60, rate: float = 40) -> tuple[PipelineConfig, str]:
+def config(
+    tmp_path: Path, *, source: str, stage: str, count: int = 60, rate: float = 40, timeout: str = "10s"
+) -> tuple[PipelineConfig, str]:
     """The run's settings on a free port, and the feed's base URL."""
     port = free_ports(["feed"])["feed"]
     path = tmp_path / "pipeline.toml"
-    path.write_text(SOURCE.format(port=port, source=source, pipe=tmp_path.name, stage=stage, count=count, rate=rate))
+    path.write_text(
+        SOURCE.format(
+            port=port, timeout=timeout, source=source, pipe=tmp_path.name, stage=stage, count=count, rate=rate
+        )
+    )
     scheme = "wss" if "tls" in source else "ws"
     return load_config(path, {}), f"{scheme}://127.0.0.1:{port}"
 
@@ -296,3 +303,11 @@ def test_wss_with_a_ca_made_for_the_run(tmp_path: Path):
     outcome = validate(cfg, url, [subscriber], tmp_path.name)
     assert set(statuses(outcome).values()) == {Status.PASSED}, outcome.finished.results
     assert any(f"signed by the CA in {folder / 'feed-ca.pem'}" in n for n in outcome.finished.notes)
+
+
+def test_a_connection_following_no_trade_stream_is_no_subscriber(tmp_path: Path):
+    cfg, url = config(tmp_path, source="", stage=BINANCE_STAGE, count=5, timeout="1s")
+    with pytest.raises(EndpointError) as error:
+        validate(cfg, url, [Subscriber("/ws")], tmp_path.name)
+    assert "no ingestor subscribed within 1s (0 of 1 connection(s) follow a trade stream)" in str(error.value)
+    assert f"is the ingestor running and dialling {url}/?" in str(error.value)
