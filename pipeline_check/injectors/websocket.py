@@ -158,11 +158,9 @@ class WebSocketInjector:
             await self.server.wait_quiet(SUBSCRIPTIONS_QUIET, self.source.subscribe_timeout)
             symbols = sorted(self.server.subscribed_symbols())
             self._riding = tuple(symbols[:MAX_CANARY_SYMBOLS])
-            left_out = f" ({len(symbols) - MAX_CANARY_SYMBOLS} more get background trades only)"
-            self.note(
-                f"canaries ride the subscribed symbols {', '.join(self._riding)}"
-                + (left_out if len(symbols) > MAX_CANARY_SYMBOLS else "")
-            )
+            extra = len(symbols) - len(self._riding)
+            more = f" ({extra} more get background trades only)" if extra else ""
+            self.note(f"canaries ride the subscribed symbols {', '.join(self._riding)}{more}")
 
     def canary_symbols(self) -> tuple[str, ...] | None:
         """The symbols canaries ride, when the subscriptions decided them at start (the engine adopts
@@ -177,7 +175,7 @@ class WebSocketInjector:
 
     async def send(self, trade: Trade) -> None:
         if trade.seq is None:
-            # nobody subscribed (an ingestor reconnecting): the exchange would send it to no one either
+            # while nobody follows a trade stream (an ingestor reconnecting) it reaches no one, as on the exchange
             await self.server.publish(self._background.route(trade))
             return
         while True:
