@@ -13,7 +13,7 @@ Times are monotonic seconds of the run's :class:`~pipeline_check.clock.Clock`; s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,10 +66,19 @@ class _Column:
 class TraceBook:
     """Observations of one run's canaries at every configured stage."""
 
-    def __init__(self, run: RunId, factory: TradeFactory, route: Route, clock: Clock) -> None:
+    def __init__(
+        self,
+        run: RunId,
+        factory: TradeFactory,
+        route: Route,
+        clock: Clock,
+        sent_record: Callable[[Trade], Mapping[str, object]] | None = None,
+    ) -> None:
         n = factory.count
         self.run = run
         self.factory = factory
+        # what a subscriber received for a trade (the source's wire record), for the fidelity diff
+        self.sent_record: Callable[[Trade], Mapping[str, object]] = sent_record or Trade.to_dict
         self.route = route
         self.clock = clock
         self.injected_at: Floats = np.full(n, np.nan)
@@ -144,7 +153,7 @@ class TraceBook:
         if seq is None or seq >= self.injected:
             return
         self.compared += 1
-        sent = self.factory.canary(seq, int(self.sent_ms[seq])).to_dict()
+        sent = self.sent_record(self.factory.canary(seq, int(self.sent_ms[seq])))
         for name, exp, act in compare(sent, record, fields):  # per canary and stage: no list unless needed
             self.diffs.setdefault(seq, []).append(FieldDiff(stage, self.run.tag(seq), name, exp, act))
 

@@ -8,6 +8,7 @@ library callers share one code path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -116,10 +117,13 @@ class Run:
             precision=messages.precision,
             scale=messages.scale,
         )
-        self.book = TraceBook(self.run_id, self.factory, self.route, self.clock)
         self.notes = NoteBuffer()
         injector_cls = INJECTORS.get(config.source.type)
         self.injector: Injector = injector_cls(config.source.settings, InjectorContext(self.clock, self.notes.note))
+        # optional injector hook: the record a subscriber received, when it is not Trade.to_dict (a dialect's)
+        self.book = TraceBook(
+            self.run_id, self.factory, self.route, self.clock, sent_record=getattr(self.injector, "sent_record", None)
+        )
         self.probes: list[Probe] = [
             PROBES.get(section.type)(
                 section.settings,
@@ -136,6 +140,7 @@ class Run:
         ]
         self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
         self._settle = 0.0
+        self._coverage_caveat = ""
 
     async def events(self) -> AsyncIterator[Event]:
         """Run and report; ``EndpointError`` if a stage or the source cannot be reached."""
@@ -162,6 +167,7 @@ class Run:
                 await probe.start()
             self._choose_symbols()
             await self.injector.start()
+            self._adopt_source_symbols()
             for note in self.notes.notes():
                 yield note
             stages = self.route.stages
@@ -208,6 +214,9 @@ class Run:
         m = measurements(
             summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
         )
+        if self._coverage_caveat and m.coverage.count:
+            caveat = f"{m.coverage.detail}; {self._coverage_caveat}"
+            m = dataclasses.replace(m, coverage=dataclasses.replace(m.coverage, detail=caveat))
         results: list[CheckResult] = []
         for threshold in self.thresholds:
             result = evaluate(threshold, m)
@@ -254,6 +263,18 @@ class Run:
             if t.metric.startswith("e2e.") and t.window in (None, "after") and t.op in ("<", "<="):
                 return t.value
         return 30.0
+
+    def _adopt_source_symbols(self) -> None:
+        """Canaries ride the symbols the injector chose at start, when it chose (a feed's canaries riding
+        the symbols its subscribers follow, known only once they subscribed); optional injector hook."""
+        chosen = getattr(self.injector, "canary_symbols", None)
+        symbols: tuple[str, ...] | None = chosen() if chosen is not None else None
+        if symbols:
+            self.factory.use_symbols(symbols)
+            self._coverage_caveat = (
+                f"canaries rode the symbols the source chose ({', '.join(symbols)}), "
+                "not symbols chosen to cover every partition"
+            )
 
     async def _watch(
         self,

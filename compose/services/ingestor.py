@@ -1,8 +1,12 @@
-"""Ingestor: Binance-style WebSocket trade feed -> Kafka raw topic, frames unchanged.
+"""Ingestor: WebSocket trade feed -> Kafka raw topic.
 
-It does not judge content (the consumer validates); the key is the frame's "s" field when there is
-one. Reconnects forever with capped exponential backoff (50 ms .. 1 s), because the feed is often
-absent (the validator brings it up per run).
+It does not judge content (the consumer validates); the key is the record's "s" field when there is
+one. ``FEED_MODE`` says how it talks to the feed (``feed_modes``): Binance raw streams, frames unchanged
+(the default); Binance combined streams with a SUBSCRIBE frame; Kraken v2, mapped to the Binance-shaped
+record. A ``wss://`` feed is trusted through ``FEED_CA_FILE`` (else the system's CAs, which
+``SSL_CERT_FILE`` can name), re-read on every connect: a validator writes a new CA for each run.
+Reconnects forever with capped exponential backoff (50 ms .. 1 s), because the feed is often absent
+(the validator brings it up per run).
 
 Shutdown (SIGTERM): send the WebSocket close frame but keep reading until the server's close frame
 arrives — frames the server sent before it saw ours are still delivered by ``recv()`` (websockets
@@ -16,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +37,8 @@ from .common import (
     Shutdown,
     StateLog,
     describe,
+    env_bool,
+    env_choice,
     env_port,
     env_str,
     health_app,
@@ -39,6 +47,7 @@ from .common import (
     setup_logging,
     utc_ms,
 )
+from .feed_modes import MODES, FeedMode
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 
 log = logging.getLogger("ingestor")
@@ -58,18 +67,35 @@ class IngestorConfig:
     feed_url: str
     health_host: str
     health_port: int
+    feed: FeedMode
+    ca_file: str | None  # PEM CA(s) a wss:// feed is trusted through, re-read on every connect
 
     @classmethod
     def from_env(cls) -> IngestorConfig:
         url = env_str("FEED_URL")
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"FEED_URL={url!r} (env): must be a ws:// or wss:// URL")
+        symbols = tuple(s.strip() for s in env_str("FEED_SYMBOLS", "").split(",") if s.strip())
         return cls(
             common=CommonConfig.from_env(),
             feed_url=url,
             health_host=env_str("HEALTH_HOST", "127.0.0.1"),
             health_port=env_port("HEALTH_PORT"),
+            feed=FeedMode(
+                env_choice("FEED_MODE", "binance-raw", MODES), url, symbols, env_bool("DROP_UNSUBSCRIBED", False)
+            ),
+            ca_file=env_str("FEED_CA_FILE", "") or None,
         )
+
+    def feed_tls(self) -> ssl.SSLContext | None:
+        """The TLS context of a wss:// feed, trusting ``FEED_CA_FILE`` as it is now."""
+        if not self.feed_url.startswith("wss://"):
+            return None
+        if self.ca_file is not None and not os.path.exists(self.ca_file):
+            raise FileNotFoundError(
+                f"FEED_CA_FILE {self.ca_file} does not exist (yet: a validator writes it as its feed starts)"
+            )
+        return ssl.create_default_context(cafile=self.ca_file)
 
 
 def record_key(frame: bytes) -> bytes | None:
@@ -97,6 +123,7 @@ class Ingestor:
         self.stats: dict[str, Any] = {
             "received": 0,
             "produced": 0,
+            "dropped": 0,
             "resent": 0,
             "connects": 0,
             "last_message_ms": None,
@@ -110,6 +137,7 @@ class Ingestor:
             "kafka": self.watchdog.status,
             "feed": "connected" if self.ws is not None else "disconnected",
             "feed_url": self.cfg.feed_url,
+            "feed_mode": self.cfg.feed.mode,
             "topic": self.cfg.common.raw_topic,
             "in_flight": self.in_flight,
             **self.stats,
@@ -185,6 +213,7 @@ class Ingestor:
             try:
                 async with connect(
                     self.cfg.feed_url,
+                    ssl=self.cfg.feed_tls(),
                     open_timeout=2,
                     close_timeout=DRAIN_TIMEOUT_S,
                     # keepalive pings would time out while Kafka is down and the reader stalls
@@ -196,6 +225,8 @@ class Ingestor:
                     self.stats["connects"] += 1
                     self.states.set("feed", "connected", self.cfg.feed_url)
                     backoff = BACKOFF_START_S
+                    for request in self.cfg.feed.requests():
+                        await ws.send(request)
                     while True:
                         try:
                             frame = await ws.recv(decode=False)
@@ -203,7 +234,10 @@ class Ingestor:
                             break
                         self.stats["received"] += 1
                         self.stats["last_message_ms"] = utc_ms()
-                        await self.produce(frame, record_key(frame))
+                        if self.cfg.feed.passthrough:
+                            await self.produce(frame, record_key(frame))
+                        else:
+                            await self.produce_records(frame)
                 self.states.set(
                     "feed",
                     "disconnected",
@@ -218,6 +252,17 @@ class Ingestor:
             if not self.shutdown.requested:
                 await self.shutdown.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    async def produce_records(self, frame: bytes) -> None:
+        """The records a frame gives in the feed's mode; replies are logged, unsubscribed trades dropped."""
+        got = self.cfg.feed.read(frame)
+        if got.reply is not None:
+            self.states.set(
+                "feed reply", "error" if got.error else "ok", got.reply, logging.WARNING if got.error else logging.INFO
+            )
+        self.stats["dropped"] += got.dropped
+        for value, key in got.records:
+            await self.produce(value, key)
 
     async def stop(self, feed_task: asyncio.Task[None] | None) -> None:
         """Stop reading (after draining what the server already sent), then flush the producer."""

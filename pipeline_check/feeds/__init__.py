@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pipeline_check.feeds.binance import BinanceDialect
 from pipeline_check.feeds.dialect import Dialect, Heartbeat, PathRejected, Session, WireFormat
 from pipeline_check.feeds.kraken import KrakenDialect
-from pipeline_check.feeds.routing import SymbolSpreader, canary_symbol
+from pipeline_check.feeds.routing import SymbolSpreader
 from pipeline_check.feeds.server import EXCHANGE, FeedServer, Subscription
 from pipeline_check.feeds.tls import TlsFiles
 
@@ -32,5 +32,4 @@ __all__ = [
     "SymbolSpreader",
     "TlsFiles",
     "WireFormat",
-    "canary_symbol",
 ]

@@ -245,10 +245,14 @@ class BinanceDialect:
         self._property_name(params, 1)
         return session.combined
 
-    def encode(self, session: Session, trade: Trade) -> list[str]:
+    def kind_of(self, stream: str) -> str | None:
+        match = TRADE_STREAM.match(stream)
+        return match.group(2) if match else None
+
+    def encode(self, session: Session, trade: Trade, streams: Sequence[str]) -> list[str]:
         session = _binance(session)
         frames = []
-        for stream in session.streams_of(trade.symbol):
+        for stream in streams:
             payload = self._payload(trade, "aggTrade" if stream.endswith("@aggTrade") else "trade")
             # stream names match STREAM, so they need no JSON escaping
             frames.append(f'{{"stream":"{stream}","data":{payload}}}' if session.combined else payload)

@@ -111,8 +111,15 @@ class Dialect(Protocol):
         the last ``history_depth`` trades published per symbol."""
         ...
 
-    def encode(self, session: Session, trade: Trade) -> list[str]:
-        """The frames carrying ``trade`` to ``session``: one per followed stream of its symbol."""
+    def kind_of(self, stream: str) -> str | None:
+        """The ``formats`` kind a stream name carries (``btcusdt@aggTrade`` -> ``aggTrade``); None for a
+        stream that carries no trades."""
+        ...
+
+    def encode(self, session: Session, trade: Trade, streams: Sequence[str]) -> list[str]:
+        """The frames carrying ``trade`` to ``session`` on ``streams`` (followed streams of its own symbol,
+        or of another symbol that carries it: a canary whose symbol nobody follows), one per stream; the
+        payload keeps ``trade``'s own symbol."""
         ...
 
     def record(self, trade: Trade, kind: str) -> dict[str, object]:

@@ -22,8 +22,9 @@ What this module relies on (spot-websocket-v2 pages trade, heartbeat, status and
   shape; their wording is not documented.
 
 Symbols: v2 spells pairs ``BASE/QUOTE`` with ``BTC`` (never ``XBT``). A ``Trade`` symbol is the pair
-without the slash (``BTC/USDT`` <-> ``BTCUSDT``, ``CANARY/USDT`` <-> ``CANARYUSDT``); the other way splits
-before the longest known quote currency (``QUOTES``).
+without the slash (``BTC/USDT`` <-> ``BTCUSDT``, ``CANARY/USDT`` <-> ``CANARYUSDT``); the other way is the
+pair a connection subscribed to, or else splits before the longest known quote currency (``QUOTES``), the
+digits that extend a canary symbol staying on the quote (``CANARYUSDT2`` -> ``CANARY/USDT2``).
 
 Numbers: ``price`` and ``qty`` are written as the trade's decimal text, digit for digit, as a JSON number
 literal (``65000.10000000``), never through a float, so a client parsing decimals gets exactly what was
@@ -57,10 +58,13 @@ Reply = dict[str, Any]
 
 
 def pair_of(symbol: str) -> str:
-    """``BTCUSDT`` -> ``BTC/USDT``: split before the longest quote currency it ends with."""
+    """``BTCUSDT`` -> ``BTC/USDT``: split before the longest quote currency it ends with, trailing
+    digits aside (``CANARYUSDT2`` -> ``CANARY/USDT2``, so ``symbol_of`` gives the symbol back)."""
+    stem = symbol.rstrip("0123456789")
+    digits = symbol[len(stem) :]
     for quote in sorted(QUOTES, key=len, reverse=True):
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return f"{symbol.removesuffix(quote)}/{quote}"
+        if stem.endswith(quote) and len(stem) > len(quote):
+            return f"{stem.removesuffix(quote)}/{quote}{digits}"
     raise ValueError(f"symbol {symbol!r}: ends with no known quote currency ({', '.join(QUOTES)})")
 
 
@@ -128,6 +132,7 @@ class KrakenDialect:
     def __init__(self, path: str = "/v2") -> None:
         self.path = path
         self._connection_ids = itertools.count(1)
+        self._pairs: dict[str, str] = {}  # symbol -> the pair a connection subscribed to it as
 
     def connect(self, path: str) -> Session:
         if path.split("?", 1)[0].rstrip("/") != self.path.rstrip("/"):
@@ -192,6 +197,8 @@ class KrakenDialect:
                 replies.append({"error": f"Currency pair not supported {pair}", "success": False, "symbol": pair})
                 continue
             carries = symbol_of(pair) if channel == "trade" else None
+            if carries is not None:
+                self._pairs[carries] = pair
             if not _toggle(session, subscribe, f"{channel}:{pair}", carries):
                 replies.append({"error": "Subscription Not Found", "success": False, "symbol": pair})
                 continue
@@ -203,18 +210,23 @@ class KrakenDialect:
                 replies.append(f'{{"channel":"trade","type":"snapshot","data":[{",".join(entries)}]}}')
         return replies
 
-    def encode(self, session: Session, trade: Trade) -> list[str]:
-        return [
-            f'{{"channel":"trade","type":"update","data":[{trade_entry(trade, stream.removeprefix("trade:"))}]}}'
-            for stream in session.streams_of(trade.symbol)
-        ]
+    def kind_of(self, stream: str) -> str | None:
+        return "trade" if stream.startswith("trade:") else None
+
+    def encode(self, session: Session, trade: Trade, streams: Sequence[str]) -> list[str]:
+        entry = trade_entry(trade, self.pair(trade.symbol))
+        return [f'{{"channel":"trade","type":"update","data":[{entry}]}}' for _ in streams]
+
+    def pair(self, symbol: str) -> str:
+        """The pair ``symbol`` was subscribed as, else ``pair_of(symbol)``."""
+        return self._pairs.get(symbol) or pair_of(symbol)
 
     def record(self, trade: Trade, kind: str) -> dict[str, object]:
-        parsed: dict[str, object] = json.loads(trade_entry(trade, pair_of(trade.symbol)), parse_float=Decimal)
+        parsed: dict[str, object] = json.loads(trade_entry(trade, self.pair(trade.symbol)), parse_float=Decimal)
         return parsed
 
     def attributes(self, trade: Trade) -> dict[str, object]:
-        return dataclasses.asdict(trade) | {"symbol": pair_of(trade.symbol)}
+        return dataclasses.asdict(trade) | {"symbol": self.pair(trade.symbol)}
 
 
 def _toggle(session: Session, subscribe: bool, stream: str, carries: str | None) -> bool:

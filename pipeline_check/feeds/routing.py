@@ -10,7 +10,7 @@ from pipeline_check.messages import Trade
 
 
 class SymbolSpreader:
-    """Deals the subscribed symbols out in turn, so background trades cover every stream followed.
+    """Deals the subscribed symbols out in turn, so trades cover every stream followed.
 
     ``symbols`` is asked on every trade (``FeedServer.subscribed_symbols``: the same object until the
     subscriptions change, so the order is only re-sorted after a change).
@@ -22,23 +22,24 @@ class SymbolSpreader:
         self._order: list[str] = []
         self._turn = 0
 
-    def route(self, trade: Trade) -> Trade:
-        """``trade`` on the next subscribed symbol; unchanged while nothing is subscribed."""
+    def next(self) -> str | None:
+        """The next subscribed symbol in turn; None while nothing is subscribed."""
         current = self._symbols()
         if current is not self._seen:
             self._seen, self._order = current, sorted(current)
         if not self._order:
-            return trade
+            return None
         symbol = self._order[self._turn % len(self._order)]
         self._turn += 1
-        return trade if trade.symbol == symbol else dataclasses.replace(trade, symbol=symbol)
+        return symbol
 
+    def route(self, trade: Trade) -> Trade:
+        """``trade`` on the next subscribed symbol; unchanged while nothing is subscribed."""
+        symbol = self.next()
+        return trade if symbol is None or trade.symbol == symbol else dataclasses.replace(trade, symbol=symbol)
 
-def canary_symbol(wanted: str, subscribed: frozenset[str]) -> str:
-    """``wanted`` when an ingestor follows it, else the first subscribed symbol (canaries must ride a
-    followed stream to be delivered at all); ``ValueError`` when nothing is subscribed."""
-    if wanted in subscribed:
-        return wanted
-    if not subscribed:
-        raise ValueError("no ingestor follows any trade stream yet")
-    return min(subscribed)
+    def carrier(self, symbol: str) -> str | None:
+        """The symbol whose streams carry a trade of ``symbol``: its own when some connection follows it,
+        else the next subscribed one in turn (a canary on its own symbol must ride a followed stream to
+        be delivered at all); None while nothing is subscribed."""
+        return symbol if symbol in self._symbols() else self.next()

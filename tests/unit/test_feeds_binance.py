@@ -145,14 +145,14 @@ def test_a_bad_stream_in_a_subscribe_changes_nothing(raw: BinanceSession):
 
 def test_raw_trade_payload_carries_the_tag_in_t():
     session = BinanceDialect().connect("/ws/btcusdt@trade")
-    (frame,) = BinanceDialect().encode(session, BTC)
+    (frame,) = BinanceDialect().encode(session, BTC, session.streams_of("BTCUSDT"))
     assert json.loads(frame) == BTC.to_dict()
     assert json.loads(frame)["t"] == TAG
 
 
 def test_agg_trade_payload_carries_the_tag_in_a():
     session = BinanceDialect().connect("/ws/btcusdt@aggTrade")
-    (frame,) = BinanceDialect().encode(session, BTC)
+    (frame,) = BinanceDialect().encode(session, BTC, session.streams_of("BTCUSDT"))
     assert json.loads(frame) == {
         "e": "aggTrade",
         "E": BTC.time_ms,
@@ -170,14 +170,14 @@ def test_agg_trade_payload_carries_the_tag_in_a():
 
 def test_combined_wraps_each_stream_of_the_symbol():
     session = BinanceDialect().connect("/stream?streams=btcusdt@trade/btcusdt@aggTrade/ethusdt@trade")
-    frames = [json.loads(f) for f in BinanceDialect().encode(session, BTC)]
+    frames = [json.loads(f) for f in BinanceDialect().encode(session, BTC, session.streams_of("BTCUSDT"))]
     assert [f["stream"] for f in frames] == ["btcusdt@trade", "btcusdt@aggTrade"]
     assert [f["data"]["e"] for f in frames] == ["trade", "aggTrade"]
 
 
 def test_a_symbol_not_followed_gets_no_frame():
     session = BinanceDialect().connect("/ws/ethusdt@trade/btcusdt@depth")
-    assert BinanceDialect().encode(session, BTC) == []
+    assert BinanceDialect().encode(session, BTC, session.streams_of("BTCUSDT")) == []
 
 
 @pytest.mark.parametrize("kind", ["trade", "aggTrade"])
@@ -196,3 +196,20 @@ def test_fidelity_mapping_catches_a_changed_field():
         "p",
         "m",
     }
+
+
+@pytest.mark.parametrize(("path", "wrapped"), [("/stream?streams=btcusdt@trade", True), ("/ws/btcusdt@trade", False)])
+def test_a_carried_trade_keeps_its_own_symbol_on_the_carrier_stream(path: str, wrapped: bool):
+    session = BinanceDialect().connect(path)
+    canary = Trade("CANARYUSDT", TAG, "65000.10000000", "0.00100000", True, 1_750_000_000_123)
+    (frame,) = (json.loads(f) for f in BinanceDialect().encode(session, canary, session.streams_of("BTCUSDT")))
+    payload = frame["data"] if wrapped else frame
+    assert frame.get("stream") == ("btcusdt@trade" if wrapped else None)
+    assert (payload["s"], payload["t"]) == ("CANARYUSDT", TAG)
+
+
+@pytest.mark.parametrize(
+    ("stream", "kind"), [("btcusdt@trade", "trade"), ("btcusdt@aggTrade", "aggTrade"), ("btcusdt@depth", None)]
+)
+def test_stream_kinds(stream: str, kind: str | None):
+    assert BinanceDialect().kind_of(stream) == kind

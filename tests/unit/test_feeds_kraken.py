@@ -172,7 +172,7 @@ def test_malformed_requests_fail_without_subscribing(request_: Any, error: str):
 def test_update_carries_the_trade_on_the_subscribed_pair():
     session = Session("/v2")
     ask(session, subscribe("CANARY/USDT"))
-    (frame,) = KrakenDialect().encode(session, CANARY)
+    (frame,) = KrakenDialect().encode(session, CANARY, session.streams_of("CANARYUSDT"))
     # the decimal digits go out as they are, no float in between
     assert '"price":65000.10000000,"qty":0.00100000' in frame
     message = json.loads(frame, parse_float=Decimal)
@@ -196,7 +196,7 @@ def test_update_carries_the_trade_on_the_subscribed_pair():
 def test_a_pair_not_followed_gets_no_update():
     session = Session("/v2")
     ask(session, subscribe("BTC/USD"))
-    assert KrakenDialect().encode(session, CANARY) == []
+    assert KrakenDialect().encode(session, CANARY, session.streams_of("CANARYUSDT")) == []
 
 
 def test_fidelity_mapping_holds_for_what_is_sent():
@@ -212,3 +212,27 @@ def test_fidelity_mapping_catches_a_rounded_price_and_a_flipped_side():
     record = dialect.record(CANARY, "trade") | {"price": 65000.1000001, "side": "buy"}
     diffs = {field for field, _, _ in compare(dialect.attributes(CANARY), record, dialect.formats["trade"].fields)}
     assert diffs == {"price", "side"}
+
+
+@pytest.mark.parametrize(("symbol", "pair"), [("CANARYUSDT2", "CANARY/USDT2"), ("CANARYUSDT17", "CANARY/USDT17")])
+def test_derived_canary_symbols_keep_their_digits_on_the_quote(symbol: str, pair: str):
+    assert pair_of(symbol) == pair
+    assert symbol_of(pair) == symbol
+
+
+def test_a_carried_canary_keeps_its_own_pair_on_the_carrier_subscription():
+    session = Session("/v2")
+    dialect = KrakenDialect()
+    dialect.handle(session, json.dumps(subscribe("BTC/USD")), NOW, {})
+    (frame,) = dialect.encode(session, CANARY, session.streams_of("BTCUSD"))
+    (entry,) = json.loads(frame)["data"]
+    assert (entry["symbol"], entry["trade_id"]) == ("CANARY/USDT", TAG)
+
+
+def test_the_record_spells_the_pair_as_it_was_subscribed():
+    session = Session("/v2")
+    dialect = KrakenDialect()
+    dialect.handle(session, json.dumps(subscribe("AB/CD")), NOW, {})  # CD is no quote pair_of knows
+    trade = Trade("ABCD", TAG, "1.5", "2", False, 1_750_000_000_123)
+    assert dialect.record(trade, "trade")["symbol"] == "AB/CD"
+    assert dialect.kind_of("trade:AB/CD") == "trade" and dialect.kind_of("ticker:AB/CD") is None

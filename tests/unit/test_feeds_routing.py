@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pipeline_check.feeds.dialect import Session
-from pipeline_check.feeds.routing import SymbolSpreader, canary_symbol
+from pipeline_check.feeds.routing import SymbolSpreader
 from pipeline_check.messages import Trade
 
 TRADE = Trade("BTCUSDT", 1_000_000_001, "65000.00000000", "0.10000000", False, 1_750_000_000_000)
@@ -55,8 +53,17 @@ def test_spreader_changes_only_the_symbol():
     )
 
 
-def test_canaries_ride_their_own_symbol_when_it_is_followed():
-    assert canary_symbol("CANARYUSDT", frozenset({"BTCUSDT", "CANARYUSDT"})) == "CANARYUSDT"
-    assert canary_symbol("CANARYUSDT", frozenset({"ETHUSDT", "BTCUSDT"})) == "BTCUSDT"
-    with pytest.raises(ValueError, match="no ingestor follows"):
-        canary_symbol("CANARYUSDT", frozenset())
+def test_a_followed_symbol_is_its_own_carrier():
+    spreader = SymbolSpreader(lambda: frozenset({"BTCUSDT", "CANARYUSDT"}))
+    assert [spreader.carrier("CANARYUSDT") for _ in range(3)] == ["CANARYUSDT"] * 3
+
+
+def test_a_symbol_nobody_follows_is_carried_by_the_subscribed_ones_in_turn():
+    spreader = SymbolSpreader(lambda: frozenset({"ETHUSDT", "BTCUSDT"}))
+    assert [spreader.carrier("CANARYUSDT") for _ in range(4)] == ["BTCUSDT", "ETHUSDT"] * 2
+
+
+def test_nothing_carries_while_nothing_is_subscribed():
+    spreader = SymbolSpreader(frozenset)
+    assert spreader.carrier("CANARYUSDT") is None
+    assert spreader.next() is None
