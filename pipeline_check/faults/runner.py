@@ -35,9 +35,7 @@ class Services(Protocol):
 
     def stop(self, name: str, timeout: float = ...) -> None: ...
 
-    def start(self, name: str, env: None = None) -> object: ...
-
-    def restart(self, name: str, env: None = None) -> object: ...
+    def revive(self, name: str) -> object: ...
 
     def pause(self, name: str) -> None: ...
 
@@ -119,10 +117,10 @@ class FaultRunner:
             services = self._services(step)
             if step.action == "kill":
                 services.kill(target)
-                return lambda: _done(services.start(target))
+                return lambda: _done(services.revive(target))
             if step.action == "stop":
                 services.stop(target)
-                return lambda: _done(services.start(target))
+                return lambda: _done(services.revive(target))
             if step.action == "pause":
                 services.pause(target)
 
@@ -131,7 +129,8 @@ class FaultRunner:
                     return ""
 
                 return resume
-            services.restart(target)  # healthy again before it returns: the window covers it
+            services.stop(target)
+            services.revive(target)  # healthy again before it returns: the window covers it
             return lambda: ""
         if step.action == "lock":
             return _lock(self.targets.catalogs[target])

@@ -272,6 +272,11 @@ class LocalStack:
         self.stop(name)
         return self.start(name, env)
 
+    def revive(self, name: str) -> StartReport:
+        """Start ``name`` again with the overrides it last ran with, as a supervisor brings a crashed or
+        stopped process back with its configuration (a fault must not also change the service)."""
+        return self.start(name, self._state[name].env_overrides)
+
     def health(self, name: str) -> Health:
         service = self._service(name)
         return HEALTH_CHECKS[service.health_kind](service.health_target)

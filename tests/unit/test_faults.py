@@ -129,12 +129,8 @@ class FakeServices:
     def stop(self, name: str, timeout: float = 0.0) -> None:
         self.calls.append(f"stop {name}")
 
-    def start(self, name: str, env: None = None) -> object:
-        self.calls.append(f"start {name}")
-        return None
-
-    def restart(self, name: str, env: None = None) -> object:
-        self.calls.append(f"restart {name}")
+    def revive(self, name: str) -> object:
+        self.calls.append(f"revive {name}")
         return None
 
     def pause(self, name: str) -> None:
@@ -157,11 +153,18 @@ async def stack_actions() -> None:
     )
     runner = FaultRunner(steps, Targets(services=services), Clock(), lambda _: None)
     await runner.run()
-    assert services.calls == ["kill consumer", "pause api", "resume api", "start consumer", "restart kafka"]
+    assert services.calls == [
+        "kill consumer",
+        "pause api",
+        "resume api",
+        "revive consumer",
+        "stop kafka",
+        "revive kafka",
+    ]
     assert [w.label for w in runner.windows] == ["kill consumer", "pause api", "restart kafka"]
     assert all(w.end >= w.start for w in runner.windows)
     await runner.undo_all()  # nothing left to undo
-    assert len(services.calls) == 5
+    assert len(services.calls) == 6
 
 
 def test_undo_all_undoes_what_still_holds() -> None:
@@ -176,7 +179,7 @@ async def cancelled_while_holding() -> None:
     await asyncio.sleep(0.05)
     task.cancel()  # the run ends (a verdict, an error, Ctrl-C) while the fault holds
     await runner.undo_all()
-    assert services.calls == ["stop api", "start api"] and not math.isnan(runner.windows[0].end)
+    assert services.calls == ["stop api", "revive api"] and not math.isnan(runner.windows[0].end)
 
 
 def book_with(latency: list[float], sent_every: float = 0.1) -> TraceBook:
