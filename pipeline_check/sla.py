@@ -360,7 +360,7 @@ class ThroughputFigures:
     detail: str
     limited: str | None = None  # why the validator, not the pipeline, set the pace
     span: float = 0.0  # seconds over which the delivered canaries were sent
-    longest_gap: float = 0.0  # seconds between the two most distant consecutive arrival steps
+    interval: float = 0.0  # the pipeline's batch interval, seconds (throughput.batch_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,11 +504,11 @@ def _throughput(t: Threshold, m: Measurements) -> CheckResult:
     if not t.relative and t.op in (">", ">=") and reference < t.value:
         why = f"injected at {reference:.1f}/s, below the {t.value:g}/s floor; lower it or give the validator more CPU"
         return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {why}", f.steps)
-    if f.steps < MIN_DELIVERY_STEPS or f.span < MIN_DELIVERY_STEPS * f.longest_gap:
+    if f.steps < MIN_DELIVERY_STEPS or f.span < MIN_DELIVERY_STEPS * f.interval:
         return _result(
             t, Status.INCONCLUSIVE, None,
             f"too little to judge a rate on: {f.steps} delivery steps (need {MIN_DELIVERY_STEPS}) over {f.span:.1f}s "
-            f"of injection (need {MIN_DELIVERY_STEPS} x the longest gap between deliveries, {f.longest_gap:.2f}s); "
+            f"of injection (need {MIN_DELIVERY_STEPS} x the batch interval, {f.interval:.2f}s); "
             "inject for longer (load.count / load.rate)",
             f.steps,
         )  # fmt: skip

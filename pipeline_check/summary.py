@@ -178,10 +178,11 @@ def summarise(
             injected_rate=estimate.injected_rate,
             steps=estimate.steps,
             detail=f"{delivered} canaries delivered in {estimate.steps} distinct arrival steps "
-            f"(longest gap {estimate.longest_gap:.2f}s); injected at {estimate.injected_rate:.1f}/s",
+            f"(batch interval {estimate.interval:.2f}s, longest gap {estimate.longest_gap:.2f}s); "
+            f"injected at {estimate.injected_rate:.1f}/s",
             limited=injection.limited,
             span=estimate.span,
-            longest_gap=estimate.longest_gap,
+            interval=estimate.interval,
         ),
         injection=injection,
         settle_s=settle_s,

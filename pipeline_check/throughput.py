@@ -10,6 +10,10 @@ which waits for a batch however fast the pipeline is. The rate is the injection 
 never above it. The same fit over the last 30 % of the run shows a slowdown that sets in late, which
 the median over the whole run would outvote; it is made only when that part spans several batch
 intervals, or one batch's phase would read as a slowdown.
+
+The batch interval is the gap between steps that a random instant of the run falls in (the
+length-weighted median gap): one stall in a long run does not make it long, and a step the last
+stage happens to see in two polls does not make it short.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ MAX_POINTS = (
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """Delivered canaries/s over the whole run and over its last part (None: too few points), the
-    injection rate they are measured against, the distinct arrival times (steps) it rests on, and the
-    longest gap between two steps (the pipeline's batch interval, at most)."""
+    injection rate they are measured against, the distinct arrival times (steps) it rests on, the
+    pipeline's batch interval and the longest gap between two steps."""
 
     rate: float
     tail: float | None
@@ -42,6 +46,7 @@ class Estimate:
     steps: int
     longest_gap: float
     span: float = 0.0  # seconds between the first and the last delivered canary's sending
+    interval: float = 0.0  # the batch interval: the length-weighted median gap between steps
 
 
 def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
@@ -56,18 +61,30 @@ def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
     arrived = arrivals[order]
     starts = np.flatnonzero(np.r_[True, arrived[1:] != arrived[:-1]])
     steps = arrived[starts]
-    gap = float(np.diff(steps).max()) if len(steps) > 1 else 0.0
+    gaps = np.diff(steps)
+    gap = float(gaps.max()) if len(gaps) else 0.0
+    interval = batch_interval(gaps)
     latest_sent = np.maximum.reduceat(sent[order], starts)[:-1]
     points_y = steps[:-1]
     # canaries injected in one batch share a send time: steps whose latest ones tie are one point
     if len(np.unique(latest_sent)) < 2:
-        return Estimate(injected_rate, None, injected_rate, len(steps), gap, span)
+        return Estimate(injected_rate, None, injected_rate, len(steps), gap, span, interval)
     rate = _rate(injected_rate, theil_sen(latest_sent, points_y))
     late = latest_sent >= sent.min() + (1 - TAIL) * span
     tail = None
-    if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS and TAIL * span >= MIN_TAIL_GAPS * gap:
+    if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS and TAIL * span >= MIN_TAIL_GAPS * interval:
         tail = _rate(injected_rate, theil_sen(latest_sent[late], points_y[late]))
-    return Estimate(rate, tail, injected_rate, len(steps), gap, span)
+    return Estimate(rate, tail, injected_rate, len(steps), gap, span, interval)
+
+
+def batch_interval(gaps: Floats) -> float:
+    """The gap a random instant between the first and the last step falls in: the median of the gaps
+    weighted by their length (0 without gaps)."""
+    if not len(gaps):
+        return 0.0
+    ordered = np.sort(gaps)
+    covered = np.cumsum(ordered)
+    return float(ordered[np.searchsorted(covered, covered[-1] / 2)])
 
 
 def _rate(injected_rate: float, slope: float) -> float:

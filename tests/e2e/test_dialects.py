@@ -23,6 +23,8 @@ from pipeline_check.status import Status
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 COMPOSE = Path(__file__).parents[2] / "compose"
+# 15 s of injection: the delivered rate is judged over five of the pipeline's batch intervals at least
+COUNT, RATE = 300, 20
 # each set keys to the three partitions of the raw topic (murmur2 by symbol)
 BINANCE = {
     "FEED_MODE": "binance-combined",
@@ -49,11 +51,11 @@ def feed_env(pipeline_stack: PipelineStack, stack: LocalStack, **extra: str) -> 
 
 
 def validate_cli(env: dict[str, str], example: str, report: Path) -> dict[str, Any]:
-    """``pipeline-check validate`` on a compose example, 100 canaries over 5 s; the JSON report."""
+    """``pipeline-check validate`` on a compose example, COUNT canaries at RATE; the JSON report."""
     config, junit = str(COMPOSE / example), str(report.with_suffix(".xml"))
-    command = [sys.executable, "-m", "pipeline_check.cli", "validate", "-c", config, "--count", "100"]
+    command = [sys.executable, "-m", "pipeline_check.cli", "validate", "-c", config, "--count", str(COUNT)]
     done = subprocess.run(
-        [*command, "--rate", "20", "--json", str(report), "--junit", junit],
+        [*command, "--rate", str(RATE), "--json", str(report), "--junit", junit],
         env=env,
         capture_output=True,
         text=True,
@@ -88,7 +90,7 @@ def test_kraken_v2_over_wss(pipeline_stack: PipelineStack, local_stack: LocalSta
     assert {c["status"] for c in doc["checks"]} == {"passed"}, doc["checks"]
     assert doc["corrupted"]["compared"], "no stage compared fields"
     (note,) = subscriber_notes(doc)
-    assert "on /v2 (trade:BTC/USD, trade:SOL/USD, trade:ADA/USD)" in note and ": 100 canaries" in note, note
+    assert "on /v2 (trade:BTC/USD, trade:SOL/USD, trade:ADA/USD)" in note and f": {COUNT} canaries" in note, note
 
 
 def test_own_symbol_canaries_are_dropped_by_the_filtering_ingestor(

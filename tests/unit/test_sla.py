@@ -166,7 +166,7 @@ def measurements(
     gap: float = 0.5,
 ) -> Measurements:
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
-    figures = ThroughputFigures(throughput, tail, injected, steps, "delivered", limited, span=10.0, longest_gap=gap)
+    figures = ThroughputFigures(throughput, tail, injected, steps, "delivered", limited, span=10.0, interval=gap)
     return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), int(injected), extra)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline_check.throughput import delivered_rate
+from pipeline_check.throughput import batch_interval, delivered_rate
 
 
 def next_batch(at: float, interval: float = 0.5) -> float:
@@ -66,3 +66,18 @@ def test_few_arrival_steps_are_counted() -> None:
 def test_one_delivery_makes_no_rate() -> None:
     e = delivered_rate(np.array([1.0]), np.array([2.0]))
     assert (e.rate, e.steps, e.tail) == (0.0, 0, None)
+
+
+def test_the_batch_interval_is_the_gap_most_of_the_run_falls_in() -> None:
+    # one 10 s stall in a run of 1 s batches is not the batch interval; a batch seen in two polls
+    # 0.1 s apart does not halve it
+    assert batch_interval(np.array([1.0] * 50 + [10.0])) == pytest.approx(1.0)
+    assert batch_interval(np.array([0.1, 19.9, 0.1, 19.9, 0.1])) == pytest.approx(19.9)
+    assert batch_interval(np.array([], dtype=np.float64)) == 0.0
+
+
+def test_a_stall_in_a_long_run_leaves_the_rate_judged_on_the_batch_interval() -> None:
+    # 1 s batches for a minute, one of them held 8 s: still 1 s per batch, and the rate is the injection's
+    e = estimate(lambda seq, t: next_batch(t, 1.0) if not 20 <= t < 28 else 28.0, count=3000)
+    assert e.interval == pytest.approx(1.0) and e.longest_gap >= 8
+    assert e.rate == pytest.approx(50.0, rel=0.05)
