@@ -183,6 +183,7 @@ def summarise(
             limited=injection.limited,
             span=estimate.span,
             interval=estimate.interval,
+            tail_upper=estimate.tail_upper,
         ),
         injection=injection,
         settle_s=settle_s,

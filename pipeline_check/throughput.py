@@ -9,7 +9,9 @@ sustained backlog moves every pair. The last step is left out: its latest canary
 which waits for a batch however fast the pipeline is. The rate is the injection rate over that slope,
 never above it. The same fit over the last 30 % of the run shows a slowdown that sets in late, which
 the median over the whole run would outvote; it is made only when that part spans several batch
-intervals, or one batch's phase would read as a slowdown.
+intervals, or one batch's phase would read as a slowdown. A few seconds of tail rest on few points, so
+it comes with the upper end of its 95 % interval (Sen's, from the ranks of the pairwise slopes): a tail
+that only jitter put low does not fail a rate on its own.
 
 The batch interval is the gap between steps that a random instant of the run falls in (the
 length-weighted median gap): one stall in a long run does not make it long, and a step the last
@@ -18,6 +20,7 @@ stage happens to see in two polls does not make it short.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +32,7 @@ TAIL = 0.3  # the last part of the injection span judged on its own
 # and of latency jitter (as for the whole run: sla.MIN_DELIVERY_STEPS); a short run's tail is not judged.
 MIN_TAIL_POINTS = 5
 MIN_TAIL_GAPS = 5
+Z95 = 1.959964  # two-sided 95 % normal quantile, for the slope's interval
 MAX_POINTS = (
     400  # Theil-Sen is quadratic in points: a pipeline that delivers one canary at a time has a step per canary
 )
@@ -47,6 +51,7 @@ class Estimate:
     longest_gap: float
     span: float = 0.0  # seconds between the first and the last delivered canary's sending
     interval: float = 0.0  # the batch interval: the length-weighted median gap between steps
+    tail_upper: float | None = None  # the tail rate's upper 95 % bound
 
 
 def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
@@ -71,10 +76,12 @@ def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
         return Estimate(injected_rate, None, injected_rate, len(steps), gap, span, interval)
     rate = _rate(injected_rate, theil_sen(latest_sent, points_y))
     late = latest_sent >= sent.min() + (1 - TAIL) * span
-    tail = None
+    tail = tail_upper = None
     if len(np.unique(latest_sent[late])) >= MIN_TAIL_POINTS and TAIL * span >= MIN_TAIL_GAPS * interval:
-        tail = _rate(injected_rate, theil_sen(latest_sent[late], points_y[late]))
-    return Estimate(rate, tail, injected_rate, len(steps), gap, span, interval)
+        slopes = pairwise_slopes(latest_sent[late], points_y[late])
+        tail = _rate(injected_rate, float(np.median(slopes)))
+        tail_upper = _rate(injected_rate, slope_bounds(slopes)[0])
+    return Estimate(rate, tail, injected_rate, len(steps), gap, span, interval, tail_upper)
 
 
 def batch_interval(gaps: Floats) -> float:
@@ -94,10 +101,26 @@ def _rate(injected_rate: float, slope: float) -> float:
 def theil_sen(x: Floats, y: Floats, max_points: int = MAX_POINTS) -> float:
     """Median slope over all pairs with distinct ``x`` (two distinct values at least), evenly thinned to
     ``max_points`` first, which bounds the pair count."""
+    return float(np.median(pairwise_slopes(x, y, max_points)))
+
+
+def pairwise_slopes(x: Floats, y: Floats, max_points: int = MAX_POINTS) -> Floats:
+    """The slopes of all pairs with distinct ``x``, sorted; evenly thinned to ``max_points`` first."""
     if len(x) > max_points:
         keep = np.linspace(0, len(x) - 1, max_points).astype(np.intp)
         x, y = x[keep], y[keep]
     i, j = np.triu_indices(len(x), 1)
     dx = x[j] - x[i]
     distinct = dx != 0
-    return float(np.median((y[j] - y[i])[distinct] / dx[distinct]))
+    return np.sort((y[j] - y[i])[distinct] / dx[distinct])
+
+
+def slope_bounds(slopes: Floats) -> tuple[float, float]:
+    """Sen's 95 % interval of the Theil-Sen slope from the sorted pairwise ``slopes`` (N of them, from n
+    points): the slopes ranked (N -/+ z * sd of Kendall's S) / 2, S's sd being sqrt(n(n-1)(2n+5)/18)."""
+    count = len(slopes)
+    n = (1 + math.sqrt(1 + 8 * count)) / 2  # N = n(n-1)/2 pairs
+    half = Z95 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18) / 2
+    low = min(max(math.floor(count / 2 - half), 0), count - 1)
+    high = min(max(math.ceil(count / 2 + half), 0), count - 1)
+    return float(slopes[low]), float(slopes[high])

@@ -1,10 +1,11 @@
 """The verdict matrix: the reference pipeline with one real fault switched on at a time (its ``UNSAFE_*``
 switches and write modes), and the exact set of checks each makes fail, while the rest pass.
 
-Every run is short (100 canaries over 10 s: enough for a p99 and for a delivered rate), and a service is
-restarted only when its switches change, so the whole matrix fits the ``make test`` budget. Each case
-also checks that its figures are plausible: the delivered throughput within a factor of 2 of the
-canaries delivered over the time they took.
+Every run is short (100 canaries over 10 s: enough for a p99), and a service is restarted only when its
+switches change, so the whole matrix fits the ``make test`` budget. Ten seconds at 10/s are too few to
+tell a delivered rate within 10 % (a floor of 90 %) on a busy machine, so ``throughput`` is judged only by
+the cases about it (the rate has its own e2e test, over more canaries); every case checks that the
+estimate is plausible: within a factor of 2 of the canaries delivered over the time they took.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from pipeline_check.config import PipelineConfig
 from pipeline_check.engine import Outcome
 from pipeline_check.pytest_plugin import PipelineStack, Validator
 from pipeline_check.stack.local import LocalStack
@@ -36,6 +38,7 @@ class Case:
     api: Mapping[str, str] = field(default_factory=dict)
     load: Mapping[str, object] = field(default_factory=dict)
     stuck_after: str | None = None  # where every lost canary must have stopped
+    throughput: bool = False  # judge the default throughput floor too
 
 
 CASES = [
@@ -71,6 +74,7 @@ CASES = [
         "shift timestamps by an hour",
         {"corrupted == 0": F, "throughput >= 90%": INC},
         {"UNSAFE_SHIFT_TIME_MS": "3600000"},
+        throughput=True,
     ),
     # three deliveries or so in the run: no rate can be judged, and the verdict says so
     Case(
@@ -78,6 +82,7 @@ CASES = [
         {"throughput >= 90%": INC},
         {"FLUSH_INTERVAL_MS": "20000", "FLUSH_MAX_ROWS": "1000000"},
         load={"drain_timeout": "40s", "settle": "1s"},
+        throughput=True,
     ),
     Case("API answers oldest first", {}, api={"UNSAFE_API_OLDEST_FIRST": "1"}),
     Case("API caps pages below the limit", {}, api={"UNSAFE_API_PAGE_CAP": "10"}),
@@ -92,24 +97,33 @@ def matrix_stack(pipeline_stack: PipelineStack) -> Iterator[LocalStack]:
     stack.reset()
 
 
+def thresholds(config: PipelineConfig, case: Case) -> PipelineConfig:
+    """The default checks, without the throughput floor unless the case is about it."""
+    kept = tuple(t for t in config.sla.thresholds if case.throughput or not t.startswith("throughput"))
+    return config.model_copy(update={"sla": config.sla.model_copy(update={"thresholds": kept})})
+
+
 def plausible_throughput(outcome: Outcome) -> None:
-    """The rate judged is within a factor of 2 of the canaries delivered over the time they took to arrive."""
-    check = outcome.result("throughput >= 90%")
-    if check.status == Status.INCONCLUSIVE:
+    """The delivered rate estimated, where the run holds enough deliveries for one, is within a factor of 2
+    of the canaries delivered over the time they took to arrive."""
+    figures = outcome.finished.summary.throughput
+    if figures.steps < 5 or figures.span < 5 * figures.interval:
         return
     book = outcome.book
     arrivals = book.first_seen(book.route.final)
     took = float(np.nanmax(arrivals) - np.nanmin(arrivals))
     crude = book.reached(book.route.final) / took
-    assert check.observed is not None and 0.5 < check.observed / crude < 2, (check.observed, crude)
+    assert 0.5 < figures.delivered / crude < 2, (figures.delivered, crude)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_each_fault_fails_exactly_its_checks(case: Case, matrix_stack: LocalStack, validator: Validator) -> None:
+def test_each_fault_fails_exactly_its_checks(
+    case: Case, matrix_stack: LocalStack, validator: Validator, pipeline_config: PipelineConfig
+) -> None:
     matrix_stack.ensure("consumer", case.consumer)
     matrix_stack.ensure("api", case.api)
     load = {"count": 100, "rate": 10, "drain_timeout": "8s", **case.load}
-    outcome = validator(**load)
+    outcome = validator(config=thresholds(pipeline_config, case), **load)
     got = {r.threshold: r.status for r in outcome.finished.results if r.status != Status.PASSED}
     details = {r.threshold: r.detail for r in outcome.finished.results if r.status != Status.PASSED}
     assert got == dict(case.expected), details

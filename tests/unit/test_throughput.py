@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline_check.throughput import batch_interval, delivered_rate
+from pipeline_check.throughput import batch_interval, delivered_rate, slope_bounds
 
 
 def next_batch(at: float, interval: float = 0.5) -> float:
@@ -48,6 +48,22 @@ def test_a_slowdown_in_the_last_part_shows_in_the_tail() -> None:
     e = estimate(lambda seq, t: t + 0.2 if seq < 400 else 8.2 + 2 * (t - 8.0), count=500)
     assert e.rate == pytest.approx(50.0, rel=0.05)
     assert e.tail is not None and e.tail == pytest.approx(25.0, rel=0.1)
+    assert e.tail_upper is not None and e.tail <= e.tail_upper < 0.9 * 50.0  # a slowdown beyond doubt
+
+
+def test_a_tail_that_only_jitter_put_low_has_an_upper_bound_above_the_rate() -> None:
+    # keeps up in 0.5 s batches, each seen up to 0.4 s late by a polling probe: the tail may read low,
+    # but its upper bound does not exclude keeping up
+    jitter = np.random.default_rng(31).uniform(0, 0.4, 100)  # a seed whose last batches happen to be seen late
+    e = estimate(lambda seq, t: next_batch(t + 0.05) + jitter[int(next_batch(t + 0.05) * 2)], count=500)
+    assert e.tail is not None and e.tail_upper is not None
+    assert e.tail < 0.9 * 50.0 <= e.tail_upper and e.rate >= 0.9 * 50.0, (e.rate, e.tail, e.tail_upper)
+
+
+def test_sen_bounds_hold_the_median_slope() -> None:
+    slopes = np.sort(np.random.default_rng(1).normal(1.0, 0.1, 45))  # the 45 pairs of 10 points
+    low, high = slope_bounds(slopes)
+    assert low < float(np.median(slopes)) < high
 
 
 def test_a_tail_of_few_batches_is_not_judged_on_its_own() -> None:
