@@ -8,6 +8,9 @@ Shutdown (SIGTERM): send the WebSocket close frame but keep reading until the se
 arrives — frames the server sent before it saw ours are still delivered by ``recv()`` (websockets
 keeps data frames received while CLOSING and hands out the buffered ones after the connection is
 closed) — then flush the producer.
+
+With RECORD_FORMAT=avro (record_format.py) each frame is produced as an Avro record of the registered
+schema instead; a frame that does not fit it is logged and counted ("rejected" in /health), not produced.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .common import (
     utc_ms,
 )
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
+from .record_format import AvroEncoder, RecordError, RecordFormat
 
 log = logging.getLogger("ingestor")
 
@@ -58,17 +62,20 @@ class IngestorConfig:
     feed_url: str
     health_host: str
     health_port: int
+    record_format: RecordFormat
 
     @classmethod
     def from_env(cls) -> IngestorConfig:
         url = env_str("FEED_URL")
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"FEED_URL={url!r} (env): must be a ws:// or wss:// URL")
+        common = CommonConfig.from_env()
         return cls(
-            common=CommonConfig.from_env(),
+            common=common,
             feed_url=url,
             health_host=env_str("HEALTH_HOST", "127.0.0.1"),
             health_port=env_port("HEALTH_PORT"),
+            record_format=RecordFormat.from_env(common.raw_topic),
         )
 
 
@@ -102,6 +109,19 @@ class Ingestor:
             "last_message_ms": None,
         }
         self._tasks: set[asyncio.Task[None]] = set()
+        self.encoder: AvroEncoder | None = None  # RECORD_FORMAT=avro: frames are produced as Avro records
+
+    def encoded(self, frame: bytes) -> bytes | None:
+        """The record value of a frame: the frame itself, or its Avro record (None, counted and logged, when
+        it does not fit the schema)."""
+        if self.encoder is None:
+            return frame
+        try:
+            return self.encoder.encode(frame)
+        except RecordError as exc:
+            self.stats["rejected"] = self.stats.get("rejected", 0) + 1
+            log.warning("not produced: %s: %s", exc, frame[:200].decode("utf-8", errors="replace"))
+            return None
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         # the feed being absent is normal (the validator brings it); only Kafka decides health
@@ -203,7 +223,9 @@ class Ingestor:
                             break
                         self.stats["received"] += 1
                         self.stats["last_message_ms"] = utc_ms()
-                        await self.produce(frame, record_key(frame))
+                        value = self.encoded(frame)
+                        if value is not None:
+                            await self.produce(value, record_key(frame))
                 self.states.set(
                     "feed",
                     "disconnected",
@@ -260,6 +282,8 @@ async def main() -> int:
     shutdown = Shutdown()
     shutdown.install()
     service = Ingestor(cfg, shutdown)
+    if cfg.record_format.avro:
+        service.encoder = await asyncio.to_thread(AvroEncoder, cfg.record_format)
     http = HttpTask(health_app(service.health), cfg.health_host, cfg.health_port, "HEALTH_PORT")
     await http.start()
     service.watchdog.start()
