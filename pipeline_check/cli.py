@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -249,6 +250,48 @@ def validate(
             local.down(started)
             out.print(f"stopped what --start-stack started: {', '.join(started)}")
     raise SystemExit(int(outcome.exit_code))
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipeline.toml whose Iceberg stage names the table [default: as validate finds it]",
+)
+@click.option("--run", "run_id", default=None, metavar="RUN_ID", help="the run whose canaries go, e.g. run-167ad57ab")
+@click.option("--all-canaries", is_flag=True, help="every run's canaries")
+@click.option("--dry-run/--apply", default=True, help="count what would go (default), or delete it")
+def cleanup(config_path: Path | None, run_id: str | None, all_canaries: bool, dry_run: bool) -> None:
+    """Delete canary rows from the Iceberg table, by tag range, with one delete commit.
+
+    Dry run by default: prints the canary rows per run it would delete. Real trade ids are never in a
+    canary range, so nothing else is touched.
+    """
+    from pipeline_check.cleanup import Selection, delete, iceberg_settings, plan
+    from pipeline_check.config import find_config, load_config
+
+    if (run_id is None) == (not all_canaries):
+        raise click.UsageError("give --run RUN_ID or --all-canaries (one of them)")
+    selection = Selection.every_canary() if all_canaries else Selection.of_run(str(run_id))
+    settings, where = iceberg_settings(load_config(find_config(config_path)))
+    table, found = plan(settings, where, selection)
+    if not found.rows:
+        out.print(f"{found.table}: no canary rows of {selection.label}")
+        return
+    runs = f"{len(found.rows_per_run)} run{'s' if len(found.rows_per_run) != 1 else ''}"
+    verb = "would be deleted (dry run; --apply deletes them)" if dry_run else "to delete"
+    out.print(f"{found.table}: {found.rows:,} canary rows of {runs} {verb}")
+    for run, rows in found.rows_per_run.items():
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at))
+        out.print(f"  {run}  {rows:>9,} rows  (run started {started})")
+    if dry_run:
+        return
+    done = delete(table, settings.tag_column, found)
+    left = f"; {done.left:,} rows of the range written since are left" if done.left else ""
+    out.print(f"deleted {done.rows:,} canary rows in snapshot {done.snapshot_id} ({done.operation}){left}")
 
 
 def main(argv: list[str] | None = None) -> int:
