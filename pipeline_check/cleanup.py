@@ -3,8 +3,9 @@
 Canary tags of one run form one range (``tags``: ``2**62 | run << 26 | seq``), every canary's tag is at or
 above ``2**62``, real trade ids are far below it, so a range filter on the tag column selects exactly the
 canaries. :func:`plan` counts them per run (a filtered scan: file statistics skip every other file);
-:func:`delete` commits one Iceberg delete with that filter (files holding only canaries are dropped, others
-rewritten without them), retrying when a writer committed in between, and counts what is left. The Kafka
+:func:`delete` commits one Iceberg delete with that filter (pyiceberg drops files holding only canaries in a
+``delete`` snapshot and rewrites the others without them in an ``overwrite`` one, both in the same commit, each
+marked with ``pipeline-check.cleanup``), retrying when a writer committed in between, and counts what is left. The Kafka
 topic keeps its canaries until retention removes them; the API shows what the table holds.
 """
 

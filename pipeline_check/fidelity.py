@@ -37,6 +37,8 @@ class FieldDiff:
 
 
 def _exact(sent: object, held: object) -> bool:
+    if isinstance(sent, bool) is not isinstance(held, bool):  # True == 1 in Python, not in data
+        return str(sent) == str(held)
     if sent == held or str(sent) == str(held):
         return True
     sent_number = _number(sent) if _is_number(sent) else None

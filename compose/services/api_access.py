@@ -58,7 +58,7 @@ class _Bucket:
 
 @dataclass(slots=True)
 class RateLimit:
-    """A token bucket per caller: ``rate`` requests a second, bursts of ``rate``."""
+    """A token bucket per caller: ``rate`` requests a second, bursts of ``rate`` (at least one request)."""
 
     rate: float
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
@@ -68,8 +68,9 @@ class RateLimit:
         """0 when ``caller`` may send a request now (and it is counted), else seconds until it may."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            bucket = self._buckets.setdefault(caller, _Bucket(self.rate, now))
-            bucket.tokens = min(self.rate, bucket.tokens + (now - bucket.at) * self.rate)
+            burst = max(1.0, self.rate)
+            bucket = self._buckets.setdefault(caller, _Bucket(burst, now))
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * self.rate)
             bucket.at = now
             if bucket.tokens >= 1:
                 bucket.tokens -= 1

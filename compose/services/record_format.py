@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.types import Schema
+from fastavro.validation import ValidationError, validate
 
 from .common import ServiceError, env_choice, env_str, fail
 from .trades import InvalidRecord, Trade, parse_event, parse_trade
@@ -114,6 +115,8 @@ class Registry:
 
 
 def _frame(schema_id: int, schema: Schema, record: Mapping[str, Any]) -> bytes:
+    # validated first: the writer alone coerces silently (None into a boolean as false)
+    validate(dict(record), schema, raise_errors=True)
     out = io.BytesIO()
     out.write(HEADER.pack(0, schema_id))
     schemaless_writer(out, schema, dict(record))
@@ -142,7 +145,7 @@ class AvroEncoder:
                 "q": Decimal(event["q"]),
             }
             return _frame(self.schema_id, self.schema, record)
-        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, ValidationError) as exc:
             raise RecordError(f"frame does not fit the Avro schema: {type(exc).__name__}: {exc}") from None
 
 

@@ -8,19 +8,26 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pyiceberg.catalog import load_catalog
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.types import LongType, NestedField
 
 from pipeline_check.asyncutil import run_sync
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.engine import Outcome, run_async
+from pipeline_check.probes.iceberg import RestMetadata
+from pipeline_check.probes.iceberg_changes import ChangeFeed
+from pipeline_check.probes.iceberg_metadata import MetadataReader
 from pipeline_check.pytest_plugin import free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import load_stack, profile_file
@@ -242,3 +249,46 @@ def test_kafka_injector_writes_avro_the_consumer_reads(lakehouse: LocalStack, tm
     outcome = validate(config, SHORT_RUN_CHECKS, count=50, rate=25)
     outcome.check()
     assert outcome.book.compared >= 150 and not outcome.book.diffs
+
+
+def test_rest_tables_load_conditionally_and_by_refs(lakehouse: LocalStack) -> None:
+    """The Iceberg probe's REST loads against Apache Iceberg's server: nothing new is a 304 (the same table back),
+    one commit is a refs-only answer, several commits one full load; the change feed sees every canary."""
+    catalog = load_catalog("probe", **table(lakehouse).catalog.properties)
+    namespace = f"probe_{uuid.uuid4().hex[:8]}"
+    catalog.create_namespace(namespace)
+    schema = Schema(NestedField(1, "trade_id", LongType(), required=True))
+    writer = catalog.create_table(f"{namespace}.trades", schema=schema)
+    run = RunId.new()
+
+    def commit(*seqs: int) -> None:
+        writer.append(pa.Table.from_pylist([{"trade_id": run.tag(s)} for s in seqs], schema=schema.as_arrow()))
+
+    commit(0)
+    watched = catalog.load_table(f"{namespace}.trades")
+    reader = MetadataReader(s.snapshot_id for s in watched.snapshots())
+    rest = RestMetadata(watched, reader)
+    feed = ChangeFeed("trade_id", run.lo, run.hi)
+    first = watched.current_snapshot()
+    assert first is not None
+    feed.seek(watched, first)
+    watched, _ = rest.load(watched, feed.snapshot_id)  # the first answer brings the ETag
+
+    def poll() -> tuple[Table, list[int]]:
+        loaded, new = rest.load(watched, feed.snapshot_id)
+        tags = [tag for change in feed.poll(loaded) for tag, step in change.delta.items() if step > 0]
+        reader.handled |= new
+        return loaded, sorted(tags)
+
+    same, tags = poll()
+    assert same is watched and tags == []  # 304: nothing read, nothing new
+    commit(1)
+    watched, tags = poll()
+    assert tags == [run.tag(1)] and rest.full_loads == 0  # its parent is the feed's snapshot: refs were enough
+    assert len(watched.metadata.snapshots) == 1  # only the new one was validated
+    commit(2)
+    commit(3)
+    commit(4)
+    watched, tags = poll()
+    assert tags == [run.tag(2), run.tag(3), run.tag(4)] and rest.full_loads == 1
+    assert rest.fallbacks == 0
