@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -40,10 +41,23 @@ stack_file_option = click.option(
     "--stack-file", type=click.Path(path_type=Path), default=None,
     help="stack description [default: $PIPELINE_CHECK_STACK_FILE or compose/stack.toml]",
 )  # fmt: skip
+profile_option = click.option(
+    "--profile", default=None, envvar="PIPELINE_CHECK_STACK_PROFILE", metavar="NAME",
+    help="a profile of the stack: profiles/NAME.toml beside the stack file, e.g. lakehouse",
+)  # fmt: skip
 run_dir_option = click.option(
     "--run-dir", type=click.Path(path_type=Path), default=None,
     help="state, logs and data of the stack [default: as stack.toml says]",
 )  # fmt: skip
+
+
+def _stack_file(stack_file: Path | None, profile: str | None) -> Path | None:
+    """The stack file ``--profile`` names (beside ``--stack-file``), else ``--stack-file`` itself."""
+    if profile is None:
+        return stack_file
+    from pipeline_check.stack.spec import profile_file
+
+    return profile_file(profile, stack_file)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,16 +74,21 @@ def stack() -> None:
 
 @stack.command("up")
 @stack_file_option
+@profile_option
 @run_dir_option
 @click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="override a port of stack.toml")
 @click.option("--with", "with_optional", multiple=True, metavar="SERVICE", help="also start an optional service")
 def stack_up(
-    stack_file: Path | None, run_dir: Path | None, ports: tuple[str, ...], with_optional: tuple[str, ...]
+    stack_file: Path | None,
+    profile: str | None,
+    run_dir: Path | None,
+    ports: tuple[str, ...],
+    with_optional: tuple[str, ...],
 ) -> None:
     """Start every service in dependency order, each healthy before the next."""
     from pipeline_check.stack import LocalStack
 
-    local = LocalStack.open(stack_file, run_dir=run_dir, ports=_ports(ports))
+    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir, ports=_ports(ports))
     reports = local.up(with_optional)
     for report in reports:
         out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
@@ -79,23 +98,25 @@ def stack_up(
 
 @stack.command("down")
 @stack_file_option
+@profile_option
 @run_dir_option
-def stack_down(stack_file: Path | None, run_dir: Path | None) -> None:
+def stack_down(stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
     """Stop every service, dependents first."""
     from pipeline_check.stack import LocalStack
 
-    LocalStack.open(stack_file, run_dir=run_dir).down()
+    LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir).down()
     out.print("stack down")
 
 
 @stack.command("status")
 @stack_file_option
+@profile_option
 @run_dir_option
-def stack_status(stack_file: Path | None, run_dir: Path | None) -> None:
+def stack_status(stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
     """State, health, pid, uptime and restarts of each service."""
     from pipeline_check.stack import LocalStack
 
-    local = LocalStack.open(stack_file, run_dir=run_dir)
+    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir)
     table = Table("service", "state", "health", "pid", "uptime", "restarts", "port(s)", title=local.spec.name)
     for s in local.status():
         health = "-" if s.healthy is None else ("[green]healthy[/]" if s.healthy else "[red]unhealthy[/]")
@@ -116,11 +137,12 @@ def _service_command(name: str, doc: str) -> None:
     @stack.command(name, help=doc)
     @click.argument("service")
     @stack_file_option
+    @profile_option
     @run_dir_option
-    def command(service: str, stack_file: Path | None, run_dir: Path | None) -> None:
+    def command(service: str, stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
         from pipeline_check.stack import LocalStack
 
-        local = LocalStack.open(stack_file, run_dir=run_dir)
+        local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir)
         report = getattr(local, name)(service)
         seconds = f" (healthy in {report.seconds:.1f}s)" if report is not None else ""
         out.print(f"{service}: {name} done{seconds}")
@@ -141,12 +163,13 @@ for _name, _doc in {
     "-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True, help="how many lines from the end"
 )
 @stack_file_option
+@profile_option
 @run_dir_option
-def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path | None) -> None:
+def stack_logs(service: str, lines: int, stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
     """Print the end of one service's log."""
     from pipeline_check.stack import LocalStack
 
-    click.echo(LocalStack.open(stack_file, run_dir=run_dir).logs(service, lines))
+    click.echo(LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir).logs(service, lines))
 
 
 @cli.command()
@@ -178,6 +201,7 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, run_dir: Path 
     help="exit 0 when no check failed though some were inconclusive (observed too little); reports still say so",
 )
 @stack_file_option
+@profile_option
 @run_dir_option
 def validate(
     config_path: Path | None,
@@ -192,6 +216,7 @@ def validate(
     passive: bool,
     allow_inconclusive: bool,
     stack_file: Path | None,
+    profile: str | None,
     run_dir: Path | None,
 ) -> None:
     """Inject tagged canaries, follow them through every stage, judge the SLAs (with --passive, or a
@@ -210,7 +235,7 @@ def validate(
     if start_stack:
         from pipeline_check.stack import LocalStack
 
-        local = LocalStack.open(stack_file, run_dir=run_dir)
+        local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir)
         env.update(local.spec.exports)
     # every setting and report path is checked before the stack starts or anything is injected
     loaded = load_config(path, env)
@@ -345,6 +370,48 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
         on_verdict=verdict,
     )
     out.print("watch stopped", soft_wrap=True)
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipeline.toml whose Iceberg stage names the table [default: as validate finds it]",
+)
+@click.option("--run", "run_id", default=None, metavar="RUN_ID", help="the run whose canaries go, e.g. run-167ad57ab")
+@click.option("--all-canaries", is_flag=True, help="every run's canaries")
+@click.option("--dry-run/--apply", default=True, help="count what would go (default), or delete it")
+def cleanup(config_path: Path | None, run_id: str | None, all_canaries: bool, dry_run: bool) -> None:
+    """Delete canary rows from the Iceberg table, by tag range, with one delete commit.
+
+    Dry run by default: prints the canary rows per run it would delete. Real trade ids are never in a
+    canary range, so nothing else is touched.
+    """
+    from pipeline_check.cleanup import Selection, delete, iceberg_settings, plan
+    from pipeline_check.config import find_config, load_config
+
+    if (run_id is None) == (not all_canaries):
+        raise click.UsageError("give --run RUN_ID or --all-canaries (one of them)")
+    selection = Selection.every_canary() if all_canaries else Selection.of_run(str(run_id))
+    settings, where = iceberg_settings(load_config(find_config(config_path)))
+    table, found = plan(settings, where, selection)
+    if not found.rows:
+        out.print(f"{found.table}: no canary rows of {selection.label}")
+        return
+    runs = f"{len(found.rows_per_run)} run{'s' if len(found.rows_per_run) != 1 else ''}"
+    verb = "would be deleted (dry run; --apply deletes them)" if dry_run else "to delete"
+    out.print(f"{found.table}: {found.rows:,} canary rows of {runs} {verb}")
+    for run, rows in found.rows_per_run.items():
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at))
+        out.print(f"  {run}  {rows:>9,} rows  (run started {started})")
+    if dry_run:
+        return
+    done = delete(table, settings.tag_column, found)
+    left = f"; {done.left:,} rows of the range written since are left" if done.left else ""
+    out.print(f"deleted {done.rows:,} canary rows in snapshot {done.snapshot_id} ({done.operation}){left}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,11 @@
 
 A stage's ``fields`` setting maps each field it holds to the sent field and a comparison, e.g.
 ``price = "p:decimal"``, ``side = "m:side"``, ``trade_time = "T:ms"``, ``symbol = "s"`` (exact).
+
+Numbers compare as numbers whatever form they came back in (an int, a float, a decimal text such as
+``"65000.10"`` or ``"6.5E+4"``): a float equals what it says, so one that lost digits differs. A timestamp
+without an offset (a naive datetime, ISO text without a zone) is read as UTC unless the comparison names the
+zone it is in: ``trade_time = "T:ms@America/New_York"`` (an IANA name, or a fixed offset such as ``+02:00``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -31,16 +37,35 @@ class FieldDiff:
 
 
 def _exact(sent: object, held: object) -> bool:
-    return sent == held or str(sent) == str(held)
+    if isinstance(sent, bool) is not isinstance(held, bool):  # True == 1 in Python, not in data
+        return str(sent) == str(held)
+    if sent == held or str(sent) == str(held):
+        return True
+    sent_number = _number(sent) if _is_number(sent) else None
+    return sent_number is not None and sent_number == _number(held)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _number(value: object) -> Decimal | None:
+    """A finite number as an exact Decimal: an int, a float (the value it holds, in its shortest form), a Decimal
+    or a decimal text; None for anything else (a boolean is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def _decimal(sent: object, held: object) -> bool:
     if sent == held or str(sent) == str(held):  # the same text is the same number (the common case)
         return True
-    try:
-        return Decimal(str(sent)) == Decimal(str(held))
-    except InvalidOperation:
-        return False
+    number = _number(sent)
+    return number is not None and number == _number(held)
 
 
 def _side(sent: object, held: object) -> bool:
@@ -48,25 +73,29 @@ def _side(sent: object, held: object) -> bool:
     return isinstance(sent, bool) and str(held).lower() == ("sell" if sent else "buy")
 
 
-def _millis(value: object) -> float | None:
-    """Epoch milliseconds of a timestamp, a number (an epoch-ms float compares as the number it is) or
-    ISO-8601 text."""
+def _millis(value: object, naive: dt.tzinfo = dt.UTC) -> float | None:
+    """Epoch milliseconds of a timestamp (``naive`` is the zone of one without an offset), a number (epoch ms
+    as an int, a float, a Decimal or a decimal text) or ISO-8601 text."""
     if isinstance(value, dt.datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        value = value if value.tzinfo else value.replace(tzinfo=naive)
         return (value - EPOCH) / dt.timedelta(milliseconds=1)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
+        text = _number(value)
+        if text is not None:
+            return float(text)
         try:
-            return float(value) if value.replace(".", "", 1).isdigit() else _millis(dt.datetime.fromisoformat(value))
+            return _millis(dt.datetime.fromisoformat(value), naive)
         except ValueError:
             return None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        ms = float(value)
+        return ms if math.isfinite(ms) else None
     return None
 
 
-def _ms(sent: object, held: object) -> bool:
+def _ms(sent: object, held: object, naive: dt.tzinfo = dt.UTC) -> bool:
     """Epoch milliseconds against a timestamp, epoch ms or ISO-8601 text."""
-    held_ms = _millis(held)
+    held_ms = _millis(held, naive)
     return held_ms is not None and held_ms == _millis(sent)
 
 
@@ -86,9 +115,36 @@ def parse_spec(spec: str) -> tuple[str, str]:
     how = how or "exact"
     if not source:
         raise ValueError(f"{spec!r} names no sent field; write SENT_FIELD[:COMPARISON]")
-    if how not in COMPARISONS:
-        raise ValueError(f"{how!r} is not a comparison ({', '.join(COMPARISONS)}); write SENT_FIELD[:COMPARISON]")
+    comparison(how)
     return source, how
+
+
+@functools.lru_cache(maxsize=256)
+def comparison(how: str) -> Callable[[object, object], bool]:
+    """The comparison a spec names after its colon: ``decimal``, ``ms``, ``ms@Europe/Berlin`` ..."""
+    name, at, zone = how.partition("@")
+    if name not in COMPARISONS:
+        raise ValueError(f"{name!r} is not a comparison ({', '.join(COMPARISONS)}); write SENT_FIELD[:COMPARISON]")
+    if not at:
+        return COMPARISONS[name]
+    if name != "ms":
+        raise ValueError(f"{how!r}: only ms takes a time zone (ms@ZONE, for timestamps stored without an offset)")
+    return functools.partial(_ms, naive=_zone(zone))
+
+
+def _zone(name: str) -> dt.tzinfo:
+    """An IANA time zone or a fixed offset (``+02:00``, ``-0530``, ``Z``)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    try:
+        offset = dt.datetime.strptime(name, "%z").utcoffset()
+    except ValueError:
+        offset = None
+    if offset is None:
+        raise ValueError(f"{name!r} is not a time zone; use an IANA name (Europe/Berlin) or an offset (+02:00)")
+    return dt.timezone(offset)
 
 
 def check_fields(fields: Mapping[str, str]) -> dict[str, str]:
@@ -111,5 +167,5 @@ def compare(
         expected = sent.get(source)
         if name not in held:
             yield name, repr(expected), "<missing>"
-        elif not COMPARISONS[how](expected, held[name]):
+        elif not comparison(how)(expected, held[name]):
             yield name, repr(expected), repr(held[name])

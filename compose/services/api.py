@@ -5,6 +5,8 @@ trade_time range (pyiceberg prunes data files by their min/max stats), then let 
 those Parquet files, filter, order (trade_time desc, trade_id desc) and limit. Decimals leave DuckDB
 as text with the column's 8-digit scale, so they are never floats.
 
+Access and id format (api_access.py, off by default): API_KEYS, API_KEY_HEADER, API_RATE_LIMIT, API_ID_FORMAT.
+
 Deliberate faults (faults.py), off by default and logged at WARNING on start:
   UNSAFE_API_OLDEST_FIRST=1   pages are ordered oldest first (trade_time, trade_id ascending)
   UNSAFE_API_PAGE_CAP=100     every page holds at most 100 rows whatever ``limit`` asks; meta.limit
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -24,11 +26,12 @@ import duckdb
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
+from .api_access import ApiAccess, IdFormat
 from .common import (
     CommonConfig,
     HttpTask,
@@ -76,6 +79,8 @@ class ApiConfig:
     host: str
     port: int
     faults: ApiFaults
+    access: ApiAccess = field(default_factory=ApiAccess)
+    id_format: IdFormat | None = None
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -84,6 +89,8 @@ class ApiConfig:
             host=env_str("API_HOST", "127.0.0.1"),
             port=env_port("API_PORT"),
             faults=ApiFaults.from_env(MAX_LIMIT),
+            access=ApiAccess.from_env(),
+            id_format=IdFormat.from_env(),
         )
 
 
@@ -97,7 +104,7 @@ class TableReader:
     def __init__(self, cfg: CommonConfig, faults: ApiFaults) -> None:
         self.cfg = cfg
         self.faults = faults
-        self._catalog: SqlCatalog | None = None
+        self._catalog: Catalog | None = None
         self._lock = threading.Lock()
 
     def load(self) -> Table:
@@ -182,6 +189,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(cfg: ApiConfig) -> FastAPI:
     reader = TableReader(cfg.common, cfg.faults)
     app = FastAPI(title="market-data query API", docs_url=None, redoc_url=None, openapi_url=None)
+    if cfg.access.keys or cfg.access.rate_limit:
+        app.middleware("http")(cfg.access.middleware())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -249,6 +258,9 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         except Exception as exc:
             log.warning("query failed: %s", describe(exc))
             return JSONResponse({"error": _unavailable(cfg.common, exc)}, status_code=503)
+        if cfg.id_format is not None:
+            for row in rows:
+                row["trade_id"] = cfg.id_format(row["trade_id"])
         return JSONResponse(
             {
                 "data": rows,
@@ -275,7 +287,9 @@ async def main() -> int:
     shutdown.install()
     http = HttpTask(create_app(cfg), cfg.host, cfg.port, "API_PORT")
     await http.start()
-    log.info("query API on http://%s:%d (table %s)", cfg.host, cfg.port, cfg.common.iceberg_table)
+    log.info(
+        "query API on http://%s:%d (table %s, %s)", cfg.host, cfg.port, cfg.common.iceberg_table, cfg.access.describe()
+    )
     await shutdown.wait()
     await http.stop()
     log.info("api stopped")

@@ -147,16 +147,52 @@ def env_topic(name: str, default: str | None = None, env: Mapping[str, str] | No
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectStore:
+    """The S3 API the warehouse lives on (S3_*): unset parts come from the AWS default chain."""
+
+    endpoint: str
+    access_key_id: str | None
+    secret_access_key: str | None
+    region: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ObjectStore | None:
+        """None when S3_ENDPOINT is unset (a local warehouse, or S3 at AWS itself)."""
+        endpoint = _raw("S3_ENDPOINT", env)
+        if endpoint is None:
+            return None
+        if not endpoint.startswith(("http://", "https://")):
+            fail("S3_ENDPOINT", endpoint, "must be http(s)://HOST:PORT, e.g. http://127.0.0.1:19000")
+        return cls(endpoint, _raw("S3_ACCESS_KEY_ID", env), _raw("S3_SECRET_ACCESS_KEY", env), _raw("S3_REGION", env))
+
+    def properties(self) -> dict[str, str]:
+        """pyiceberg FileIO properties (pyarrow's S3 filesystem); path-style addressing, as local stores need."""
+        given = {
+            "s3.endpoint": self.endpoint,
+            "s3.access-key-id": self.access_key_id,
+            "s3.secret-access-key": self.secret_access_key,
+            "s3.region": self.region,
+        }
+        return {"s3.force-virtual-addressing": "false", **{k: v for k, v in given.items() if v is not None}}
+
+
+@dataclass(frozen=True, slots=True)
 class CommonConfig:
-    """The variables every Python service gets (stack.toml [env])."""
+    """The variables every Python service gets (stack.toml [env]).
+
+    The catalog is a pyiceberg SQL catalog (ICEBERG_CATALOG_URI an SQLAlchemy URL, ICEBERG_WAREHOUSE
+    required) or an Iceberg REST catalog (an http(s) URL; the server decides the warehouse, ICEBERG_WAREHOUSE
+    is passed along when set); S3_* point both at an S3-compatible store.
+    """
 
     kafka_bootstrap: str
     raw_topic: str
     raw_topic_partitions: int
     dlq_topic: str
     iceberg_catalog_uri: str
-    iceberg_warehouse: str
+    iceberg_warehouse: str | None
     iceberg_table: str
+    object_store: ObjectStore | None = None
 
     @property
     def table_namespace(self) -> str:
@@ -166,6 +202,19 @@ class CommonConfig:
     def table_name(self) -> str:
         return self.iceberg_table.rsplit(".", 1)[1]
 
+    @property
+    def rest_catalog(self) -> bool:
+        return self.iceberg_catalog_uri.startswith(("http://", "https://"))
+
+    def catalog_properties(self) -> dict[str, str]:
+        """pyiceberg ``load_catalog`` properties of the catalog these variables name."""
+        props = {"type": "rest" if self.rest_catalog else "sql", "uri": self.iceberg_catalog_uri}
+        if self.iceberg_warehouse is not None:
+            props["warehouse"] = self.iceberg_warehouse
+        if self.object_store is not None:
+            props |= self.object_store.properties()
+        return props
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
         table = env_str("ICEBERG_TABLE", env=env)
@@ -173,10 +222,15 @@ class CommonConfig:
             fail("ICEBERG_TABLE", table, "must be <namespace>.<table>, e.g. market.trades")
         uri = env_str("ICEBERG_CATALOG_URI", env=env)
         if "://" not in uri:
-            fail("ICEBERG_CATALOG_URI", uri, "must be an SQLAlchemy URL, e.g. sqlite:////data/catalog.db")
-        warehouse = env_str("ICEBERG_WAREHOUSE", env=env)
-        if "://" not in warehouse:
-            fail("ICEBERG_WAREHOUSE", warehouse, "must be a URI, e.g. file:///data/warehouse")
+            fail(
+                "ICEBERG_CATALOG_URI",
+                uri,
+                "must be an SQLAlchemy URL (sqlite:////data/catalog.db) or a REST catalog's http(s):// URL",
+            )
+        rest = uri.startswith(("http://", "https://"))
+        warehouse = _raw("ICEBERG_WAREHOUSE", env) if rest else env_str("ICEBERG_WAREHOUSE", env=env)
+        if warehouse is not None and "://" not in warehouse:
+            fail("ICEBERG_WAREHOUSE", warehouse, "must be a URI, e.g. file:///data/warehouse or s3://bucket/path")
         return cls(
             kafka_bootstrap=env_str("KAFKA_BOOTSTRAP", env=env),
             raw_topic=env_topic("RAW_TOPIC", env=env),
@@ -185,6 +239,7 @@ class CommonConfig:
             iceberg_catalog_uri=uri,
             iceberg_warehouse=warehouse,
             iceberg_table=table,
+            object_store=ObjectStore.from_env(env),
         )
 
 

@@ -11,6 +11,9 @@ Exactly once, without Kafka transactions:
 So a kill -9 between the Iceberg commit and the Kafka commit re-reads nothing that is in the table.
 DLQ records of a batch are produced (and acknowledged) before its offsets are committed anywhere.
 
+Record format (record_format.py): RECORD_FORMAT=json (default) | avro (Confluent wire format, writer schemas from
+SCHEMA_REGISTRY_URL); an Avro record is checked by the same rules as a JSON one.
+
 Write modes (legitimate, see writes.py): WRITE_MODE=append (default) | upsert | overwrite;
 REDELIVER_LAST_FLUSH=1 (upsert/overwrite only) makes each flush carry the previous flush's rows again;
 OVERWRITE_BUCKET_MS (default 10000) is the trade_time bucket an overwrite rewrites.
@@ -78,6 +81,7 @@ from .iceberg import (
     tp_key,
 )
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
+from .record_format import RecordFormat, trade_parser
 from .trades import Batch, BatchBuffer, PositionGuard, Row, clamp_offset, resume_offset, to_arrow
 from .writes import WriteConfig, latest_per_key, write
 
@@ -111,6 +115,7 @@ class ConsumerConfig:
     unsafe_skip_idempotence: bool
     write: WriteConfig
     faults: ConsumerFaults
+    record_format: RecordFormat
 
     @classmethod
     def from_env(cls) -> ConsumerConfig:
@@ -125,6 +130,7 @@ class ConsumerConfig:
             unsafe_skip_idempotence=env_bool("CONSUMER_UNSAFE_SKIP_IDEMPOTENCE", False),
             write=WriteConfig.from_env(),
             faults=ConsumerFaults.from_env(common.raw_topic_partitions),
+            record_format=RecordFormat.from_env(common.raw_topic),
         )
 
 
@@ -158,7 +164,7 @@ class Consumer:
         self.shutdown = shutdown
         self.watchdog = KafkaWatchdog(cfg.common.kafka_bootstrap, f"{cfg.group}-health")
         self.states = StateLog(log)
-        self.buffer = BatchBuffer()
+        self.buffer = BatchBuffer(trade_parser(cfg.record_format))
         # one flush at a time; the rebalance listener takes it too
         self.lock = asyncio.Lock()
         self.table: Table | None = None
@@ -689,9 +695,10 @@ async def main() -> int:
     await http.start()
     service.watchdog.start()
     log.info(
-        "consumer: group %s, %s -> %s (%s, flush every %d ms or %d rows), health on %s:%d",
+        "consumer: group %s, %s (%s) -> %s (%s, flush every %d ms or %d rows), health on %s:%d",
         cfg.group,
         cfg.common.raw_topic,
+        cfg.record_format.kind,
         cfg.common.iceberg_table,
         cfg.write.mode.value,
         cfg.flush_interval_ms,

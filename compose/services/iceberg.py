@@ -1,15 +1,14 @@
-"""The Iceberg side: the trades schema, the catalog factory, and Kafka offsets in snapshot summaries."""
+"""The Iceberg side: the trades schema, the catalog factory (SQL or REST), and Kafka offsets in snapshot summaries."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
-from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -66,23 +65,25 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
-def open_catalog(cfg: CommonConfig, *, writer: bool) -> SqlCatalog:
-    """The SqlCatalog named "local"; the writer creates the local folders and the catalog tables."""
-    if writer:
-        db = _local_path(cfg.iceberg_catalog_uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        warehouse = _local_path(cfg.iceberg_warehouse)
-        if warehouse is not None:
-            warehouse.mkdir(parents=True, exist_ok=True)
-    props: dict[str, Any] = {"uri": cfg.iceberg_catalog_uri, "warehouse": cfg.iceberg_warehouse}
-    if not writer:
-        # readers never create the catalog's tables (the writer owns the file)
-        props["init_catalog_tables"] = "false"
-    return SqlCatalog("local", **props)
+def open_catalog(cfg: CommonConfig, *, writer: bool) -> Catalog:
+    """The catalog named "local" (a SQL or a REST catalog, see CommonConfig); on a SQL catalog the writer
+    creates the local folders and the catalog tables."""
+    props = cfg.catalog_properties()
+    if props["type"] == "sql":
+        if writer:
+            db = _local_path(cfg.iceberg_catalog_uri)
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            warehouse = _local_path(cfg.iceberg_warehouse or "")
+            if warehouse is not None:
+                warehouse.mkdir(parents=True, exist_ok=True)
+        else:
+            # readers never create the catalog's tables (the writer owns the file)
+            props["init_catalog_tables"] = "false"
+    return load_catalog("local", **props)
 
 
-def ensure_table(catalog: SqlCatalog, cfg: CommonConfig) -> Table:
+def ensure_table(catalog: Catalog, cfg: CommonConfig) -> Table:
     """Load the trades table, creating namespace and table on first start."""
     try:
         return catalog.load_table(cfg.iceberg_table)

@@ -12,6 +12,9 @@ Shutdown (SIGTERM): send the WebSocket close frame but keep reading until the se
 arrives — frames the server sent before it saw ours are still delivered by ``recv()`` (websockets
 keeps data frames received while CLOSING and hands out the buffered ones after the connection is
 closed) — then flush the producer.
+
+With RECORD_FORMAT=avro (record_format.py) each frame is produced as an Avro record of the registered
+schema instead; a frame that does not fit it is logged and counted ("rejected" in /health), not produced.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from .common import (
 )
 from .feed_modes import MODES, FeedMode
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
+from .record_format import AvroEncoder, RecordError, RecordFormat
 
 log = logging.getLogger("ingestor")
 
@@ -69,15 +73,17 @@ class IngestorConfig:
     health_port: int
     feed: FeedMode
     ca_file: str | None  # PEM CA(s) a wss:// feed is trusted through, re-read on every connect
+    record_format: RecordFormat
 
     @classmethod
     def from_env(cls) -> IngestorConfig:
         url = env_str("FEED_URL")
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"FEED_URL={url!r} (env): must be a ws:// or wss:// URL")
+        common = CommonConfig.from_env()
         symbols = tuple(s.strip() for s in env_str("FEED_SYMBOLS", "").split(",") if s.strip())
         return cls(
-            common=CommonConfig.from_env(),
+            common=common,
             feed_url=url,
             health_host=env_str("HEALTH_HOST", "127.0.0.1"),
             health_port=env_port("HEALTH_PORT"),
@@ -85,6 +91,7 @@ class IngestorConfig:
                 env_choice("FEED_MODE", "binance-raw", MODES), url, symbols, env_bool("DROP_UNSUBSCRIBED", False)
             ),
             ca_file=env_str("FEED_CA_FILE", "") or None,
+            record_format=RecordFormat.from_env(common.raw_topic),
         )
 
     def feed_tls(self) -> ssl.SSLContext | None:
@@ -129,6 +136,20 @@ class Ingestor:
             "last_message_ms": None,
         }
         self._tasks: set[asyncio.Task[None]] = set()
+        self.encoder: AvroEncoder | None = None  # RECORD_FORMAT=avro: frames are produced as Avro records
+
+    async def send(self, record: bytes, key: bytes | None) -> None:
+        """Produce one JSON trade record as it is, or as its Avro record (one that does not fit the schema is
+        counted and logged, not produced)."""
+        value = record
+        if self.encoder is not None:
+            try:
+                value = self.encoder.encode(record)
+            except RecordError as exc:
+                self.stats["rejected"] = self.stats.get("rejected", 0) + 1
+                log.warning("not produced: %s: %s", exc, record[:200].decode("utf-8", errors="replace"))
+                return
+        await self.produce(value, key)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         # the feed being absent is normal (the validator brings it); only Kafka decides health
@@ -235,7 +256,7 @@ class Ingestor:
                         self.stats["received"] += 1
                         self.stats["last_message_ms"] = utc_ms()
                         if self.cfg.feed.passthrough:
-                            await self.produce(frame, record_key(frame))
+                            await self.send(frame, record_key(frame))
                         else:
                             await self.produce_records(frame)
                 self.states.set(
@@ -262,7 +283,7 @@ class Ingestor:
             )
         self.stats["dropped"] += got.dropped
         for value, key in got.records:
-            await self.produce(value, key)
+            await self.send(value, key)
 
     async def stop(self, feed_task: asyncio.Task[None] | None) -> None:
         """Stop reading (after draining what the server already sent), then flush the producer."""
@@ -305,6 +326,8 @@ async def main() -> int:
     shutdown = Shutdown()
     shutdown.install()
     service = Ingestor(cfg, shutdown)
+    if cfg.record_format.avro:
+        service.encoder = await asyncio.to_thread(AvroEncoder, cfg.record_format)
     http = HttpTask(health_app(service.health), cfg.health_host, cfg.health_port, "HEALTH_PORT")
     await http.start()
     service.watchdog.start()

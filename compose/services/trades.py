@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -98,6 +99,11 @@ def parse_trade(value: bytes | None) -> Trade:
         raise InvalidRecord(f"value is not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise InvalidRecord(f"value is not a JSON object: {type(event).__name__}")
+    return parse_event(event)
+
+
+def parse_event(event: dict[str, Any]) -> Trade:
+    """Validate one decoded trade event (from JSON, or Avro with decimals as text and times as epoch ms)."""
     if event.get("e") != "trade":
         raise InvalidRecord(f'e: must be "trade", got {_kind(event.get("e"))}')
     symbol = event.get("s")
@@ -170,10 +176,12 @@ class Batch:
 
 
 class BatchBuffer:
-    """Accumulates consumed records between flushes; ``take()`` hands a batch over and starts anew."""
+    """Accumulates consumed records between flushes; ``take()`` hands a batch over and starts anew.
+    ``parse`` reads a record value into a trade (JSON by default), raising InvalidRecord for the DLQ."""
 
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[bytes | None], Trade] | None = None) -> None:
         self._batch = Batch()
+        self._parse = parse or parse_trade
 
     def __len__(self) -> int:
         return len(self._batch.rows)
@@ -188,7 +196,7 @@ class BatchBuffer:
         """Validate one record into the buffer; returns the DLQ reason when it is invalid."""
         reason: str | None = None
         try:
-            trade = parse_trade(value)
+            trade = self._parse(value)
         except InvalidRecord as exc:
             reason = str(exc)
             self._batch.dlq.append(DlqRecord(key, dlq_envelope(reason, topic, partition, offset, key, value)))

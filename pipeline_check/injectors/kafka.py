@@ -5,6 +5,10 @@ costs an append to a batch buffer instead of a future and an accumulator lookup 
 the injector near Kafka's own producer in records per second (BENCHMARKS.md, injection capacity).
 A batch ships when it is full or ``source.linger`` after its first record, in order, through one
 shipping task, so records of one partition keep their send order.
+
+Records are JSON, or with ``format = "avro"`` Avro in the Confluent wire format (``codecs.settings``: the schema
+registered under ``<topic>-value`` or a configured subject, or a local ``.avsc`` with a given id); every format
+setting left out is taken from ``stages.kafka``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from pydantic import Field
 
+from pipeline_check.codecs.avro import AvroCodec, EncodeError, trade_record
+from pipeline_check.codecs.settings import FormatSettings, close_codec, writer_codec
 from pipeline_check.durations import NonNegativeDuration
-from pipeline_check.errors import EndpointError
+from pipeline_check.errors import ConfigError, EndpointError
 from pipeline_check.injectors.base import InjectorContext
 from pipeline_check.kafkautil import missing_topic, reach
 from pipeline_check.messages import TRADE_FIELDS, Trade
@@ -28,10 +34,15 @@ from pipeline_check.registry import PluginSettings
 BATCH_BYTES = 256 * 1024
 MAX_QUEUED = 8  # full batches waiting for the shipping task before ``send`` waits: bounded memory
 IN_FLIGHT = 64  # shipped batches not yet acknowledged before ``send`` waits
+_SAMPLE = Trade("CANARYUSDT", 1 << 62, "65000.10000000", "0.00100000", True, 1_700_000_000_000)
 
 
-class KafkaSettings(PluginSettings):
-    inherit: ClassVar = {"stages.kafka": ("bootstrap", "topic")}
+class KafkaSettings(FormatSettings):
+    inherit: ClassVar = {
+        "stages.kafka": (
+            "bootstrap", "topic", "format", "registry_url", "registry_headers", "subject", "schema", "schema_id",
+        )
+    }  # fmt: skip
 
     bootstrap: str = Field(min_length=1)
     topic: str = Field(min_length=1)
@@ -67,8 +78,12 @@ class KafkaInjector:
         self._busy = False
         self._shipper: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._codec: AvroCodec | None = None  # format = "avro"
 
     async def start(self) -> None:
+        if self.stage.format == "avro":
+            self._codec = await asyncio.to_thread(writer_codec, self.stage, self.stage.topic, "source")
+            self._encode(_SAMPLE)  # a schema the canaries do not fit stops the run before it starts
         # batches are closed before they are handed over, so the producer's own linger never applies
         self._producer = producer = AIOKafkaProducer(
             bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
@@ -94,7 +109,7 @@ class KafkaInjector:
             partition = self._partition_of.get(key, -1)
             if partition < 0:
                 partition = self._partition_of[key] = self._partitioner(key, self._partitions, self._partitions)
-        value = trade.to_json().encode()
+        value = self._encode(trade)
         batch = self._open.get(partition)
         if batch is None:
             batch = self._new_batch(partition)
@@ -126,6 +141,18 @@ class KafkaInjector:
             await asyncio.gather(self._shipper, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
+        close_codec(self._codec)
+
+    def _encode(self, trade: Trade) -> bytes:
+        if self._codec is None:
+            return trade.to_json().encode()
+        try:
+            return self._codec.encode(trade_record(trade.to_dict()))
+        except EncodeError as exc:
+            raise ConfigError(
+                "source.schema", self._codec.schema.get("name", "<schema>"), f"canaries do not fit it: {exc}",
+                f"use a schema with the trade fields {', '.join(TRADE_FIELDS)} (compose/schemas/trade.avsc)",
+            ) from None  # fmt: skip
 
     # -- batching ------------------------------------------------------------------------------------
 

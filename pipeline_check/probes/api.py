@@ -13,15 +13,22 @@ Copies of one canary within a complete answer are duplicates; a canary shown bef
 later complete answer of its window is gone (retracted). At the end, a last sweep covers the whole run,
 and canaries still missing are searched ``search_window`` either side of their send time: one found
 there is counted where it is, with the field that moved as a difference, not as lost.
+
+Access: ``headers`` carry an API key or token (masked everywhere). A 401 or 403 on the health check or
+before any query was answered stops the run naming ``headers`` (exit 2): no retry makes a wrong key right. A
+429 is waited out (``Retry-After``, else a growing backoff) and asked again; the count is noted. A tag the
+API reformatted (``"BINANCE-123"``) is read with ``tag_pattern`` or ``tag_regex`` (``tagfield``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Annotated, Any, ClassVar
 
@@ -34,10 +41,15 @@ from pipeline_check.fidelity import Fields
 from pipeline_check.jsonpath import check_path, compile_path
 from pipeline_check.probes.base import ProbeContext, Ref
 from pipeline_check.probes.resolution import LookTimes
+from pipeline_check.redact import MASK
 from pipeline_check.registry import PluginSettings
 from pipeline_check.responses import ResponseTimes
+from pipeline_check.tagfield import TagSettings, tag_reader
 
 MAX_PAGES = 1000  # per window: a guard against an API that ignores the time bounds
+RATE_LIMIT_RETRIES = 8  # 429s waited out per request before it counts as failed
+RATE_LIMIT_BACKOFF = 0.5  # the first wait of a 429 without Retry-After, doubling
+RATE_LIMIT_MAX_WAIT = 30.0
 PLACEHOLDERS = ("symbol", "start_ms", "end_ms", "limit", "tag_lo", "tag_hi")
 SHOWN = 300  # characters of an answer quoted in an error
 
@@ -63,7 +75,7 @@ def _template(value: str) -> str:
     return value
 
 
-class ApiSettings(PluginSettings):
+class ApiSettings(TagSettings):
     base_url: Annotated[str, AfterValidator(_base_url)]
     query: Annotated[str, AfterValidator(_template)] = (
         "/v1/trades?symbol={symbol}&start_time={start_ms}&end_time={end_ms}&limit={limit}"
@@ -100,7 +112,8 @@ class ApiProbe:
         where = f"stages.{ctx.stage}"
         self._where = where
         self._records = compile_path(f"{where}.records", settings.records)
-        self._tag = compile_path(f"{where}.tag_field", settings.tag_field)
+        self._tag = tag_reader(settings, where)
+        self._raw_tag = compile_path(f"{where}.tag_field", settings.tag_field)
         self._time = compile_path(f"{where}.time_field", settings.time_field) if settings.time_field else None
         self._order = compile_path(f"{where}.order_field", settings.order_field) if settings.order_field else None
         headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
@@ -113,17 +126,22 @@ class ApiProbe:
         self._order_noted = False
         self._cap_noted = False
         self._checked = False  # records and tag_field proven on a non-empty answer
+        self._answered = False  # a query was answered: access works (a later 401/403 is noted, not fatal)
+        self._throttled = 0  # 429 answers waited out
+        self._throttled_s = 0.0
 
     async def start(self) -> None:
         path = self.settings.health or self._url("CANARYUSDT", 0, 1)
         url = self.settings.base_url + path
         try:
-            response = await self.responses.timed(lambda: self._client.get(path))
+            response = await self._get(path)
         except httpx.HTTPError as exc:
             raise EndpointError(
                 f"{self._where}.base_url", url, f"does not answer ({type(exc).__name__}: {exc})",
                 "is the API running and the address right?",
             ) from None  # fmt: skip
+        if response.status_code in (401, 403):
+            raise self._access_error(url, response)
         if response.status_code >= 400:
             raise EndpointError(
                 f"{self._where}.base_url", url, f"answers HTTP {response.status_code}",
@@ -160,6 +178,11 @@ class ApiProbe:
                         )
         finally:
             await self._client.aclose()
+            if self._throttled:
+                self.ctx.note(
+                    f"API answered 429 (rate limited) {self._throttled} times; waited {self._throttled_s:.1f}s in all "
+                    "before asking again"
+                )
 
     @property
     def resolution(self) -> float:
@@ -235,12 +258,15 @@ class ApiProbe:
         """One answer's records; None when the API failed (noted; the next poll tries again)."""
         url = self._url(symbol, start_ms, end_ms)
         try:
-            response = await self.responses.timed(lambda: self._client.get(url))
+            response = await self._get(url)
+            if response.status_code in (401, 403) and not self._answered:
+                raise self._access_error(self.settings.base_url + url, response)
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             self.ctx.note(f"API query failed: {type(exc).__name__}: {exc}")
             return None
+        self._answered = True
         records = self._records(document)
         if not isinstance(records, list):
             raise ConfigError(
@@ -252,10 +278,47 @@ class ApiProbe:
             self._check_records(records)
         return [r for r in records if isinstance(r, dict)]
 
+    async def _get(self, url: str) -> httpx.Response:
+        """GET ``url``, timed; a 429 is waited out as its Retry-After says (else a growing backoff) and asked
+        again."""
+        backoff = RATE_LIMIT_BACKOFF
+        for _ in range(RATE_LIMIT_RETRIES):
+            response = await self.responses.timed(lambda: self._client.get(url))
+            if response.status_code != 429:
+                return response
+            wait = min(retry_after(response.headers.get("Retry-After")) or backoff, RATE_LIMIT_MAX_WAIT)
+            backoff = min(backoff * 2, RATE_LIMIT_MAX_WAIT)
+            self._throttled += 1
+            self._throttled_s += wait
+            await asyncio.sleep(wait)
+        return await self.responses.timed(lambda: self._client.get(url))
+
+    def _access_error(self, url: str, response: httpx.Response) -> ConfigError:
+        """The one-line error of a refused key: it names the headers setting, values masked."""
+        headers = self.settings.headers
+        what = "unauthorized" if response.status_code == 401 else "forbidden"
+        problem = f"{url} answers HTTP {response.status_code} ({what})"
+        if not headers:
+            return ConfigError(
+                f"{self._where}.headers", {}, f"{problem} and no header is set",
+                'send the API key, e.g. headers = { X-API-Key = "${API_KEY}" }',
+            )  # fmt: skip
+        return ConfigError(
+            f"{self._where}.headers", {name: MASK for name in headers}, problem,
+            "check the key and the header name the API expects",
+        )  # fmt: skip
+
     def _check_records(self, records: list[Any]) -> None:
         """The first non-empty answer proves ``tag_field`` (and ``time_field``) find something."""
+        if all(self._tag(r) is None for r in records) and any(self._raw_tag(r) is not None for r in records):
+            setting = "tag_pattern" if self.settings.tag_pattern is not None else "tag_regex"
+            raise ConfigError(
+                f"{self._where}.{setting}", self.settings.tag_pattern or self.settings.tag_regex or "",
+                f"finds no tag in {self.settings.tag_field} of the API's records, e.g. {_quote(records[0])}",
+                "match the id as the API writes it, with {tag} (or the regex group) where the number is",
+            )  # fmt: skip
         for setting, getter, expression in (
-            ("tag_field", self._tag, self.settings.tag_field),
+            ("tag_field", self._raw_tag, self.settings.tag_field),
             ("time_field", self._time, self.settings.time_field),
         ):
             if getter is not None and all(getter(r) is None for r in records):
@@ -296,6 +359,22 @@ class ApiProbe:
         return self.settings.query.format(
             symbol=symbol, start_ms=start_ms, end_ms=end_ms, limit=self.settings.limit, tag_lo=run.lo, tag_hi=run.hi
         )
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta seconds or an HTTP date); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,32 +4,39 @@ Manual assignment of every partition, seeking to the end offsets taken before in
 only this run's records and never disturbs the pipeline's consumer group. Each canary records its
 partition and offset (the stage's reference: coverage per partition and ordering are judged on them)
 and the broker timestamp beside the probe's own time.
+
+Records are JSON, or with ``format = "avro"`` Confluent-framed Avro decoded with the writer schema their id
+names (``codecs.settings``) into the values the fidelity diff compares (``codecs.to_comparable``: decimals
+exact, timestamps as epoch ms). A record that does not decode is not a canary; how many there were is noted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from pipeline_check.codecs.avro import AvroCodec, DecodeError, UnknownSchemaError, WireFormatError, to_comparable
+from pipeline_check.codecs.settings import FormatSettings, close_codec, reader_codec
 from pipeline_check.fidelity import Fields
-from pipeline_check.jsonpath import compile_path
+from pipeline_check.jsonpath import check_path
 from pipeline_check.kafkautil import reach, topic_partitions
 from pipeline_check.probes.base import ProbeContext, Ref
 from pipeline_check.probes.resolution import LookTimes
 from pipeline_check.registry import PluginSettings
+from pipeline_check.tagfield import TagSettings, tag_reader
 
 FETCH_WAIT_MS = 20  # a long poll returns at most this late when the topic is idle
 
 
-class KafkaTopicSettings(PluginSettings):
+class KafkaTopicSettings(FormatSettings, TagSettings):
     bootstrap: str = Field(min_length=1)
     topic: str = Field(min_length=1)
-    tag_field: str = "t"  # JMESPath into the record's JSON
+    tag_field: Annotated[str, AfterValidator(check_path)] = "t"  # JMESPath into the decoded record
     fields: Fields = Field(default_factory=dict)
 
 
@@ -39,13 +46,17 @@ class KafkaTopicProbe:
     def __init__(self, settings: KafkaTopicSettings, ctx: ProbeContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        self._tag = compile_path(f"stages.{ctx.stage}.tag_field", settings.tag_field)
+        self._tag = tag_reader(settings, f"stages.{ctx.stage}")
         self._consumer: AIOKafkaConsumer | None = None  # made in start: an unstarted client warns when collected
         self._looks = LookTimes()
+        self._codec: AvroCodec | None = None  # format = "avro"
+        self._undecodable = 0
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap
         setting = f"stages.{self.ctx.stage}.bootstrap"
+        where = f"stages.{self.ctx.stage}"
+        self._codec = await asyncio.to_thread(reader_codec, self.settings, self.settings.topic, where)
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             await reach(admin.start(), bootstrap, setting)
@@ -81,12 +92,19 @@ class KafkaTopicProbe:
 
     async def finish(self) -> None:
         """A last read of what arrived since the stop (late copies), then the client closes."""
-        if self._consumer is None:
-            return
         try:
-            await self._read(self._consumer)
+            if self._consumer is not None:
+                try:
+                    await self._read(self._consumer)
+                finally:
+                    await self._consumer.stop()
         finally:
-            await self._consumer.stop()
+            close_codec(self._codec)
+        if self._undecodable:
+            self.ctx.note(
+                f"{self._undecodable} records of {self.settings.topic} did not decode as {self.settings.format} "
+                "and were skipped (not canaries)"
+            )
 
     @property
     def resolution(self) -> float:
@@ -99,13 +117,27 @@ class KafkaTopicProbe:
         self._looks.look(now)
         for tp, records in batches.items():
             for record in records:
-                message = _json(record.value)
+                message = self._decode(record.value)
                 tag = self._tag(message)
                 if tag is None:
                     continue
                 first = recorder.seen(stage, tag, now, source_ms=record.timestamp, ref=Ref(tp.partition, record.offset))
                 if first and fields and isinstance(message, dict):
                     recorder.diff(stage, tag, message, fields)
+
+    def _decode(self, value: bytes | None) -> Any:
+        """The record as a document, or None when it is not one of the stage's format."""
+        if self._codec is None:
+            return _json(value)
+        if value is None:
+            return None
+        try:
+            return to_comparable(self._codec.decode(value))
+        except (WireFormatError, UnknownSchemaError, DecodeError) as exc:
+            if not self._undecodable:
+                self.ctx.note(f"a record of {self.settings.topic} is not readable Avro ({exc}); skipping such records")
+            self._undecodable += 1
+            return None
 
 
 def _json(value: bytes | None) -> Any:

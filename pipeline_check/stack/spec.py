@@ -1,4 +1,11 @@
-"""stack.toml -> a typed, validated stack description with its placeholders filled in."""
+"""stack.toml -> a typed, validated stack description with its placeholders filled in.
+
+A stack file may extend another (``[stack] extends = "../stack.toml"``): the base is read first and the
+file's tables are merged into it key by key (a service's ``env`` gains variables; lists and values are
+replaced). A profile is such a file: ``--profile lakehouse`` is ``profiles/lakehouse.toml`` beside the
+stack file. Services run from the folder of the base file, and ``run_dir`` is relative to the file that
+sets it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -26,6 +33,7 @@ class _StackSection(_Strict):
     name: str
     run_dir: str = "../.stack"
     toxiproxy: str | None = None  # the API of the stack's Toxiproxy, whose proxies network faults act on
+    extends: str | None = None  # consumed while reading; kept so a typo elsewhere still gets named
 
 
 class _ProxyModel(_Strict):
@@ -154,6 +162,56 @@ def default_stack_file() -> Path:
     return Path(os.environ.get("PIPELINE_CHECK_STACK_FILE", "compose/stack.toml"))
 
 
+def profile_file(profile: str, stack_file: Path | None = None) -> Path:
+    """The stack file of ``profile``: ``profiles/<profile>.toml`` beside ``stack_file`` (which it extends)."""
+    folder = (stack_file or default_stack_file()).parent / "profiles"
+    path = folder / f"{profile}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.toml"))
+        raise ConfigError(
+            "--profile",
+            profile,
+            f"no {path}",
+            f"use one of {known}" if known else "profiles live in <stack dir>/profiles",
+        )
+    return path
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay`` merged in: tables key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        below = merged.get(key)
+        merged[key] = _merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def _read(file: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
+    """The raw data of ``file`` with the files it extends merged under it, and the base file's folder."""
+    if file in chain:
+        raise ConfigError(
+            "stack.extends", str(file), "extends itself (through " + ", ".join(map(str, chain)) + ")", "break the cycle"
+        )
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        setting = "stack.extends" if chain else "stack file"
+        raise ConfigError(
+            setting, str(file), "does not exist", "run from the project root or pass --stack-file"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("stack file", str(file), f"is not valid TOML ({exc})", "fix the syntax") from None
+    stack = raw.get("stack")
+    if isinstance(stack, dict):
+        if isinstance(stack.get("run_dir"), str):  # relative to the file that says it
+            stack["run_dir"] = str(file.parent / stack["run_dir"])
+        parent = stack.pop("extends", None)
+        if isinstance(parent, str):
+            base, compose_dir = _read((file.parent / parent).resolve(), (*chain, file))
+            return _merge(base, raw), compose_dir
+    return raw, file.parent
+
+
 def load_stack(
     file: Path | None = None,
     *,
@@ -165,14 +223,7 @@ def load_stack(
     """Read and validate ``file``; ``run_dir``, ``ports`` and ``service_env`` (extra variables per
     service, e.g. to run a deliberately broken stack) override what it says."""
     file = (file or default_stack_file()).resolve()
-    try:
-        raw = tomllib.loads(file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            "stack file", str(file), "does not exist", "run from the project root or pass --stack-file"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("stack file", str(file), f"is not valid TOML ({exc})", "fix the syntax") from None
+    raw, compose_dir = _read(file)
     try:
         model = _StackModel.model_validate(raw)
     except ValidationError as exc:
@@ -182,7 +233,6 @@ def load_stack(
             f"{file.name}:{where}", first.get("input"), first["msg"], "see the comments in compose/stack.toml"
         ) from None
 
-    compose_dir = file.parent
     resolved_ports = dict(model.ports)
     for name, port in (ports or {}).items():
         if name not in resolved_ports:
