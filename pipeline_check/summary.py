@@ -107,6 +107,7 @@ class RunSummary:
     compared: bool  # some stage compared fields (without, "0 corrupted" means nothing)
     retracted: int
     incomplete: dict[str, int]  # per stage before the final one
+    incomplete_canaries: int  # delivered canaries missing at one stage before the final one or more
     out_of_order: int | None  # None: no stage shows an order the validator did not make itself
     order_stage: str | None
     unexpected: int
@@ -150,9 +151,12 @@ def summarise(
     estimate = delivered_rate(sent[delivered_mask], book.first_seen(route.final)[delivered_mask])
     duplicated = np.zeros(n, bool)
     retracted = np.zeros(n, bool)
+    skipped = np.zeros(n, bool)
     for stage in route.stages:
         duplicated |= book.copies(stage) > 1
         retracted |= _retracted(book, stage)
+        if stage != route.final:
+            skipped |= delivered_mask & np.isnan(book.first_seen(stage))
     order_stage = _order_stage(book, validator_ordered)
     return RunSummary(
         run=str(book.run),
@@ -168,6 +172,7 @@ def summarise(
         compared=book.compared > 0,
         retracted=int(retracted.sum()),
         incomplete={s.name: s.incomplete for s in stages if s.name != route.final},
+        incomplete_canaries=int(skipped.sum()),
         out_of_order=None if order_stage is None else _out_of_order(book, order_stage),
         order_stage=order_stage,
         unexpected=book.unexpected,
@@ -235,7 +240,7 @@ def measurements(
             "seen, then gone, per stage: " + ", ".join(f"{st.name}: {st.retracted}" for st in s.stages),
         ),
         "incomplete": Tally(
-            sum(s.incomplete.values()),
+            s.incomplete_canaries,
             s.delivered,
             incomplete_detail or "no stage before the last one",
             not_applicable=None if s.incomplete else f"only one stage ({s.final}) is probed",

@@ -8,10 +8,10 @@ pairwise slopes), so one stalled batch in a short run does not read as a slow pi
 sustained backlog moves every pair. The last step is left out: its latest canary is the last one fed,
 which waits for a batch however fast the pipeline is. The rate is the injection rate over that slope,
 never above it. The same fit over the last 30 % of the run shows a slowdown that sets in late, which
-the median over the whole run would outvote; it is made only when that part spans several batch
-intervals, or one batch's phase would read as a slowdown. A few seconds of tail rest on few points, so
-it comes with the upper end of its 95 % interval (Sen's, from the ranks of the pairwise slopes): a tail
-that only jitter put low does not fail a rate on its own.
+the median over the whole run would outvote; it is made only when that part spans ten batch intervals
+and ten steps, or one batch's phase and a probe's polling jitter would read as a slowdown. Even then the
+tail rests on few points, so it comes with the upper end of its 95 % interval (Sen's, from the ranks of
+the pairwise slopes): a tail that only jitter put low does not fail a rate on its own.
 
 The batch interval is the gap between steps that a random instant of the run falls in (the
 length-weighted median gap): one stall in a long run does not make it long, and a step the last
@@ -30,8 +30,8 @@ Floats = npt.NDArray[np.float64]
 TAIL = 0.3  # the last part of the injection span judged on its own
 # A slope from fewer points, or over a span of fewer batch intervals, is at the mercy of one batch's phase
 # and of latency jitter (as for the whole run: sla.MIN_DELIVERY_STEPS); a short run's tail is not judged.
-MIN_TAIL_POINTS = 5
-MIN_TAIL_GAPS = 5
+MIN_TAIL_POINTS = 10
+MIN_TAIL_GAPS = 10
 Z95 = 1.959964  # two-sided 95 % normal quantile, for the slope's interval
 MAX_POINTS = (
     400  # Theil-Sen is quadratic in points: a pipeline that delivers one canary at a time has a step per canary

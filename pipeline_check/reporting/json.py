@@ -161,7 +161,7 @@ def _canaries(end: RunFinished, s: RunSummary) -> dict[str, Any]:
         "lost": {"count": s.lost, "rate_bound_pct": _bound(s.lost, s.injected), "stuck": s.stuck},
         "duplicates": s.duplicates,
         "retracted": s.retracted,
-        "incomplete": s.incomplete,
+        "incomplete": {"count": s.incomplete_canaries, "per_stage": s.incomplete},
         "corrupted": {
             "count": s.corrupted,
             "compared": s.compared,

@@ -127,6 +127,21 @@ def test_incomplete_names_the_stage_that_missed_delivered_canaries() -> None:
     assert tally.count == 2 and "consumer: 1 of 3 committed" in tally.detail
 
 
+def test_incomplete_counts_canaries_not_stage_misses() -> None:
+    """A canary missed by two earlier stages is one incomplete canary: the count never exceeds the delivered."""
+    b = new_book(count=3)
+    for seq in range(3):
+        b.inject(seq, float(seq))
+        for stage in ("kafka", "api"):
+            seen(b, stage, seq, seq + 1.0)
+    seen(b, "consumer", 0, 1.5)
+    seen(b, "iceberg", 0, 1.6)
+    s = summary_of(b)
+    assert s.incomplete == {"kafka": 0, "consumer": 2, "iceberg": 2}
+    tally = measurements(s, b).tallies["incomplete"]
+    assert (tally.count, tally.out_of) == (2, 3)
+
+
 def test_never_reached_anything_is_stuck_at_source() -> None:
     b = new_book(count=3, stages=("kafka",))
     for seq in range(3):
