@@ -15,7 +15,7 @@ PYTEST := $(PY) -m pytest
 CONFIG ?=  # pipeline.toml for gate-production [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, compose/pipeline.toml]
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
-        test-e2e test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean \
+        test-e2e test-e2e-rest test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean \
         gate-production
 
 help: ## list targets
@@ -78,8 +78,17 @@ $(STAMPS)/promtool:
 	if [ -x $(TOOLS)/promtool ]; then touch $@; \
 	else echo "make setup: promtool not available (Debian's prometheus package); the promtool checks of the watch tests skip"; fi
 
-test: setup ## unit + e2e tests (real Kafka, Iceberg, services), but the resilience scenarios
-	$(PYTEST) -m "not resilience" tests
+# `make test` runs the unit tests (on every core) and the e2e suites that prove the verdicts on real
+# services: the verdict matrix and the lakehouse profile. The other e2e suites and the fault scenarios take
+# longer than its 10-minute budget allows: `make test-e2e-rest`, which CI runs as well.
+TEST_E2E := tests/e2e/test_verdict_matrix.py tests/e2e/test_lakehouse_pipeline.py
+
+test: setup ## unit tests, the verdict matrix and the lakehouse profile e2e (real Kafka, Iceberg, services)
+	$(PYTEST) -n auto tests/unit
+	$(PYTEST) $(TEST_E2E)
+
+test-e2e-rest: setup ## every e2e suite `make test` leaves out, the fault scenarios included
+	$(PYTEST) -m e2e $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
 
 test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages
 	$(PYTEST) -m resilience tests/e2e

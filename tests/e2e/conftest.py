@@ -10,8 +10,10 @@ import pytest
 
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.events import Event, Injected
-from pipeline_check.pytest_plugin import PipelineStack
+from pipeline_check.pytest_plugin import PipelineStack, free_ports
 from pipeline_check.stack.local import LocalStack
+from pipeline_check.stack.spec import load_stack
+from tests.e2e.lakehouse import PROFILE
 
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
 ConfigVariant = Callable[..., PipelineConfig]
@@ -64,3 +66,25 @@ class AfterInjected:
     def close(self) -> None:
         assert self.thread is not None, f"the run ended before {self.sent} canaries were injected"
         self.thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The lakehouse profile's stack for the module (Kafka, S3, REST catalog, registry, consumer, ingestor,
+    API) on free ports, stopped after it."""
+    declared = load_stack(PROFILE)
+    local = LocalStack(
+        load_stack(PROFILE, run_dir=tmp_path_factory.mktemp("lakehouse"), ports=free_ports(list(declared.ports)))
+    )
+    try:
+        local.up()
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def lakehouse_reset(lakehouse: LocalStack) -> Iterator[LocalStack]:
+    """The module's lakehouse stack for a test that restarts services; back to its declared state after."""
+    yield lakehouse
+    lakehouse.reset()
