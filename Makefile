@@ -80,18 +80,20 @@ $(STAMPS)/promtool:
 
 # `make test` runs the unit tests (on every core) and the e2e suites that prove the verdicts on real
 # services: the verdict matrix and the lakehouse profile. The other e2e suites and the fault scenarios take
-# longer than its 10-minute budget allows: `make test-e2e-rest`, which CI runs as well.
+# longer than its 10-minute budget allows: `make test-e2e-rest` and `make test-e2e-resilience`, which CI
+# runs as well.
 TEST_E2E := tests/e2e/test_verdict_matrix.py tests/e2e/test_lakehouse_pipeline.py
 
 test: setup ## unit tests, the verdict matrix and the lakehouse profile e2e (real Kafka, Iceberg, services)
 	$(PYTEST) -n auto tests/unit
 	$(PYTEST) $(TEST_E2E)
 
-test-e2e-rest: setup ## every e2e suite `make test` leaves out, the fault scenarios included
-	$(PYTEST) -m e2e $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
+test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios
+	$(PYTEST) -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
 
+# -rP: each passed scenario's output, which names its fault and recovery time
 test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages
-	$(PYTEST) -m resilience tests/e2e
+	$(PYTEST) -rP -m resilience tests/e2e
 
 test-unit: setup ## fast tests, no processes
 	$(PYTEST) -m "not e2e" tests

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +40,8 @@ class Ref:
 
 
 @dataclass(slots=True)
-class _Column:
-    """One stage's observations, one slot per canary."""
+class StageColumns:
+    """One stage's observations, one slot per canary (the trace book's, and the watch ring's)."""
 
     first: Floats
     last: Floats
@@ -51,7 +52,7 @@ class _Column:
     position: Ints
 
     @classmethod
-    def empty(cls, n: int) -> _Column:
+    def empty(cls, n: int) -> Self:
         return cls(
             np.full(n, np.nan),
             np.full(n, np.nan),
@@ -61,6 +62,26 @@ class _Column:
             np.full(n, -1, np.int32),
             np.full(n, -1, np.int64),
         )
+
+    def sight(self, i: int, at: float, ref: Ref | None, source_ms: float | None, copies: int | None) -> bool:
+        """A sighting in slot ``i`` by the rules of ``TraceBook.seen``; True the first time."""
+        if copies is None:
+            self.copies[i] += 1
+        else:
+            self.live[i] = copies
+            self.copies[i] = max(int(self.copies[i]), copies)
+            if copies == 0:
+                return False
+        self.last[i] = at
+        if not math.isnan(self.first[i]):
+            return False
+        self.first[i] = at
+        if source_ms is not None:
+            self.source_ms[i] = source_ms
+        if ref is not None:
+            self.shard[i] = ref.shard
+            self.position[i] = ref.position
+        return True
 
 
 class TraceBook:
@@ -84,7 +105,7 @@ class TraceBook:
         self.injected_at: Floats = np.full(n, np.nan)
         self.sent_ms: Ints = np.zeros(n, np.int64)
         self.injected = 0
-        self._columns = {stage: _Column.empty(n) for stage in route.stages}
+        self._columns = {stage: StageColumns.empty(n) for stage in route.stages}
         self._reached = dict.fromkeys(route.stages, 0)
         self.shards: dict[str, tuple[int, ...]] = {}  # per stage: the shards it has (Kafka partitions)
         self.ordered: set[str] = set()  # stages whose positions are an order (offsets in a partition)
@@ -127,23 +148,8 @@ class TraceBook:
         seq = self.seq_of(tag)
         if seq is None:
             return False
-        col = self._columns[stage]
-        if copies is None:
-            col.copies[seq] += 1
-        else:
-            col.live[seq] = copies
-            col.copies[seq] = max(int(col.copies[seq]), copies)
-            if copies == 0:
-                return False
-        col.last[seq] = at
-        if not math.isnan(col.first[seq]):
+        if not self._columns[stage].sight(seq, at, ref, source_ms, copies):
             return False
-        col.first[seq] = at
-        if source_ms is not None:
-            col.source_ms[seq] = source_ms
-        if ref is not None:
-            col.shard[seq] = ref.shard
-            col.position[seq] = ref.position
         self._reached[stage] += 1
         return True
 

@@ -49,6 +49,16 @@ run_dir_option = click.option(
     "--run-dir", type=click.Path(path_type=Path), default=None,
     help="state, logs and data of the stack [default: as stack.toml says]",
 )  # fmt: skip
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+)  # fmt: skip
+json_option = click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here"
+)
+junit_option = click.option(
+    "--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here"
+)
 
 
 def _stack_file(stack_file: Path | None, profile: str | None) -> Path | None:
@@ -173,17 +183,10 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, profile: str |
 
 
 @cli.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
-)
+@config_option
 @click.option("-s", "--scenario", default=None, help="smoke | freshness | throughput | one defined in the config")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here")
+@json_option
+@junit_option
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="write the HTML report here")
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="an extra SLA, e.g. 'e2e.p99 < 5s'")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="canaries to inject (overrides the scenario)")
@@ -265,17 +268,10 @@ def validate(
 
 
 @cli.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
-)
+@config_option
 @click.option("--snapshot", is_flag=True, help="print the stages' current schemas as a starting [contract] (TOML)")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here")
+@json_option
+@junit_option
 def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, junit_path: Path | None) -> None:
     """Check [contract]: Iceberg columns, Kafka and API record fields, API status codes.
 
@@ -320,14 +316,7 @@ def _seconds(option: str, value: str) -> float:
 
 
 @cli.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
-)
+@config_option
 @click.option(
     "--rate", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="canaries per second"
 )

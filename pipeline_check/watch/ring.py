@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_check.book import StageColumns
 from pipeline_check.clock import Clock
 from pipeline_check.fidelity import FieldDiff, compare
 from pipeline_check.messages import Trade, TradeFactory
@@ -63,28 +64,8 @@ class Generation:
 
 
 @dataclass(slots=True)
-class StageSlots:
+class StageSlots(StageColumns):
     """One stage's observations, one entry per slot (the trace book's columns, over the ring)."""
-
-    first: Floats
-    last: Floats
-    copies: npt.NDArray[np.uint32]  # most copies seen at once (a view) or in all (a stream)
-    live: npt.NDArray[np.int32]  # copies in the stage's current view; -1: the stage is a stream
-    source_ms: Floats
-    shard: npt.NDArray[np.int32]
-    position: Ints
-
-    @classmethod
-    def empty(cls, n: int) -> StageSlots:
-        return cls(
-            np.full(n, np.nan),
-            np.full(n, np.nan),
-            np.zeros(n, np.uint32),
-            np.full(n, -1, np.int32),
-            np.full(n, np.nan),
-            np.full(n, -1, np.int32),
-            np.full(n, -1, np.int64),
-        )
 
     def clear(self, slot: int) -> None:
         self.first[slot] = self.last[slot] = self.source_ms[slot] = np.nan
@@ -204,27 +185,13 @@ class CanaryRing:
         if slot is None:
             return False
         column = self.stages[stage]
-        if copies is None:
-            column.copies[slot] += 1
-        else:
-            column.live[slot] = copies
-            column.copies[slot] = max(int(column.copies[slot]), copies)
+        first = column.sight(slot, at, ref, source_ms, copies)
         if column.copies[slot] > 1 and not self.duplicated[slot]:
             self.duplicated[slot] = True
             self.metrics.duplicated.inc()
-        if copies == 0:
-            return False
-        column.last[slot] = at
-        if not math.isnan(column.first[slot]):
-            return False
-        column.first[slot] = at
-        if source_ms is not None:
-            column.source_ms[slot] = source_ms
-        if ref is not None:
-            column.shard[slot] = ref.shard
-            column.position[slot] = ref.position
-        self._first_sighting(stage, slot, at)
-        return True
+        if first:
+            self._first_sighting(stage, slot, at)
+        return first
 
     def _first_sighting(self, stage: str, slot: int, at: float) -> None:
         metrics = self.metrics

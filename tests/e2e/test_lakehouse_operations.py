@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_cleanup_deletes_a_runs_canaries_and_validation_still_passes(lakehouse: LocalStack) -> None:
     run = run_of(validate(settings(lakehouse), SHORT_RUN_CHECKS, count=50, rate=25))
     config_path = str(CONFIG)
-    dry = cli(lakehouse, "cleanup", "-c", config_path, "--run", str(run))
+    dry = cli(lakehouse, "cleanup", "-c", config_path, "--run", str(run), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "50 canary rows of 1 run would be deleted (dry run" in dry.stdout, dry.stdout
     assert f"{run}         50 rows" in dry.stdout, dry.stdout
