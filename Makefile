@@ -88,12 +88,15 @@ test: setup ## unit tests, the verdict matrix and the lakehouse profile e2e (rea
 	$(PYTEST) -n auto tests/unit
 	$(PYTEST) $(TEST_E2E)
 
-test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios
-	$(PYTEST) -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
+# Two workers, each with its own stack on free ports (the suites mostly wait on paced canaries, so two
+# stacks fit two cores); a module's tests stay on one worker, which starts the stacks its fixtures need.
+test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios (two stacks at once)
+	$(PYTEST) -n 2 --dist loadfile -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
 
-# -rP: each passed scenario's output, which names its fault and recovery time
+# -rP: each passed scenario's output, which names its fault and recovery time; the scenarios are shared
+# out over the two workers' stacks
 test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages
-	$(PYTEST) -rP -m resilience tests/e2e
+	$(PYTEST) -n 2 --dist load -rP -m resilience tests/e2e
 
 test-unit: setup ## fast tests, no processes
 	$(PYTEST) -m "not e2e" tests
