@@ -57,8 +57,9 @@ $(STAMPS)/chromium:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && touch $@; \
 	else echo "make setup: no /usr/bin/chromium, so the HTML report's browser test will skip; as root: apt-get install -y chromium"; fi
 
-# the lakehouse profile's Iceberg REST catalog server (compose/lakehouse)
-$(STAMPS)/lakehouse: compose/lakehouse/pom.xml
+# the lakehouse profile's Iceberg REST catalog server (compose/lakehouse); after the Kafka jars, as the two
+# Maven runs share the local repository (`make -j setup` runs the other steps side by side)
+$(STAMPS)/lakehouse: compose/lakehouse/pom.xml | $(STAMPS)/kafka
 	@mkdir -p $(STAMPS)
 	rm -rf $(LAKEHOUSE_LIBS)
 	mvn -q -B -f compose/lakehouse/pom.xml dependency:copy-dependencies \
@@ -67,7 +68,7 @@ $(STAMPS)/lakehouse: compose/lakehouse/pom.xml
 
 # promtool checks the watch's alert rules and metrics in tests: taken out of Debian's prometheus package
 # into .tools/bin (no server installed, none started). Without apt those checks skip and say why.
-$(STAMPS)/promtool:
+$(STAMPS)/promtool: | $(STAMPS)/chromium  # one apt at a time
 	@mkdir -p $(STAMPS) $(TOOLS)
 	@if command -v apt-get >/dev/null; then \
 	  rm -rf .tools/prometheus && mkdir -p .tools/prometheus && ( cd .tools/prometheus && \
@@ -88,15 +89,12 @@ test: setup ## unit tests, the verdict matrix and the lakehouse profile e2e (rea
 	$(PYTEST) -n auto tests/unit
 	$(PYTEST) $(TEST_E2E)
 
-# Two workers, each with its own stack on free ports (the suites mostly wait on paced canaries, so two
-# stacks fit two cores); a module's tests stay on one worker, which starts the stacks its fixtures need.
-test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios (two stacks at once)
-	$(PYTEST) -n 2 --dist loadfile -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
+test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios
+	$(PYTEST) -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
 
-# -rP: each passed scenario's output, which names its fault and recovery time; the scenarios are shared
-# out over the two workers' stacks
+# -rP: each passed scenario's output, which names its fault and recovery time
 test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages
-	$(PYTEST) -n 2 --dist load -rP -m resilience tests/e2e
+	$(PYTEST) -rP -m resilience tests/e2e
 
 test-unit: setup ## fast tests, no processes
 	$(PYTEST) -m "not e2e" tests

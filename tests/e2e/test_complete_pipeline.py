@@ -22,7 +22,7 @@ from pipeline_check.pytest_plugin import PipelineStack, Validator
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.tags import parse
 from tests.e2e.conftest import ConfigVariant
-from tests.e2e.helpers import api_trades, topic_records
+from tests.e2e.helpers import api_trades, topic_records, without_throughput
 
 pytestmark = [pytest.mark.e2e]
 STAGES = ("kafka", "consumer", "iceberg", "api")
@@ -56,8 +56,8 @@ def test_counts_agree_across_stages_for_the_run(validator: Validator) -> None:
 
 @pytest.fixture(scope="module")
 def run(pipeline_config: PipelineConfig) -> Outcome:
-    """One smoke validation shared by this module's schema and fidelity checks."""
-    return run_sync(run_async(pipeline_config.with_overrides("smoke"), "smoke"))
+    """One smoke validation shared by this module's schema and fidelity checks (no rate judged: 2 s will do)."""
+    return run_sync(run_async(pipeline_config.with_overrides("smoke", rate=50), "smoke"))
 
 
 DECIMAL_8 = re.compile(r"^\d+\.\d{8}$")
@@ -198,16 +198,18 @@ def rewind_group(bootstrap: str, group: str, to: dict[int, int]) -> None:
 
 
 def test_replayed_records_do_not_duplicate_rows(
-    validator: Validator, local_stack: LocalStack, pipeline_stack: PipelineStack
+    validator: Validator, local_stack: LocalStack, pipeline_stack: PipelineStack, pipeline_config: PipelineConfig
 ) -> None:
     """Rewinding the group (an operator replaying the topic) must not write the run's rows twice."""
-    first = validator("smoke")
+    # duplicates and losses only: no rate judged, so 2 s runs will do
+    config = without_throughput(pipeline_config)
+    first = validator("smoke", config=config, rate=50)
     first.check()
     local_stack.stop("consumer")
     rewind_group(pipeline_stack.exports["PC_KAFKA_BOOTSTRAP"], "iceberg-writer", first_offsets(first))
     local_stack.start("consumer")
     # the next run's canaries go through after whatever the consumer replays
-    second = validator("smoke", settle=1.0)
+    second = validator("smoke", config=config, rate=50, settle=1.0)
     second.check()
     exports = pipeline_stack.exports
     catalog = load_catalog(

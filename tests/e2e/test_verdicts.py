@@ -39,7 +39,9 @@ def failed_checks(report: Path) -> dict[str, dict[str, object]]:
 
 def test_impossible_freshness_fails_with_the_observed_p99(pipeline_stack: PipelineStack, tmp_path: Path) -> None:
     report = tmp_path / "v.json"
-    done = validate(pipeline_stack, "--scenario", "smoke", "--threshold", "e2e.p99 < 1ms", "--json", str(report))
+    done = validate(
+        pipeline_stack, "--scenario", "smoke", "--rate", "50", "--threshold", "e2e.p99 < 1ms", "--json", str(report)
+    )
     assert done.returncode == ExitCode.VERDICT_FAILED, done.stdout + done.stderr
     failed = failed_checks(report)
     assert "e2e.p99 < 1ms" in failed and failed["e2e.p99 < 1ms"]["status"] == "failed", failed
