@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -262,15 +262,17 @@ class TraceBook:
         return np.where(np.isnan(here), np.inf, here - self.injected_at[: self.injected])
 
     def _windows(self, seqs: npt.NDArray[np.intp]) -> dict[str, tuple[int, int]]:
-        windows: dict[str, tuple[int, int]] = {}
-        if not len(seqs):
-            return windows
-        symbols = self.factory.symbol_index[seqs]
-        sent = self.sent_ms[seqs]
-        for index in np.unique(symbols):
-            mine = sent[symbols == index]
-            windows[self.factory.symbols[int(index)]] = (int(mine.min()), int(mine.max()))
-        return windows
+        return send_windows(self.factory.symbols, self.factory.symbol_index[seqs], self.sent_ms[seqs])
+
+
+def send_windows(symbols: Sequence[str], symbol_index: npt.NDArray[Any], sent_ms: Ints) -> dict[str, tuple[int, int]]:
+    """Per symbol, the send-time window ``[first, last]`` (wall ms) of canaries sent on ``symbols[index]``
+    at ``sent_ms``."""
+    windows: dict[str, tuple[int, int]] = {}
+    for index in np.unique(symbol_index):
+        mine = sent_ms[symbol_index == index]
+        windows[symbols[int(index)]] = (int(mine.min()), int(mine.max()))
+    return windows
 
 
 def _integer(tag: object) -> int | None:

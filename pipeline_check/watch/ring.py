@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pipeline_check.book import StageColumns
+from pipeline_check.book import StageColumns, send_windows
 from pipeline_check.clock import Clock
 from pipeline_check.fidelity import FieldDiff, compare
 from pipeline_check.messages import Trade, TradeFactory
@@ -241,15 +241,7 @@ class CanaryRing:
 
     def windows_ms(self, slots: Slots) -> dict[str, tuple[int, int]]:
         """Per canary symbol, the send-time window ``[first, last]`` (wall ms) of ``slots``."""
-        windows: dict[str, tuple[int, int]] = {}
-        if not len(slots):
-            return windows
-        symbols = self.content.symbol_index[slots]
-        sent = self.sent_ms[slots]
-        for index in np.unique(symbols):
-            mine = sent[symbols == index]
-            windows[self.content.symbols[int(index)]] = (int(mine.min()), int(mine.max()))
-        return windows
+        return send_windows(self.content.symbols, self.content.symbol_index[slots], self.sent_ms[slots])
 
     def due(self, gen: Generation, stage: str) -> int:
         """Open canaries of ``gen`` that the upstream stage holds and ``stage`` has not shown yet."""
