@@ -48,14 +48,14 @@ $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION):
 	@touch $@
 
 # Headless Chromium for the HTML report's browser test (driven by Playwright, whose own browser download is
-# not reachable here): Debian's package, installed when missing. Without root the test skips and says why
-# (a failure under --pc-gate), so setup goes on without the stamp.
+# not reachable here): Debian's package, installed when missing. Without root setup goes on without the
+# stamp and says so; the browser test then fails naming the missing binary.
 $(STAMPS)/chromium:
 	@mkdir -p $(STAMPS)
 	@if test -x /usr/bin/chromium; then touch $@; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && touch $@; \
-	else echo "make setup: no /usr/bin/chromium, so the HTML report's browser test will skip; as root: apt-get install -y chromium"; fi
+	else echo "make setup: no /usr/bin/chromium, so the HTML report's browser test will fail; as root: apt-get install -y chromium"; fi
 
 # the lakehouse profile's Iceberg REST catalog server (compose/lakehouse); after the Kafka jars, as the two
 # Maven runs share the local repository (`make -j setup` runs the other steps side by side)
