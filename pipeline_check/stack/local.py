@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -81,6 +82,16 @@ class StartReport:
     seconds: float
 
 
+def _saved(spec: StackSpec) -> dict[str, Any]:
+    """What ``<run_dir>/state.json`` says, if it is this stack's (another stack file that ran in the folder
+    before says nothing about this one)."""
+    path = spec.run_dir / "state.json"
+    if not path.exists():
+        return {}
+    saved: dict[str, Any] = json.loads(path.read_text())
+    return saved if saved.get("file", str(spec.file)) == str(spec.file) else {}
+
+
 class LocalStack:
     """Start, inspect, stop, kill and restart the services of one stack."""
 
@@ -90,11 +101,9 @@ class LocalStack:
         self._logs = spec.run_dir / "logs"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._state = {name: _ServiceState() for name in spec.services}
-        if self._state_file.exists():
-            saved = json.loads(self._state_file.read_text())
-            for name, item in saved.get("services", {}).items():
-                if name in self._state:
-                    self._state[name] = _ServiceState(**item)
+        for name, item in _saved(spec).get("services", {}).items():
+            if name in self._state:
+                self._state[name] = _ServiceState(**item)
 
     @classmethod
     def open(
@@ -115,9 +124,8 @@ class LocalStack:
             if not follow:
                 raise StackError(other.refusal(f"not {spec.label}"))
             spec = other.spec
-        state_file = spec.run_dir / "state.json"
-        if state_file.exists():
-            saved_ports: dict[str, int] = json.loads(state_file.read_text()).get("ports", {})
+        saved_ports: dict[str, int] = _saved(spec).get("ports", {})
+        if saved_ports:
             running = cls(spec).running()
             if ports and running and any(saved_ports.get(k) != v for k, v in ports.items()):
                 raise StackError(
@@ -445,6 +453,7 @@ class LocalStack:
     def _save(self) -> None:
         data = {
             "stack": self.spec.name,
+            "file": str(self.spec.file),
             "ports": dict(self.spec.ports),
             "services": {name: asdict(st) for name, st in self._state.items()},
         }

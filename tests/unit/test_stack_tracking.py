@@ -128,8 +128,8 @@ class Stacks:
         self.ports = ports
         self.opened: list[LocalStack] = []
 
-    def up(self, profile: bool = False) -> LocalStack:
-        local = LocalStack.open(self.profile if profile else self.file)
+    def up(self, profile: bool = False, run_dir: Path | None = None) -> LocalStack:
+        local = LocalStack.open(self.profile if profile else self.file, run_dir=run_dir)
         self.opened.append(local)
         local.up()
         return local
@@ -167,6 +167,20 @@ def test_commands_that_name_no_profile_act_on_the_one_running(
     assert not (stacks.home / RECORD_FILE).exists()  # nothing runs there any more
     assert stacks.cli("status") == 1  # back to the default stack, which does not run
     assert "market" not in capsys.readouterr().out
+
+
+def test_a_run_dir_given_is_the_home(stacks: Stacks, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "elsewhere"
+    stacks.up(profile=True, run_dir=folder)  # the profile's own folder and its home
+    assert stacks.cli("status") == 1  # the default home knows nothing of it
+    capsys.readouterr()
+    assert stacks.cli("status", "--run-dir", str(folder)) == 0
+    assert "other-stack" in capsys.readouterr().out
+    assert stacks.cli("down", "--run-dir", str(folder)) == 0
+    # the profile's state.json, left in the folder, says nothing about the default stack's services or ports
+    assert stacks.cli("status", "--run-dir", str(folder)) == 1
+    out = capsys.readouterr().out
+    assert "the default stack" in out and "b " not in out
 
 
 def test_a_command_naming_another_stack_is_refused_naming_the_one_running(
