@@ -132,7 +132,7 @@ class LocalStack:
                     f"the stack in {spec.run_dir} already runs ({', '.join(running)}) on ports {saved_ports}; "
                     "run `pipeline-check stack down` before choosing other ports"
                 )
-            if not ports and saved_ports:
+            if not ports:
                 spec = load_stack(spec.file, run_dir=spec.run_dir, ports=saved_ports, home=spec.home)
         return cls(spec)
 
@@ -316,11 +316,11 @@ class LocalStack:
 
         healthy = poll(attempt, timeout, initial=0.05)
         if healthy is None:
-            stopped = [n for n, s in self.spec.services.items() if s.group == service.group and not self._running(n)]
-            quorum = f"; it becomes healthy with its group {service.group!r}, of which {', '.join(stopped)} do not run"
+            stopped = [n for n in self._group_of(name, list(self.spec.services)) if not self._running(n)]
+            hint = f"; it becomes healthy with its group {service.group!r}, of which {', '.join(stopped)} do not run"
             raise ServiceStartError(
                 name,
-                f"not healthy after {timeout:.0f}s ({last.detail}){quorum if service.group and stopped else ''}",
+                f"not healthy after {timeout:.0f}s ({last.detail}){hint if stopped else ''}",
                 self._exit_code(name),
                 self.logs(name),
                 str(self._log_path(name)),
