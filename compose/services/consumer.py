@@ -250,6 +250,7 @@ class Consumer:
             "unsafe_skip_idempotence": self.cfg.unsafe_skip_idempotence,
             "write_mode": self.cfg.write.mode.value,
             "faults": [line.split(":", 1)[0] for line in self.cfg.faults.warnings()],
+            "late_changes_pending": len(self.late),
         }
         return kafka_ok and catalog_ok, body
 
