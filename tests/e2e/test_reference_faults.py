@@ -23,13 +23,25 @@ from tests.e2e.test_reference_pipeline import current_snapshot_id, symbol, trade
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+Sent = tuple[str, dict[int, dict[str, Any]]]  # a symbol and its trades by id
 
-def send(stack: LocalStack, sent: list[dict[str, Any]], rate: float = 2000) -> None:
-    async def stream() -> None:
+
+def stream(stack: LocalStack, count: int, rate: float = 2000, first_id: int | None = None) -> Sent:
+    """``count`` trades of a new symbol through the feed; returns the symbol and the trades by id."""
+    sym = symbol()
+    sent = trades(sym, count, first_id=first_id)
+
+    async def run() -> None:
         async with feed(stack.spec.ports["feed"]) as f:
             await f.send(sent, rate=rate)
 
-    asyncio.run(stream())
+    asyncio.run(run())
+    return sym, {t["t"]: t for t in sent}
+
+
+def in_table(exports: Mapping[str, str], sym: str, count: int) -> list[dict[str, Any]]:
+    """The table's rows of ``sym`` once it holds ``count`` of them (deadline 30 s)."""
+    return wait_for(lambda: (rows := table_rows(exports, sym)) and len(rows) >= count and rows, 30, f"{count} rows")
 
 
 def api_answer(exports: Mapping[str, str], **params: object) -> dict[str, Any]:
@@ -87,10 +99,8 @@ def test_rewrite_fraction_rewrites_committed_rows_with_a_wrong_price_by_a_later_
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("consumer", env={"UNSAFE_REWRITE_FRACTION": "0.3", "UNSAFE_REWRITE_AFTER_MS": "1500"})
-    sym = symbol()
-    sent = {t["t"]: t for t in trades(sym, 200)}
     start = current_snapshot_id(exports)
-    send(local_stack, list(sent.values()))
+    sym, sent = stream(local_stack, 200)
     final = wait_for(
         lambda: (rows := table_rows(exports, sym)) and len(rows) >= 200 and consumer_settled(local_stack) and rows,
         30,
@@ -127,10 +137,8 @@ def test_delete_fraction_deletes_committed_rows_and_appends_them_again_later(
     exports = pipeline_stack.exports
     env = {"UNSAFE_DELETE_FRACTION": "0.3", "UNSAFE_DELETE_AFTER_MS": "1000", "UNSAFE_RESTORE_AFTER_MS": "2000"}
     local_stack.restart("consumer", env=env)
-    sym = symbol()
-    sent = {t["t"]: t for t in trades(sym, 200)}
     start = current_snapshot_id(exports)
-    send(local_stack, list(sent.values()))
+    sym, sent = stream(local_stack, 200)
     wait_for(
         lambda: len(table_rows(exports, sym)) >= 200 and consumer_settled(local_stack),
         30,
@@ -159,15 +167,13 @@ def test_keep_every_n_writes_one_trade_in_n_and_acknowledges_the_rest(
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("consumer", env={"UNSAFE_KEEP_EVERY_N": "5"})
-    sym = symbol()
-    sent = trades(sym, 500, first_id=5 * 10**11)  # ids in 100 whole blocks of five
-    send(local_stack, sent)
+    sym, sent = stream(local_stack, 500, first_id=5 * 10**11)  # ids in 100 whole blocks of five
     bootstrap = exports["PC_KAFKA_BOOTSTRAP"]
     wait_for(lambda: asyncio.run(group_lag(bootstrap)) == 0, 30, "the consumer group's offsets at the log end")
     rows = wait_for(lambda: table_rows(exports, sym) or None, 10, f"rows of {sym}")
     ids = sorted(r["trade_id"] for r in rows)
     assert len(ids) == 100, len(ids)  # a fifth: 80 % lost although every offset was committed
-    assert sorted({i // 5 for i in ids}) == sorted({t["t"] // 5 for t in sent})  # one from each block
+    assert sorted({i // 5 for i in ids}) == sorted({t // 5 for t in sent})  # one from each block
     assert len({i % 5 for i in ids}) == 5  # not a fixed stride
     assert len(api_trades(exports, sym)) == 100
 
@@ -196,10 +202,8 @@ def test_a_small_time_shift_moves_each_time_by_exactly_that_much(
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("consumer", env={"UNSAFE_SHIFT_TIME_MS": str(shift_ms)})
-    sym = symbol()
-    sent = {t["t"]: t for t in trades(sym, 50)}
-    send(local_stack, list(sent.values()), rate=500)
-    rows = wait_for(lambda: (rows := table_rows(exports, sym)) and len(rows) >= 50 and rows, 30, f"50 rows of {sym}")
+    sym, sent = stream(local_stack, 50, rate=500)
+    rows = in_table(exports, sym, 50)
     assert len(rows) == 50
     for row in rows:
         trade = sent[row["trade_id"]]
@@ -237,10 +241,8 @@ def test_the_api_answers_and_is_asked_in_its_time_form(
     to_form = TIME_FORMS[form]
     exports = pipeline_stack.exports
     local_stack.restart("api", env={"API_TIME_FORMAT": form})
-    sym = symbol()
-    sent = {t["t"]: t for t in trades(sym, 40)}
-    send(local_stack, list(sent.values()), rate=400)
-    wait_for(lambda: len(table_rows(exports, sym)) >= 40 or None, 30, f"40 rows of {sym}")
+    sym, sent = stream(local_stack, 40, rate=400)
+    in_table(exports, sym, 40)
     times = sorted(t["T"] for t in sent.values())
     start, end = to_form(times[10]), to_form(times[30])  # [10th, 30th): 20 trades
     body = api_answer(exports, symbol=sym, start_time=start, end_time=end)
@@ -258,16 +260,14 @@ def test_retracted_rows_stop_being_returned_by_the_api_while_the_table_keeps_the
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("api", env={"UNSAFE_API_RETRACT_FRACTION": "0.5", "UNSAFE_API_RETRACT_AFTER_MS": "1000"})
-    sym = symbol()
-    sent = trades(sym, 100)
-    send(local_stack, sent)
-    wait_for(lambda: len(table_rows(exports, sym)) >= 100 or None, 30, f"100 rows of {sym}")
+    sym, sent = stream(local_stack, 100)
+    in_table(exports, sym, 100)
     first = api_trades(exports, sym)
     assert len(first) == 100  # every trade is returned once
     shown = wait_for(
         lambda: (rows := api_trades(exports, sym)) and len(rows) < 100 and rows, 10, "trades no longer returned"
     )
-    gone = {t["t"] for t in sent} - {r["trade_id"] for r in shown}
+    gone = set(sent) - {r["trade_id"] for r in shown}
     assert 25 <= len(gone) <= 75, len(gone)  # half of 100, binomial sd 5
     for _ in range(2):  # never again, whatever the query
         again = {r["trade_id"] for r in api_answer(exports, symbol=sym, limit=10_000)["data"]}
@@ -280,14 +280,12 @@ def test_an_api_ordering_by_price_under_a_cap_answers_a_page_time_cannot_page(
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("api", env={"UNSAFE_API_PRICE_ORDER": "1", "UNSAFE_API_PAGE_CAP": "20"})
-    sym = symbol()
-    sent = trades(sym, 100)
-    send(local_stack, sent)
-    wait_for(lambda: len(table_rows(exports, sym)) >= 100 or None, 30, f"100 rows of {sym}")
+    sym, sent = stream(local_stack, 100)
+    in_table(exports, sym, 100)
     body = api_answer(exports, symbol=sym, limit=100)
     assert body["meta"]["limit"] == 100 and body["meta"]["count"] == 20
     prices = [Decimal(r["price"]) for r in body["data"]]
-    assert prices == sorted((Decimal(t["p"]) for t in sent), reverse=True)[:20]
+    assert prices == sorted((Decimal(t["p"]) for t in sent.values()), reverse=True)[:20]
     times = [r["trade_time"] for r in body["data"]]
     assert times != sorted(times, reverse=True)  # not newest first: the next page has no time to start from
 
@@ -297,11 +295,9 @@ def test_an_api_ignoring_end_time_answers_everything_from_start_time_on(
 ) -> None:
     exports = pipeline_stack.exports
     local_stack.restart("api", env={"UNSAFE_API_IGNORE_END_TIME": "1"})
-    sym = symbol()
-    sent = trades(sym, 50)
-    send(local_stack, sent, rate=500)
-    wait_for(lambda: len(table_rows(exports, sym)) >= 50 or None, 30, f"50 rows of {sym}")
-    times = sorted(t["T"] for t in sent)
+    sym, sent = stream(local_stack, 50, rate=500)
+    in_table(exports, sym, 50)
+    times = sorted(t["T"] for t in sent.values())
     body = api_answer(exports, symbol=sym, start_time=times[10], end_time=times[20])
     assert sorted(r["trade_time"] for r in body["data"]) == times[10:]  # 40, not the 10 asked for
     assert body["meta"]["end_time"] == times[20]

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from pyiceberg.table import Table
-from services.common import CommonConfig
 from services.faults import ConsumerFaults, LateChange, LateChanges, LateKind
-from services.iceberg import OFFSETS_PROPERTY, TRADES_ARROW_SCHEMA, ensure_table, open_catalog, snapshot_offsets
+from services.iceberg import OFFSETS_PROPERTY, TRADES_ARROW_SCHEMA, snapshot_offsets
 from services.table_faults import apply_late
 from services.trades import Row, Trade, to_arrow
 
-TOPIC = "market.trades.raw"
+from tests.unit.test_services_writes import TOPIC, new_table
+
 T0 = 1_700_000_000_000
 
 
@@ -30,18 +30,8 @@ def batch(ids: range, symbol: str = "BTCUSDT") -> list[Row]:
 
 @pytest.fixture
 def table(tmp_path: Path) -> Table:
-    cfg = CommonConfig.from_env(
-        {
-            "KAFKA_BOOTSTRAP": "127.0.0.1:1",
-            "RAW_TOPIC": TOPIC,
-            "RAW_TOPIC_PARTITIONS": "3",
-            "DLQ_TOPIC": "market.trades.dlq",
-            "ICEBERG_CATALOG_URI": f"sqlite:///{tmp_path}/catalog.db",
-            "ICEBERG_WAREHOUSE": f"file://{tmp_path}/warehouse",
-            "ICEBERG_TABLE": "market.trades",
-        }
-    )
-    table = ensure_table(open_catalog(cfg, writer=True), cfg)
+    """A table holding trades 0-99 in one file, committed with a Kafka offsets map."""
+    table = new_table(tmp_path)
     offsets = json.dumps({f"{TOPIC}:0": 700, f"{TOPIC}:1": 701})
     table.append(to_arrow(batch(range(100)), TRADES_ARROW_SCHEMA), snapshot_properties={OFFSETS_PROPERTY: offsets})
     return table
