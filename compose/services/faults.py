@@ -374,7 +374,7 @@ class Retractions:
     def shown(self, symbol: str, rows: list[dict[str, Any]], page: int, now: float) -> list[dict[str, Any]]:
         """The rows an answer shows (at most ``page``): retracted ones left out, first sightings noted."""
         if not self.fraction:
-            return rows[:page]
+            return rows if len(rows) <= page else rows[:page]
         after = self.after_ms / 1000
         shown = []
         with self._lock:
