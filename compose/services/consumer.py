@@ -421,6 +421,7 @@ class Consumer:
                     snapshot_id = await asyncio.to_thread(apply_late, self.table, change)
                 except Exception as exc:  # the fault gives up on these rows; the pipeline itself is unaffected
                     log.warning("late %s of %d rows failed: %s", change.kind.value, len(change.rows), describe(exc))
+                    self.late.done(change, time.monotonic(), applied=False)
                     continue
             self.late.done(change, time.monotonic())
             log.warning("late %s of %d committed rows (snapshot %s)", change.kind.value, len(change.rows), snapshot_id)

@@ -243,9 +243,11 @@ class LateChanges:
         self._faults = faults
         self._queue: list[tuple[float, int, LateChange]] = []
         self._order = itertools.count()
+        self._applying = 0  # handed out by due(), not yet done()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        """Changes still to be made: scheduled, or handed out and not yet in the table."""
+        return len(self._queue) + self._applying
 
     def committed(self, rows: Sequence[Row], now: float) -> None:
         """Schedule what the faults do to ``rows``, just committed."""
@@ -264,15 +266,17 @@ class LateChanges:
             self._push(now + faults.delete_after_ms / 1000, LateChange(LateKind.DELETE, delete))
 
     def due(self, now: float) -> list[LateChange]:
-        """The changes due by ``now``, removed from the queue, oldest first."""
+        """The changes due by ``now``, oldest first, handed out to be made (each then reported to ``done``)."""
         ready = []
         while self._queue and self._queue[0][0] <= now:
             ready.append(heapq.heappop(self._queue)[2])
+        self._applying += len(ready)
         return ready
 
-    def done(self, change: LateChange, now: float) -> None:
-        """``change`` is in the table: a delete schedules its restore."""
-        if change.kind is LateKind.DELETE:
+    def done(self, change: LateChange, now: float, *, applied: bool = True) -> None:
+        """``change`` is in the table (or, not ``applied``, given up): an applied delete schedules its restore."""
+        self._applying -= 1
+        if applied and change.kind is LateKind.DELETE:
             self._push(now + self._faults.restore_after_ms / 1000, LateChange(LateKind.RESTORE, change.rows))
 
     def _push(self, due: float, change: LateChange) -> None:

@@ -5,6 +5,7 @@ consumer group's offsets in Kafka. Driven without the validator: a plain WebSock
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,10 +52,26 @@ def api_answer(exports: Mapping[str, str], **params: object) -> dict[str, Any]:
     return body
 
 
-def consumer_settled(stack: LocalStack) -> bool:
-    """The consumer has no rewrite, delete or restore still to make."""
+def late_changes_pending(stack: LocalStack) -> int:
     response = httpx.get(f"http://127.0.0.1:{stack.spec.ports['consumer']}/health", timeout=5)
-    return bool(response.json()["late_changes_pending"] == 0)
+    pending: int = response.json()["late_changes_pending"]
+    return pending
+
+
+def settled(stack: LocalStack, exports: Mapping[str, str], sym: str, count: int) -> list[dict[str, Any]]:
+    """The table's rows of ``sym`` once it holds ``count`` and the consumer has no rewrite, delete or restore
+    left to make (seen twice, half a second apart: the consumer schedules a batch's changes just after the
+    commit that adds its rows, so a look right after that commit could come before them)."""
+    in_table(exports, sym, count)
+
+    def quiet() -> bool:
+        if late_changes_pending(stack):
+            return False
+        time.sleep(0.5)
+        return late_changes_pending(stack) == 0
+
+    wait_for(quiet, 30, f"no late change pending for {sym}")
+    return table_rows(exports, sym)
 
 
 @dataclass(frozen=True)
@@ -101,11 +118,7 @@ def test_rewrite_fraction_rewrites_committed_rows_with_a_wrong_price_by_a_later_
     local_stack.restart("consumer", env={"UNSAFE_REWRITE_FRACTION": "0.3", "UNSAFE_REWRITE_AFTER_MS": "1500"})
     start = current_snapshot_id(exports)
     sym, sent = stream(local_stack, 200)
-    final = wait_for(
-        lambda: (rows := table_rows(exports, sym)) and len(rows) >= 200 and consumer_settled(local_stack) and rows,
-        30,
-        f"200 rows of {sym} and no rewrite pending",
-    )
+    final = settled(local_stack, exports, sym, 200)
     assert sorted(r["trade_id"] for r in final) == sorted(sent)  # one row per trade: rewritten in place
     changed = {r["trade_id"] for r in final if not as_sent(r, sent[r["trade_id"]])}
     assert 30 <= len(changed) <= 90, len(changed)  # 30 % of 200, binomial sd ~6.5
@@ -139,11 +152,7 @@ def test_delete_fraction_deletes_committed_rows_and_appends_them_again_later(
     local_stack.restart("consumer", env=env)
     start = current_snapshot_id(exports)
     sym, sent = stream(local_stack, 200)
-    wait_for(
-        lambda: len(table_rows(exports, sym)) >= 200 and consumer_settled(local_stack),
-        30,
-        f"200 rows of {sym} and no delete or restore pending",
-    )
+    settled(local_stack, exports, sym, 200)
     versions = history(exports, sym, start)
     final = versions[-1]
     # in the end every trade is there once, as sent: a validator judging only the final state passes it

@@ -348,13 +348,23 @@ def test_committed_rows_are_rewritten_then_deleted_and_restored_when_due() -> No
             before.offset,
             before.partition,
         )
+    assert len(late) == 2  # handed out, not yet in the table: still to be made
     late.done(rewrite, now=102.5)
-    assert len(late) == 0  # a rewrite is final
+    assert len(late) == 1  # a rewrite is final
     late.done(delete, now=102.5)  # the delete committed: its restore is due 3 s later
-    assert late.due(105.4) == []
+    assert len(late) == 1 and late.due(105.4) == []
     (restore,) = late.due(105.5)
     assert restore.kind is LateKind.RESTORE and restore.rows == delete.rows
+    late.done(restore, now=105.6)
     assert len(late) == 0
+
+
+def test_a_delete_given_up_schedules_no_restore() -> None:
+    late = LateChanges(ConsumerFaults(delete_fraction=1.0, delete_after_ms=0))
+    late.committed(rows(5), now=0.0)
+    (delete,) = late.due(0.0)
+    late.done(delete, now=0.1, applied=False)
+    assert len(late) == 0 and late.due(1e9) == []
 
 
 def test_late_changes_fall_due_in_order_whatever_order_they_were_scheduled_in() -> None:
