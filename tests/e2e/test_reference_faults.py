@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -108,6 +108,30 @@ def as_sent(row: Mapping[str, Any], trade: Mapping[str, Any]) -> bool:
     return bool(row["price"] == Decimal(trade["p"]) and row["quantity"] == Decimal(trade["q"]))
 
 
+@dataclass(frozen=True)
+class Life:
+    """One trade's row through the table's versions: where it first appeared, and the first later version in
+    which it changed (``changed``) or was missing (``gone``) and the next one holding it again (``back``)."""
+
+    first: Version
+    changed: Version | None
+    gone: Version | None
+    back: Version | None
+
+
+def lives(versions: list[Version], trade_ids: Iterable[int]) -> dict[int, Life]:
+    found = {}
+    for tid in trade_ids:
+        first = next(i for i, v in enumerate(versions) if tid in v.rows)
+        row = versions[first].rows[tid]
+        later = versions[first + 1 :]
+        changed = next((v for v in later if tid in v.rows and v.rows[tid] != row), None)
+        gone = next((i for i, v in enumerate(later) if tid not in v.rows), None)
+        back = None if gone is None else next((v for v in later[gone:] if tid in v.rows), None)
+        found[tid] = Life(versions[first], changed, None if gone is None else later[gone], back)
+    return found
+
+
 # ---------------------------------------------------------------- consumer: committed rows changed later
 
 
@@ -128,17 +152,16 @@ def test_rewrite_fraction_rewrites_committed_rows_with_a_wrong_price_by_a_later_
             assert row["quantity"] == Decimal(sent[row["trade_id"]]["q"])
             assert row["trade_time"].timestamp() * 1000 == pytest.approx(sent[row["trade_id"]]["T"])
     versions = history(exports, sym, start)
-    # the table first held every trade as sent: a validator reading only that version sees nothing wrong
-    complete = next(v for v in versions if len(v.rows) == 200)
-    assert all(as_sent(row, sent[tid]) for tid, row in complete.rows.items())
-    rewrites = [v for v in versions if any(not as_sent(r, sent[t]) for t, r in v.rows.items())]
-    first_rewrite = rewrites[0]
-    before = versions[versions.index(first_rewrite) - 1]
-    assert first_rewrite.operation == "overwrite" and first_rewrite.copies == 200
-    appended = next(v for v in versions if v.rows)
-    assert first_rewrite.timestamp_ms - appended.timestamp_ms >= 1000, "rewritten before its delay"
-    assert all(as_sent(r, sent[t]) for t, r in before.rows.items())
     assert all(v.copies == len(v.rows) for v in versions)  # never two copies of a trade
+    for tid, life in lives(versions, sent).items():
+        # every trade first appeared as sent: a validator comparing only that version sees nothing wrong
+        assert as_sent(life.first.rows[tid], sent[tid])
+        assert life.gone is None
+        if tid not in changed:
+            assert life.changed is None
+            continue
+        assert life.changed is not None and life.changed.operation == "overwrite"
+        assert life.changed.timestamp_ms - life.first.timestamp_ms >= 1000, "rewritten before its delay"
     # the API serves the current version
     served = {r["trade_id"]: r for r in api_trades(exports, sym)}
     assert {t for t, r in served.items() if r["price"] != sent[t]["p"]} == changed
@@ -158,17 +181,19 @@ def test_delete_fraction_deletes_committed_rows_and_appends_them_again_later(
     # in the end every trade is there once, as sent: a validator judging only the final state passes it
     assert sorted(final.rows) == sorted(sent) and final.copies == 200
     assert all(as_sent(row, sent[tid]) for tid, row in final.rows.items())
-    complete = next(i for i, v in enumerate(versions) if len(v.rows) == 200)
-    gaps = [v for v in versions[complete:] if len(v.rows) < 200]
-    assert gaps, "no snapshot after the trades arrived lacks any of them"
-    deleted = set(sent) - set(gaps[0].rows)
-    assert 30 <= len(deleted) <= 90, len(deleted)
-    removal = gaps[0]
-    assert removal.operation == "overwrite"  # copy-on-write: the files rewritten without the rows
-    assert removal.removed == len(deleted)
-    back = next(v for v in versions[versions.index(removal) :] if deleted <= set(v.rows))
-    assert back.operation == "append"
-    assert back.timestamp_ms - removal.timestamp_ms >= 1500, "restored before its delay"
+    assert all(v.copies == len(v.rows) for v in versions)
+    retracted = {tid: life for tid, life in lives(versions, sent).items() if life.gone is not None}
+    assert 30 <= len(retracted) <= 90, len(retracted)  # 30 % of 200, binomial sd ~6.5
+    for tid, life in retracted.items():
+        assert life.gone is not None and life.back is not None
+        assert life.gone.operation == "overwrite"  # copy-on-write: the files rewritten without the rows
+        assert life.back.operation == "append" and life.back.rows[tid] == life.first.rows[tid]
+        assert life.gone.timestamp_ms - life.first.timestamp_ms >= 500, "deleted before its delay"
+        assert life.back.timestamp_ms - life.gone.timestamp_ms >= 1500, "restored before its delay"
+    for removal in {life.gone.snapshot_id: life.gone for life in retracted.values() if life.gone}.values():
+        # each removing snapshot took out exactly the trades that went missing in it
+        gone_in_it = [life for life in retracted.values() if life.gone and life.gone.snapshot_id == removal.snapshot_id]
+        assert removal.removed == len(gone_in_it)
 
 
 def test_keep_every_n_writes_one_trade_in_n_and_acknowledges_the_rest(
