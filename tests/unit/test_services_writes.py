@@ -42,20 +42,25 @@ def trades(ids: range, symbol: str = "BTCUSDT", price: str = "100.5", time_ms: i
     return to_arrow(rows, TRADES_ARROW_SCHEMA)
 
 
-@pytest.fixture
-def table(tmp_path: Path) -> Table:
+def new_table(folder: Path) -> Table:
+    """An empty trades table in a SQL catalog in ``folder``."""
     cfg = CommonConfig.from_env(
         {
             "KAFKA_BOOTSTRAP": "127.0.0.1:1",
             "RAW_TOPIC": TOPIC,
             "RAW_TOPIC_PARTITIONS": "1",
             "DLQ_TOPIC": "market.trades.dlq",
-            "ICEBERG_CATALOG_URI": f"sqlite:///{tmp_path}/catalog.db",
-            "ICEBERG_WAREHOUSE": f"file://{tmp_path}/warehouse",
+            "ICEBERG_CATALOG_URI": f"sqlite:///{folder}/catalog.db",
+            "ICEBERG_WAREHOUSE": f"file://{folder}/warehouse",
             "ICEBERG_TABLE": "market.trades",
         }
     )
     return ensure_table(open_catalog(cfg, writer=True), cfg)
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Table:
+    return new_table(tmp_path)
 
 
 def props(offset: int) -> dict[str, str]:
