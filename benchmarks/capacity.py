@@ -26,8 +26,8 @@ import psutil
 
 from benchmarks.common import Figure
 from benchmarks.verdict import stack_config
-from pipeline_check.engine import Run
-from pipeline_check.events import RunFinished
+from pipeline_check.runs.injected import Run
+from pipeline_check.verdict.events import RunFinished
 
 RATES = (1_000, 2_000, 3_000, 5_000, 7_000)
 STEP_SECONDS = 15.0

@@ -17,8 +17,8 @@ import numpy as np
 
 from benchmarks.common import PIPELINE_FILE, Figure
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Run
-from pipeline_check.events import RunFinished
+from pipeline_check.runs.injected import Run
+from pipeline_check.verdict.events import RunFinished
 
 RUNS = 3
 COUNT = 1_000

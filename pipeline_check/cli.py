@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline_check.errors import ConfigError, ExitCode, PipelineCheckError, ServiceStartError, one_line
-from pipeline_check.redact import mask_text
+from pipeline_check.core.errors import ConfigError, ExitCode, PipelineCheckError, ServiceStartError, one_line
+from pipeline_check.core.redaction import mask_text
 
 err = Console(stderr=True, highlight=False)
 # CI logs are not terminals: give tables room rather than the 80 columns rich assumes
@@ -229,8 +229,8 @@ def validate(
     unreachable endpoints, 130 when interrupted.
     """
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.engine import run
     from pipeline_check.reporting import build_handlers
+    from pipeline_check.runs.injected import run
 
     path = find_config(config_path)
     env = dict(os.environ)
@@ -282,19 +282,19 @@ def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, j
     import time
 
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.errors import ConfigError
+    from pipeline_check.core.errors import ConfigError
     from pipeline_check.reporting import build_handlers
 
     path = find_config(config_path)
     config = load_config(path)
     if snapshot:
-        from pipeline_check.contract.snapshot import snapshot as take
-        from pipeline_check.contract.snapshot import to_toml
+        from pipeline_check.runs.contract_snapshot import snapshot as take
+        from pipeline_check.runs.contract_snapshot import to_toml
 
         click.echo(to_toml(asyncio.run(take(config, int(time.time() * 1000))), path.name), nl=False)
         return
-    from pipeline_check.engine import drive
-    from pipeline_check.passive.run import contract_run
+    from pipeline_check.runs.injected import drive
+    from pipeline_check.runs.passive import contract_run
 
     if not config.contract:
         raise ConfigError(
@@ -307,7 +307,7 @@ def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, j
 
 
 def _seconds(option: str, value: str) -> float:
-    from pipeline_check.durations import HINT, parse_duration
+    from pipeline_check.core.durations import HINT, parse_duration
 
     seconds = parse_duration(value)
     if seconds is None or seconds <= 0:
@@ -335,8 +335,8 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
     that cannot be reached at startup (later outages are measured, not fatal).
     """
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.status import Status
-    from pipeline_check.watch import WatchSettings, WindowVerdict, run_watch
+    from pipeline_check.runs.watch import WatchSettings, WindowVerdict, run_watch
+    from pipeline_check.verdict.status import Status
 
     config = load_config(find_config(config_path))
     settings = WatchSettings(
@@ -379,7 +379,7 @@ def cleanup(config_path: Path | None, run_id: str | None, all_canaries: bool, dr
     Dry run by default: prints the canary rows per run it would delete. Real trade ids are never in a
     canary range, so nothing else is touched.
     """
-    from pipeline_check.cleanup import Selection, delete, iceberg_settings, plan
+    from pipeline_check.backends.iceberg.cleanup import Selection, delete, iceberg_settings, plan
     from pipeline_check.config import find_config, load_config
 
     if (run_id is None) == (not all_canaries):

@@ -21,9 +21,9 @@ import pytest
 
 if TYPE_CHECKING:
     from pipeline_check.config import PipelineConfig
-    from pipeline_check.engine import Outcome
-    from pipeline_check.events import Handler
+    from pipeline_check.runs.injected import Outcome
     from pipeline_check.stack.local import LocalStack
+    from pipeline_check.verdict.events import Handler
 
 MARKERS = {
     "e2e": "runs against a real pipeline (processes, brokers, tables)",
@@ -186,9 +186,9 @@ def validator(
     event, e.g. to act during the run or write a report) and returns its outcome; its SLA
     figures go into the JUnit XML as properties. ``outcome.check()`` raises an ``AssertionError``
     naming each failed check with observed vs threshold."""
-    from pipeline_check.asyncutil import run_sync
-    from pipeline_check.engine import run_async
+    from pipeline_check.core.asyncutil import run_sync
     from pipeline_check.reporting.junit import figures
+    from pipeline_check.runs.injected import run_async
 
     def run_validation(
         scenario: str | None = None,

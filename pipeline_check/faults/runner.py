@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
-from pipeline_check.clock import Clock
-from pipeline_check.errors import EndpointError, StackError
-from pipeline_check.faults.plan import FaultStep, FaultWindow
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import EndpointError, StackError
+from pipeline_check.faults.steps import FaultStep, FaultWindow
 from pipeline_check.faults.toxiproxy import Stream, Toxiproxy
 
 if TYPE_CHECKING:

@@ -31,8 +31,8 @@ from typing import IO, Any, Literal, Self, TypedDict, Unpack
 
 import httpx
 
-from pipeline_check.errors import ConfigError, EndpointError, StackError
-from pipeline_check.polling import poll
+from pipeline_check.core.errors import ConfigError, EndpointError, StackError
+from pipeline_check.core.polling import poll
 
 Stream = Literal["upstream", "downstream"]
 BINARY_ENV = "PIPELINE_CHECK_TOXIPROXY"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline_check.events import Handler
 from pipeline_check.reporting.console import ConsoleReporter
 from pipeline_check.reporting.html import HtmlReporter
 from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.reporting.junit import JUnitReporter
+from pipeline_check.verdict.events import Handler
 
 __all__ = ["ConsoleReporter", "HtmlReporter", "JUnitReporter", "JsonReporter", "build_handlers"]
 

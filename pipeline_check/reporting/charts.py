@@ -13,13 +13,20 @@ from html import escape
 
 import numpy as np
 
-from pipeline_check.book import TraceBook
-from pipeline_check.power import upper_bound
 from pipeline_check.reporting import plotdata, svg
 from pipeline_check.reporting.markup import Cell, count, figure, latency, paragraph, section, table
-from pipeline_check.sla import CONFIDENCE, CheckResult, Threshold, format_value, latency_stats, parse_threshold
-from pipeline_check.stages import SOURCE
-from pipeline_check.summary import RunSummary
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.detection_power import upper_bound
+from pipeline_check.verdict.summary import RunSummary
+from pipeline_check.verdict.thresholds import (
+    CONFIDENCE,
+    CheckResult,
+    Threshold,
+    format_value,
+    latency_stats,
+    parse_threshold,
+)
 
 COLORS = 8  # CSS classes c0..c7
 SHOWN_TAGS = 20  # tags listed per stage in the lost-canaries table

@@ -21,16 +21,16 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.canary.tags import label
 from pipeline_check.reporting import charts
 from pipeline_check.reporting.charts import FaultWindow
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.reporting.json import iso_utc, tool_version
 from pipeline_check.reporting.markup import Cell, Classed, count, latency, paragraph, scroll, section, table
-from pipeline_check.sla import CheckResult, format_value
-from pipeline_check.status import Status
-from pipeline_check.summary import RunSummary
-from pipeline_check.tags import label
+from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import RunSummary
+from pipeline_check.verdict.thresholds import CheckResult, format_value
 
 __all__ = ["FaultWindow", "HtmlReporter", "render"]
 

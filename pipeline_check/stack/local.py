@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from pipeline_check.errors import ServiceStartError, StackError
-from pipeline_check.files import write_atomically
-from pipeline_check.polling import poll
+from pipeline_check.core.atomic_files import write_atomically
+from pipeline_check.core.errors import ServiceStartError, StackError
+from pipeline_check.core.polling import poll
 from pipeline_check.stack.health import HEALTH_CHECKS, Health
 from pipeline_check.stack.prepare import PREPARERS
 from pipeline_check.stack.spec import ServiceSpec, StackSpec, load_stack

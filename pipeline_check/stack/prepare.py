@@ -10,8 +10,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline_check.errors import StackError
-from pipeline_check.files import write_atomically
+from pipeline_check.core.atomic_files import write_atomically
+from pipeline_check.core.errors import StackError
 from pipeline_check.stack.spec import ServiceSpec, StackSpec
 
 

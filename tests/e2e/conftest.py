@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.events import Event, Injected
 from pipeline_check.pytest_plugin import PipelineStack, free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import load_stack
+from pipeline_check.verdict.events import Event, Injected
 from tests.e2e.lakehouse import PROFILE
 
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"

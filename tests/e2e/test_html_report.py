@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from pipeline_check.asyncutil import run_sync
 from pipeline_check.config import load_config
-from pipeline_check.engine import Outcome, run_async
-from pipeline_check.errors import EndpointError, ExitCode
-from pipeline_check.events import Handler
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.pytest_plugin import Validator
 from pipeline_check.reporting import HtmlReporter, JsonReporter
 from pipeline_check.reporting.html import FaultWindow
 from pipeline_check.reporting.plotdata import MAX_DOTS
+from pipeline_check.runs.injected import Outcome, run_async
+from pipeline_check.verdict.events import Handler
 from tests.support import memory
 
 pytestmark = [pytest.mark.e2e]

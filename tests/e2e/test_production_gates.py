@@ -19,20 +19,20 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import DecimalType, DoubleType, LongType, NestedField, StringType, TimestamptzType
 from rich.console import Console
 
-from pipeline_check.asyncutil import run_sync
 from pipeline_check.config import PipelineConfig
-from pipeline_check.contract.check import check_contract
-from pipeline_check.contract.model import StageContract
-from pipeline_check.contract.snapshot import snapshot, to_toml
-from pipeline_check.engine import drive, run_async
-from pipeline_check.errors import ExitCode
-from pipeline_check.events import RunFinished
-from pipeline_check.passive.run import PassiveRun, contract_run
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.core.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack
 from pipeline_check.reporting import ConsoleReporter, JsonReporter
-from pipeline_check.responses import ResponseTimes
+from pipeline_check.runs.contract import check_contract
+from pipeline_check.runs.contract_snapshot import snapshot, to_toml
+from pipeline_check.runs.injected import drive, run_async
+from pipeline_check.runs.passive import PassiveRun, contract_run
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.contract_spec import StageContract
+from pipeline_check.verdict.events import RunFinished
+from pipeline_check.verdict.response_times import ResponseTimes
+from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import api_trades, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.freshness]

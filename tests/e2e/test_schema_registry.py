@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline_check.codecs import (
+from pipeline_check.backends.kafka.codecs import (
     AvroCodec,
     RegisteredSchema,
     RegistryError,

@@ -19,10 +19,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from pipeline_check.errors import ConfigError, EndpointError, StackError
+from pipeline_check.core.errors import ConfigError, EndpointError, StackError
+from pipeline_check.core.polling import Deadline, apoll
 from pipeline_check.faults import toxiproxy as toxiproxy_module
 from pipeline_check.faults.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, ToxiproxyServer, find_binary
-from pipeline_check.polling import Deadline, apoll
 from pipeline_check.pytest_plugin import free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import StackSpec, load_stack

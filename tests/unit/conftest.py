@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from pipeline_check import sla
-from pipeline_check.book import Ref, TraceBook
-from pipeline_check.clock import Clock
-from pipeline_check.events import Event, RunFinished, RunStarted
-from pipeline_check.messages import TradeFactory
-from pipeline_check.stages import BUILTIN, SOURCE, Route
-from pipeline_check.status import exit_code, verdict_of
-from pipeline_check.summary import InjectionStats, RunSummary, measurements, summarise
-from pipeline_check.tags import RunId
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.trace.book import Ref, TraceBook
+from pipeline_check.trace.stages import BUILTIN, SOURCE, Route
+from pipeline_check.verdict import thresholds as sla
+from pipeline_check.verdict.events import Event, RunFinished, RunStarted
+from pipeline_check.verdict.status import exit_code, verdict_of
+from pipeline_check.verdict.summary import InjectionStats, RunSummary, measurements, summarise
 
 # the reference services are a package of compose/ (run there as `python -m services.X`); their
 # pure-logic tests import it the same way
@@ -43,7 +43,7 @@ class SyntheticRun:
 
     @property
     def events(self) -> list[Event]:
-        from pipeline_check.events import CheckFinished, Injected, Observed
+        from pipeline_check.verdict.events import CheckFinished, Injected, Observed
 
         s = self.summary
         return [

@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[2] / "pipeline_check"
-HELPERS = ("__init__", "base", "iceberg_changes", "iceberg_metadata", "resolution")  # not plugins themselves
-PLUGINS = sorted(p for d in ("injectors", "probes") for p in (PACKAGE / d).glob("*.py") if p.stem not in HELPERS)
+PLUGINS = sorted(
+    PACKAGE / "backends" / p
+    for p in (
+        "kafka/topic_probe.py",
+        "kafka/group_probe.py",
+        "kafka/injector.py",
+        "iceberg/probe.py",
+        "api/probe.py",
+        "websocket/injector.py",
+    )
+)
 
 
 def imports(path: Path) -> set[str]:
@@ -35,29 +44,43 @@ def test_the_validator_never_imports_the_system_under_test(path: Path) -> None:
 @pytest.mark.parametrize("path", PLUGINS, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_plugins_see_only_their_settings_and_context(path: Path) -> None:
     others = tuple(f"pipeline_check.{p.parent.name}.{p.stem}" for p in PLUGINS if p != path)
-    forbidden = ("pipeline_check.engine", "pipeline_check.config", "pipeline_check.cli", "pipeline_check.reporting")
+    forbidden = (
+        "pipeline_check.runs.injected",
+        "pipeline_check.config",
+        "pipeline_check.cli",
+        "pipeline_check.reporting",
+    )
     assert offending(path, forbidden + others) == []
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "reporting").glob("*.py")), ids=lambda p: p.name)
 def test_reporting_consumes_events_only(path: Path) -> None:
     forbidden = (
-        "pipeline_check.engine",
+        "pipeline_check.runs",
         "pipeline_check.cli",
-        "pipeline_check.injectors",
-        "pipeline_check.probes",
+        "pipeline_check.backends",
         "pipeline_check.stack",
     )
     assert offending(path, forbidden) == []
 
 
-@pytest.mark.parametrize("name", ["events", "summary", "book", "sla", "status", "throughput", "power"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "verdict/events",
+        "verdict/summary",
+        "trace/book",
+        "verdict/thresholds",
+        "verdict/status",
+        "verdict/throughput",
+        "verdict/detection_power",
+    ],
+)
 def test_the_model_layer_knows_no_engine_config_or_plugin(name: str) -> None:
     forbidden = (
-        "pipeline_check.engine",
+        "pipeline_check.runs",
         "pipeline_check.config",
-        "pipeline_check.injectors",
-        "pipeline_check.probes",
+        "pipeline_check.backends",
         "pipeline_check.cli",
     )
     assert offending(PACKAGE / f"{name}.py", forbidden) == []

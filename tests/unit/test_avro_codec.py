@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline_check.codecs import (
+from pipeline_check.backends.kafka.codecs import (
     AvroCodec,
     DecodeError,
     EncodeError,
@@ -22,10 +22,10 @@ from pipeline_check.codecs import (
     to_comparable,
     trade_record,
 )
-from pipeline_check.errors import ConfigError
-from pipeline_check.fidelity import compare
-from pipeline_check.messages import TradeFactory
-from pipeline_check.tags import RunId
+from pipeline_check.canary.fidelity import compare
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.errors import ConfigError
 
 TRADE_AVSC = Path(__file__).parents[2] / "compose" / "schemas" / "trade.avsc"
 TRADE_ID = 7

@@ -12,11 +12,11 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType
 
-from pipeline_check.cleanup import CLEANUP_PROPERTY, Selection, delete, iceberg_settings, plan
+from pipeline_check.backends.iceberg.cleanup import CLEANUP_PROPERTY, Selection, delete, iceberg_settings, plan
+from pipeline_check.canary.tags import RunId
 from pipeline_check.cli import main
 from pipeline_check.config import load_config
-from pipeline_check.errors import ConfigError
-from pipeline_check.tags import RunId
+from pipeline_check.core.errors import ConfigError
 
 OLD, NEW = RunId(1_000_000), RunId(1_000_500)
 SCHEMA = Schema(

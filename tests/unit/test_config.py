@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from pipeline_check.config import BUILTIN_SCENARIOS, PipelineConfig, load_config, substitute
-from pipeline_check.durations import duration
-from pipeline_check.errors import ConfigError
+from pipeline_check.core.durations import duration
+from pipeline_check.core.errors import ConfigError
 
 GOOD = """
 [source]

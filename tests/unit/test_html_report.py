@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from pipeline_check.canary.fidelity import FieldDiff
 from pipeline_check.cli import main
 from pipeline_check.config import load_config
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import RunAborted
-from pipeline_check.fidelity import FieldDiff
+from pipeline_check.core.errors import ConfigError, ExitCode
 from pipeline_check.reporting import HtmlReporter, build_handlers
 from pipeline_check.reporting import plotdata as pd
 from pipeline_check.reporting.html import FaultWindow, render
-from pipeline_check.status import Status
+from pipeline_check.verdict.events import RunAborted
+from pipeline_check.verdict.status import Status
 from tests.support import memory
 
 if TYPE_CHECKING:

@@ -39,8 +39,7 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import EMPTY_DICT, Record
 from pyiceberg.types import LongType, NestedField, StringType
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.probes.iceberg_changes import (
+from pipeline_check.backends.iceberg.changes import (
     POSITION_PATH_ID,
     ChangeFeed,
     LiveRows,
@@ -49,7 +48,8 @@ from pipeline_check.probes.iceberg_changes import (
     UnsupportedChange,
     snapshot_changes,
 )
-from pipeline_check.probes.iceberg_metadata import MetadataReader
+from pipeline_check.backends.iceberg.metadata import MetadataReader
+from pipeline_check.core.errors import ConfigError
 
 SCHEMA = Schema(
     NestedField(1, "trade_id", LongType(), required=True),

@@ -14,15 +14,15 @@ from typing import ClassVar
 import pytest
 from rich.console import Console
 
+from pipeline_check.backends.sampler import SAMPLERS, Reading, SamplerContext
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Run, drive
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import Event, RunAborted, RunFinished
-from pipeline_check.passive.run import PassiveRun
-from pipeline_check.passive.samplers import SAMPLERS, Reading, SamplerContext
-from pipeline_check.registry import PluginSettings
+from pipeline_check.core.errors import ConfigError, ExitCode
+from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
-from pipeline_check.status import Status
+from pipeline_check.runs.injected import Run, drive
+from pipeline_check.runs.passive import PassiveRun
+from pipeline_check.verdict.events import Event, RunAborted, RunFinished
+from pipeline_check.verdict.status import Status
 from tests.support import memory
 from tests.support.memory import MemoryStageSettings
 
@@ -294,7 +294,7 @@ def test_validate_passive_on_the_command_line(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_an_injected_run_through_the_gates_entry_point_is_the_engine_run(tmp_path: Path) -> None:
-    from pipeline_check.engine import run_async
+    from pipeline_check.runs.injected import run_async
 
     path = tmp_path / "injected.toml"
     path.write_text(

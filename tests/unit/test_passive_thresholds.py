@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.sla import Series, evaluate, evaluate_series, format_value, parse_threshold
-from pipeline_check.status import Status
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import Series, evaluate, evaluate_series, format_value, parse_threshold
 from tests.unit.conftest import build_run
 
 STAGES = ("kafka", "consumer", "iceberg", "api")

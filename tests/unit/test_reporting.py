@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from rich.console import Console
 
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import Injected, Note, Observed, RunAborted
+from pipeline_check.core.errors import ConfigError, ExitCode
 from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter, build_handlers
+from pipeline_check.verdict.events import Injected, Note, Observed, RunAborted
 
 if TYPE_CHECKING:
     from conftest import SyntheticRun  # tests/unit/conftest.py

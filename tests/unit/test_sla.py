@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.sla import (
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import (
     OPS,
     Measurements,
     Tally,
@@ -17,7 +18,6 @@ from pipeline_check.sla import (
     parse_threshold,
     parse_thresholds,
 )
-from pipeline_check.status import Status
 
 STAGES = ("kafka", "iceberg", "api")
 

@@ -16,11 +16,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline_check.backends.probe import PROBES
+from pipeline_check.canary.tags import parse
 from pipeline_check.config import load_config
-from pipeline_check.polling import poll
-from pipeline_check.probes.base import PROBES
-from pipeline_check.tags import parse
-from pipeline_check.watch import Watch, WatchSettings
+from pipeline_check.core.polling import poll
+from pipeline_check.runs.watch import Watch, WatchSettings
 from tests.support import memory, promtool
 
 T = TypeVar("T")

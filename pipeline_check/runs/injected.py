@@ -1,0 +1,451 @@
+"""Runs a scenario: start probes, inject, wait on deadlines, settle, stop, evaluate; yields events.
+
+The engine knows injectors and probes only through their protocols and registries (imported only for
+the types the config names), and handlers only through events, so the CLI, the pytest plugin and
+library callers share one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from pipeline_check.backends.injector import INJECTORS, Injector, InjectorContext
+from pipeline_check.backends.probe import PROBES, Probe, ProbeContext
+from pipeline_check.canary.coverage import covering_symbols
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.config import PipelineConfig
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import ExitCode, PipelineCheckError, VerdictFailed
+from pipeline_check.runs.pacing import Pacing, inject
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.events import (
+    CheckFinished,
+    Event,
+    Handler,
+    Injected,
+    NoteBuffer,
+    Observed,
+    RunAborted,
+    RunFinished,
+    RunStarted,
+)
+from pipeline_check.verdict.status import exit_code, verdict_of
+from pipeline_check.verdict.summary import InjectionStats, measurements, summarise
+from pipeline_check.verdict.thresholds import CheckResult, evaluate
+
+if TYPE_CHECKING:
+    from pipeline_check.faults.runner import FaultRunner, Services
+
+TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
+PROGRESS_EVERY = 0.5
+MIN_SETTLE = 2.0  # seconds; at least twice the longest gap between deliveries at the last stage
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of a run for library callers: the final event, its exit code, and the trace book."""
+
+    finished: RunFinished
+
+    @property
+    def book(self) -> TraceBook:
+        """Every canary's observations (an injected run's; a passive run has none)."""
+        if self.finished.book is None:
+            raise ValueError("a passive run injects no canary: it has no trace book")
+        return self.finished.book
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.finished.exit_code
+
+    def result(self, threshold: str) -> CheckResult:
+        """The result of the check with this threshold text."""
+        for result in self.finished.results:
+            if result.threshold == threshold:
+                return result
+        raise KeyError(f"no check {threshold!r}; checks: {[r.threshold for r in self.finished.results]}")
+
+    def check(self) -> None:
+        """Raise ``VerdictFailed`` (an ``AssertionError``) naming each check that keeps the gate closed,
+        with its status and observed vs threshold."""
+        failed = self.finished.failed
+        if failed:
+            lines = [f"{len(failed)} of {len(self.finished.results)} SLA checks did not pass:"]
+            lines += [f"  {r.threshold}: {r.status.label}, observed {r.observed_text} ({r.detail})" for r in failed]
+            raise VerdictFailed("\n".join(lines))
+
+
+class Run:
+    """One validation run of ``config`` under ``scenario``; iterate ``events()`` once."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        scenario: str | None = None,
+        *,
+        clock: Clock | None = None,
+        allow_inconclusive: bool = False,
+        stack: Services | None = None,
+    ) -> None:
+        self.config = config
+        self.scenario = scenario
+        self.allow_inconclusive = allow_inconclusive
+        self.load = config.load_for(scenario)
+        self.thresholds = config.thresholds_for(scenario)
+        self.fault_steps = config.scenario(scenario).faults if scenario is not None else ()
+        self.stack = stack  # the driver faults act through (default: the one [faults] names)
+        self.clock = clock or Clock()
+        self.run_id = RunId.new(self.clock.wall(self.clock.now()))
+        self.route = config.route
+        messages = config.messages
+        self.factory = TradeFactory(
+            self.run_id,
+            seed=self.load.seed,
+            count=self.load.count,
+            symbols=messages.canary_symbols or (messages.symbol,),
+            background_symbols=messages.background_symbols,
+            base_price=messages.base_price,
+            precision=messages.precision,
+            scale=messages.scale,
+        )
+        self.notes = NoteBuffer()
+        injector_cls = INJECTORS.get(config.source.type)
+        self.injector: Injector = injector_cls(config.source.settings, InjectorContext(self.clock, self.notes.note))
+        # optional injector hook: the record a subscriber received, when it is not Trade.to_dict (a dialect's)
+        self.book = TraceBook(
+            self.run_id, self.factory, self.route, self.clock, sent_record=getattr(self.injector, "sent_record", None)
+        )
+        self.probes: list[Probe] = [
+            PROBES.get(section.type)(
+                section.settings,
+                ProbeContext(
+                    stage=section.name,
+                    upstream=self.route.upstream[section.name],
+                    clock=self.clock,
+                    run=self.run_id,
+                    recorder=self.book,
+                    note=self.notes.note,
+                ),
+            )
+            for section in config.stages
+        ]
+        self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
+        self._settle = 0.0
+        self._coverage_caveat = ""
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Run and report; ``EndpointError`` if a stage or the source cannot be reached."""
+        began = self.clock.now()
+        yield RunStarted(
+            run_id=str(self.run_id),
+            scenario=self.scenario,
+            source=self.config.source.type,
+            stages=self.route.stages,
+            count=self.load.count,
+            rate=self.load.rate,
+            background_rate=self.load.background_rate,
+            started_at=time.time(),
+            config=self.config.redacted(),
+        )
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[object]] = []
+        attempted: list[Probe] = []
+        injection: InjectionStats | None = None
+        faults = self._fault_runner()
+        try:
+            for probe in self.probes:
+                attempted.append(probe)
+                await probe.start()
+            self._choose_symbols()
+            await self.injector.start()
+            self._adopt_source_symbols()
+            for note in self.notes.notes():
+                yield note
+            stages = self.route.stages
+            tasks = [
+                asyncio.create_task(p.run(stop), name=f"probe:{s}") for p, s in zip(self.probes, stages, strict=True)
+            ]
+            injecting = asyncio.create_task(
+                inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
+            )
+            tasks.append(injecting)
+            faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
+            if faulting is not None:
+                tasks.append(faulting)
+            async for event in self._watch(injecting, tasks, faulting):
+                yield event
+            injection = injecting.result()
+        finally:
+            stop.set()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                if faults is not None:
+                    await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
+            finally:
+                try:
+                    for probe in attempted:
+                        await probe.finish()
+                finally:
+                    await self.injector.close()
+        for event in self._progress():
+            yield event
+        for note in self.notes.notes():
+            yield note
+
+        if injection is None:
+            raise RuntimeError("injection ended without its figures")
+        fed = self.injector.feeds_stage
+        windows = faults.windows if faults is not None else []
+        summary = summarise(
+            self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else (), faults=windows
+        )
+        m = measurements(
+            summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
+        )
+        if self._coverage_caveat and m.coverage.count:
+            caveat = f"{m.coverage.detail}; {self._coverage_caveat}"
+            m = dataclasses.replace(m, coverage=dataclasses.replace(m.coverage, detail=caveat))
+        results: list[CheckResult] = []
+        for threshold in self.thresholds:
+            result = evaluate(threshold, m)
+            results.append(result)
+            yield CheckFinished(result)
+        verdict = verdict_of([r.status for r in results])
+        finished = RunFinished(
+            verdict=verdict,
+            exit_code=exit_code(verdict, allow_inconclusive=self.allow_inconclusive),
+            results=tuple(results),
+            summary=summary,
+            resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
+            duration=self.clock.now() - began,
+            notes=tuple(self.notes.all),
+            book=self.book,
+        )
+        yield finished
+
+    def _choose_symbols(self) -> None:
+        """Canaries spread over every partition of the first sharded stage the validator does not write
+        itself (it spreads its own writes round-robin); explicit ``canary_symbols`` win."""
+        messages = self.config.messages
+        if messages.canary_symbols:
+            return
+        fed = self.injector.feeds_stage
+        for stage in self.route.stages:
+            shards = self.book.shards.get(stage)
+            if shards and stage != fed:
+                self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
+                return
+
+    def _fault_runner(self) -> FaultRunner | None:
+        """The scenario's faults, wired to what they act on; None without faults."""
+        if not self.fault_steps:
+            return None
+        from pipeline_check.faults.runner import FaultRunner, targets_of
+
+        return FaultRunner(self.fault_steps, targets_of(self.config, self.stack), self.clock, self.notes.note)
+
+    def _freshness_limit(self) -> float:
+        """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the
+        run's own freshness threshold (the first ``e2e.<stat> <``, whole run or after the faults), else 30 s."""
+        for t in self.thresholds:
+            if t.metric.startswith("e2e.") and t.window in (None, "after") and t.op in ("<", "<="):
+                return t.value
+        return 30.0
+
+    def _adopt_source_symbols(self) -> None:
+        """Canaries ride the symbols the injector chose at start, when it chose (a feed's canaries riding
+        the symbols its subscribers follow, known only once they subscribed); optional injector hook."""
+        chosen = getattr(self.injector, "canary_symbols", None)
+        symbols: tuple[str, ...] | None = chosen() if chosen is not None else None
+        if symbols:
+            self.factory.use_symbols(symbols)
+            self._coverage_caveat = (
+                f"canaries rode the symbols the source chose ({', '.join(symbols)}), "
+                "not symbols chosen to cover every partition"
+            )
+
+    async def _watch(
+        self,
+        injecting: asyncio.Task[InjectionStats],
+        tasks: list[asyncio.Task[object]],
+        faulting: asyncio.Task[None] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Progress until every stage holds every canary and the settle window passed, or the drain
+        deadline after injection (and the faults) ended."""
+        next_progress = 0.0
+        faults_ended = -math.inf  # when the last fault was undone: the batch interval is measured after it
+        drain_deadline: float | None = None
+        settle_until: float | None = None
+        while True:
+            await asyncio.sleep(TICK)
+            for task in tasks:
+                if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+            now = self.clock.now()
+            for note in self.notes.notes():
+                yield note
+            if now >= next_progress:
+                next_progress = now + PROGRESS_EVERY
+                for event in self._progress():
+                    yield event
+            if not injecting.done() or (faulting is not None and not faulting.done()):
+                continue
+            faults_ended = now if faulting is not None and faults_ended < 0 else faults_ended
+            if drain_deadline is None:
+                drain_deadline = now + self.load.drain_timeout
+            if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
+                self._settle = self._settle_window(faults_ended)
+                settle_until = now + self._settle
+            if settle_until is not None and now >= settle_until:
+                return
+            if settle_until is None and now >= drain_deadline:
+                missing = {s: self.book.injected - self.book.reached(s) for s in self.route.stages}
+                self.notes.note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
+                return
+
+    def _settle_window(self, since: float) -> float:
+        """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the
+        last stage after ``since`` (a pipeline that commits every 5 s may re-append its last batch 5 s
+        later; the gap a fault made says nothing of that)."""
+        if self.load.settle is not None:
+            return self.load.settle
+        arrivals = np.unique(self.book.first_seen(self.route.final))
+        arrivals = arrivals[~np.isnan(arrivals) & (arrivals > since)]
+        gap = float(np.diff(arrivals).max()) if len(arrivals) > 1 else 0.0
+        return max(MIN_SETTLE, 2 * gap)
+
+    def _progress(self) -> Iterable[Event]:
+        yield Injected(
+            sent=self.pacing.sent,
+            total=self.pacing.count,
+            background=self.pacing.background,
+            achieved_rate=self.pacing.achieved_rate(self.clock.now()),
+        )
+        for stage in self.route.stages:
+            yield Observed(stage, self.book.reached(stage), self.book.injected)
+
+
+class Dispatcher:
+    """Feeds events to handlers; an aborted run still reaches every handler as ``RunAborted``, and
+    every handler is closed once, whatever happened."""
+
+    def __init__(self, handlers: Iterable[Handler]) -> None:
+        self.handlers = list(handlers)
+        self._ended = False
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RunFinished | RunAborted):
+            self._ended = True
+        for handler in self.handlers:
+            handler.handle(event)
+
+    def abort(self, exc: BaseException) -> None:
+        if not self._ended:
+            self.handle(aborted(exc))
+
+    def close(self) -> None:
+        for handler in self.handlers:
+            handler.close()
+
+
+def aborted(exc: BaseException) -> RunAborted:
+    """The ``RunAborted`` event for an exception that ended a run."""
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return RunAborted("interrupted (Ctrl-C)", ExitCode.INTERRUPTED)
+    if isinstance(exc, PipelineCheckError):
+        return RunAborted(str(exc), exc.exit_code)
+    return RunAborted(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL_ERROR)
+
+
+class EventSource(Protocol):
+    """A run of any kind: injected (:class:`Run`), with production gates, or passive."""
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+
+async def drive(make: Callable[[], EventSource], handlers: Iterable[Handler] = ()) -> RunFinished:
+    """Feed a run's events to ``handlers`` (an aborted run still reaches them as ``RunAborted``); the
+    final event."""
+    dispatcher = Dispatcher(handlers)
+    finished: RunFinished | None = None
+    try:
+        async for event in make().events():
+            dispatcher.handle(event)
+            if isinstance(event, RunFinished):
+                finished = event
+    except BaseException as exc:
+        dispatcher.abort(exc)
+        raise
+    finally:
+        dispatcher.close()
+    if finished is None:
+        raise RuntimeError("the run ended without a verdict")
+    return finished
+
+
+def make_run(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    *,
+    passive: bool = False,
+    allow_inconclusive: bool = False,
+    stack: Services | None = None,
+) -> EventSource:
+    """The run ``scenario`` asks for: passive (nothing injected), injected with the production gates
+    (API response times, an API load, the contract), or plainly injected. Each kind is imported only
+    when a config asks for it."""
+    if config.is_passive(scenario, passive):
+        from pipeline_check.runs.passive import PassiveRun
+
+        return PassiveRun(config, scenario, allow_inconclusive=allow_inconclusive)
+    thresholds = config.thresholds_for(scenario)
+    if config.load_for(scenario).api_concurrency or any(t.series or t.kind == "contract" for t in thresholds):
+        from pipeline_check.runs.gated import GatedRun
+
+        return GatedRun(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
+    return Run(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
+
+
+async def run_async(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    handlers: Iterable[Handler] = (),
+    *,
+    passive: bool = False,
+    allow_inconclusive: bool = False,
+    stack: Services | None = None,
+) -> Outcome:
+    """Run one scenario, feeding every event to ``handlers``; returns the outcome. ``stack`` is the
+    driver a scenario's faults act through (default: the one its ``[faults]`` section names)."""
+    finished = await drive(
+        lambda: make_run(config, scenario, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack),
+        handlers,
+    )
+    return Outcome(finished)
+
+
+def run(
+    config: PipelineConfig,
+    scenario: str | None = None,
+    handlers: Iterable[Handler] = (),
+    *,
+    passive: bool = False,
+    allow_inconclusive: bool = False,
+    stack: Services | None = None,
+) -> Outcome:
+    """Synchronous :func:`run_async`."""
+    return asyncio.run(
+        run_async(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack)
+    )
