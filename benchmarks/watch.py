@@ -148,13 +148,14 @@ thresholds = ["e2e.p99 < {freshness}", "lost == 0", "duplicates == 0"]
 def _watch(config: str, **settings: Any) -> Any:
     """A Watch over the bench plugins (registered in this process)."""
     from pipeline_check.config import load_config
+    from pipeline_check.runs.plan import Plan
     from pipeline_check.runs.watch import Watch, WatchSettings
 
     INJECTORS.add("bench", f"{__name__}:BenchSource")
     PROBES.add("bench", f"{__name__}:BenchStage")
     path = Path(tempfile.mkdtemp()) / "pipeline.toml"
     path.write_text(config)
-    return Watch(load_config(path, {}), WatchSettings(listen="127.0.0.1:0", **settings))
+    return Watch(Plan.build(load_config(path, {})), WatchSettings(listen="127.0.0.1:0", **settings))
 
 
 def measure_memory() -> dict[str, Any]:

@@ -7,6 +7,7 @@ internal error's traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -230,7 +231,8 @@ def validate(
     """
     from pipeline_check.config import find_config, load_config
     from pipeline_check.reporting import build_handlers
-    from pipeline_check.runs.injected import run
+    from pipeline_check.runs.driver import run_plan
+    from pipeline_check.runs.plan import Plan
 
     path = find_config(config_path)
     env = dict(os.environ)
@@ -242,16 +244,19 @@ def validate(
         env.update(local.spec.exports)
     # every setting and report path is checked before the stack starts or anything is injected
     loaded = load_config(path, env)
-    passive = loaded.is_passive(scenario, passive)
-    if passive and (count is not None or rate is not None):
+    plan = Plan.build(
+        loaded, scenario, passive=passive, thresholds=thresholds, allow_inconclusive=allow_inconclusive,
+        count=count, rate=rate,
+    )  # fmt: skip
+    if plan.passive and (count is not None or rate is not None):
         raise click.UsageError("--count and --rate set what is injected, and a passive run injects nothing")
-    config = loaded.with_overrides(scenario, thresholds=thresholds, passive=passive, count=count, rate=rate)
+    paths = plan.config.report
     handlers = build_handlers(
         out,
-        json_path or config.report.json_path,
-        junit_path or config.report.junit,
+        json_path or paths.json_path,
+        junit_path or paths.junit,
         live=out.is_terminal,
-        html_path=html_path or config.report.html,
+        html_path=html_path or paths.html,
     )
     started: list[str] = []
     try:
@@ -259,7 +264,7 @@ def validate(
             for report in local.up():
                 started.append(report.name)
                 out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
-        outcome = run(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=local)
+        outcome = asyncio.run(run_plan(plan, handlers, stack=local))
     finally:
         if local is not None and started:  # a stack that was already up is left as it was
             local.down(started)
@@ -278,11 +283,7 @@ def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, j
     Exit 0 when the stages hold it, 1 on a difference (each one listed) or when a part had nothing to
     check, 2 for bad settings or unreachable endpoints. With --snapshot, print what the stages hold now.
     """
-    import asyncio
-    import time
-
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.core.errors import ConfigError
     from pipeline_check.reporting import build_handlers
 
     path = find_config(config_path)
@@ -293,8 +294,8 @@ def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, j
 
         click.echo(to_toml(asyncio.run(take(config, int(time.time() * 1000))), path.name), nl=False)
         return
-    from pipeline_check.runs.injected import drive
-    from pipeline_check.runs.passive import contract_run
+    from pipeline_check.runs.driver import drive, make_run
+    from pipeline_check.runs.plan import Plan
 
     if not config.contract:
         raise ConfigError(
@@ -302,7 +303,7 @@ def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, j
             f"declare one; `pipeline-check contract --snapshot -c {path}` prints a start",
         )  # fmt: skip
     handlers = build_handlers(out, json_path, junit_path, live=False)
-    finished = asyncio.run(drive(lambda: contract_run(config), handlers))
+    finished = asyncio.run(drive(lambda: make_run(Plan.contract_check(config)), handlers))
     raise SystemExit(int(finished.exit_code))
 
 
@@ -335,10 +336,11 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
     that cannot be reached at startup (later outages are measured, not fatal).
     """
     from pipeline_check.config import find_config, load_config
+    from pipeline_check.runs.plan import Plan
     from pipeline_check.runs.watch import WatchSettings, WindowVerdict, run_watch
     from pipeline_check.verdict.status import Status
 
-    config = load_config(find_config(config_path))
+    plan = Plan.build(load_config(find_config(config_path)))
     settings = WatchSettings(
         rate=rate, window=_seconds("--window", window), grace=_seconds("--grace", grace), listen=listen
     )
@@ -352,7 +354,7 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
         out.print(escape(text + (f"; not passed: {failed}" if failed else "")), soft_wrap=True)
 
     run_watch(
-        config,
+        plan,
         settings,
         on_listening=listening,
         on_note=lambda note: err.print(f"note: {escape(mask_text(note))}", soft_wrap=True),

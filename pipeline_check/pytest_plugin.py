@@ -21,7 +21,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pipeline_check.config import PipelineConfig
-    from pipeline_check.runs.injected import Outcome
+    from pipeline_check.runs.driver import Outcome
     from pipeline_check.stack.local import LocalStack
     from pipeline_check.verdict.events import Handler
 
@@ -188,7 +188,8 @@ def validator(
     naming each failed check with observed vs threshold."""
     from pipeline_check.core.asyncutil import run_sync
     from pipeline_check.reporting.junit import figures
-    from pipeline_check.runs.injected import run_async
+    from pipeline_check.runs.driver import run_plan
+    from pipeline_check.runs.plan import Plan
 
     def run_validation(
         scenario: str | None = None,
@@ -198,12 +199,12 @@ def validator(
         handlers: Iterable[Handler] = (),
         **load: Any,
     ) -> Outcome:
-        settings = (config or pipeline_config).with_overrides(scenario, thresholds=thresholds, **load)
+        plan = Plan.build(config or pipeline_config, scenario, thresholds=thresholds, **load)
         stack = None
-        if scenario is not None and settings.scenario(scenario).faults:
+        if plan.faults:
             # a scenario's faults act through the session's own stack driver, which then knows what changed
             stack = request.getfixturevalue("pipeline_stack").local
-        outcome = run_sync(run_async(settings, scenario, handlers, stack=stack))
+        outcome = run_sync(run_plan(plan, handlers, stack=stack))
         for name, value in figures(outcome.finished).items():
             record_property(name, value)
         return outcome

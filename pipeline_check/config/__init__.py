@@ -331,10 +331,7 @@ class PipelineConfig(_Model):
         scenario's; each must suit the mode."""
         stages = self.stage_names()
         if scenario is not None and self.is_passive(scenario) != passive:
-            raise ConfigError(
-                "--scenario", scenario, 'is a passive scenario (mode = "passive"): it injects nothing',
-                "run it with `pipeline-check validate --scenario NAME` (pipeline_check.runs.passive)",
-            )  # fmt: skip
+            raise injects_nothing(scenario)
         chosen = self.scenario(scenario) if scenario is not None else None
         if chosen is not None and not chosen.inherit_thresholds:
             texts = []
@@ -434,6 +431,14 @@ class PipelineConfig(_Model):
             s["name"]: {"type": s["type"], "upstream": s["upstream"], **s["settings"]} for s in data["stages"]
         }
         return redact(data)  # type: ignore[no-any-return]
+
+
+def injects_nothing(scenario: str | None) -> ConfigError:
+    """The error for a passive scenario run as an injected one."""
+    return ConfigError(
+        "--scenario", scenario, 'is a passive scenario (mode = "passive"): it injects nothing',
+        "run it with `pipeline-check validate --scenario NAME` (pipeline_check.runs.passive)",
+    )  # fmt: skip
 
 
 def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""An injected run that also judges the production gates: the API probe's response times
+"""The gated run: an injected run that also judges the production gates: the API probe's response times
 (``api.response``), the API under ``load.api_concurrency`` concurrent queries, and the contract.
 
 It is the engine's run with those thresholds held back from the engine and judged when it finishes;
@@ -15,9 +15,9 @@ from typing import Any
 from pipeline_check.backends.api.load import ApiLoad, QueryMix, response_figures
 from pipeline_check.backends.api.probe import ApiProbe
 from pipeline_check.backends.api.reader import ApiReader
-from pipeline_check.config import PipelineConfig
 from pipeline_check.runs.contract import check_contract, contract_result
 from pipeline_check.runs.injected import Run
+from pipeline_check.runs.plan import Plan
 from pipeline_check.verdict.events import CheckFinished, Event, RunFinished, RunStarted
 from pipeline_check.verdict.response_times import ResponseTimes
 from pipeline_check.verdict.status import exit_code, verdict_of
@@ -27,12 +27,12 @@ LOOKBACK_MS = 10_000  # load windows may start this long before the run
 
 
 class GatedRun(Run):
-    """One injected run of ``config`` under ``scenario``, production gates included."""
+    """One injected run of ``plan``, production gates included."""
 
-    def __init__(self, config: PipelineConfig, scenario: str | None = None, **kwargs: Any) -> None:
-        super().__init__(config, scenario, **kwargs)
-        self.gated = [t for t in self.thresholds if t.series is not None or t.kind == "contract"]
-        self.thresholds = [t for t in self.thresholds if t not in self.gated]  # what the engine judges
+    def __init__(self, plan: Plan, **kwargs: Any) -> None:
+        super().__init__(plan, **kwargs)
+        self.gated = list(plan.gates)
+        self.thresholds = list(plan.checks)  # what the engine judges
         self.api = next((p for p in self.probes if isinstance(p, ApiProbe)), None)
         self.api_load = self._api_load()
 
@@ -95,7 +95,7 @@ class GatedRun(Run):
         done = dataclasses.replace(
             finished,
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.allow_inconclusive),
+            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             responses=response_figures(responses, self.api_load, e2e) if self.api is not None else None,
             contract=contract,

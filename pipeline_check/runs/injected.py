@@ -1,8 +1,10 @@
-"""Runs a scenario: start probes, inject, wait on deadlines, settle, stop, evaluate; yields events.
+"""The injected run (the engine): start probes, inject, wait on deadlines, drain and settle, stop,
+evaluate; yields events.
 
-The engine knows injectors and probes only through their protocols and registries (imported only for
-the types the config names), and handlers only through events, so the CLI, the pytest plugin and
-library callers share one code path.
+The engine knows injectors and probes only through their protocols and the capability registry (imported
+only for the types the config names), and handlers only through events. It takes a
+:class:`~pipeline_check.runs.plan.Plan` and judges ``plan.thresholds`` (a gated run narrows them to the
+plan's checks). The drain and settle logic is :meth:`Run._watch` and :meth:`Run._settle_window`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,19 +23,17 @@ from pipeline_check.backends.probe import PROBES, Probe, ProbeContext
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
-from pipeline_check.config import PipelineConfig
+from pipeline_check.config import injects_nothing
 from pipeline_check.core.clock import Clock
-from pipeline_check.core.errors import ExitCode, PipelineCheckError, VerdictFailed
 from pipeline_check.runs.pacing import Pacing, inject
+from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.events import (
     CheckFinished,
     Event,
-    Handler,
     Injected,
     NoteBuffer,
     Observed,
-    RunAborted,
     RunFinished,
     RunStarted,
 )
@@ -50,58 +49,16 @@ PROGRESS_EVERY = 0.5
 MIN_SETTLE = 2.0  # seconds; at least twice the longest gap between deliveries at the last stage
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of a run for library callers: the final event, its exit code, and the trace book."""
-
-    finished: RunFinished
-
-    @property
-    def book(self) -> TraceBook:
-        """Every canary's observations (an injected run's; a passive run has none)."""
-        if self.finished.book is None:
-            raise ValueError("a passive run injects no canary: it has no trace book")
-        return self.finished.book
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return self.finished.exit_code
-
-    def result(self, threshold: str) -> CheckResult:
-        """The result of the check with this threshold text."""
-        for result in self.finished.results:
-            if result.threshold == threshold:
-                return result
-        raise KeyError(f"no check {threshold!r}; checks: {[r.threshold for r in self.finished.results]}")
-
-    def check(self) -> None:
-        """Raise ``VerdictFailed`` (an ``AssertionError``) naming each check that keeps the gate closed,
-        with its status and observed vs threshold."""
-        failed = self.finished.failed
-        if failed:
-            lines = [f"{len(failed)} of {len(self.finished.results)} SLA checks did not pass:"]
-            lines += [f"  {r.threshold}: {r.status.label}, observed {r.observed_text} ({r.detail})" for r in failed]
-            raise VerdictFailed("\n".join(lines))
-
-
 class Run:
-    """One validation run of ``config`` under ``scenario``; iterate ``events()`` once."""
+    """One injected run of ``plan``; iterate ``events()`` once."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        scenario: str | None = None,
-        *,
-        clock: Clock | None = None,
-        allow_inconclusive: bool = False,
-        stack: Services | None = None,
-    ) -> None:
-        self.config = config
-        self.scenario = scenario
-        self.allow_inconclusive = allow_inconclusive
-        self.load = config.load_for(scenario)
-        self.thresholds = config.thresholds_for(scenario)
-        self.fault_steps = config.scenario(scenario).faults if scenario is not None else ()
+    def __init__(self, plan: Plan, *, clock: Clock | None = None, stack: Services | None = None) -> None:
+        if plan.passive:
+            raise injects_nothing(plan.scenario)
+        self.plan = plan
+        self.config = config = plan.config
+        self.load = plan.load
+        self.thresholds = list(plan.thresholds)
         self.stack = stack  # the driver faults act through (default: the one [faults] names)
         self.clock = clock or Clock()
         self.run_id = RunId.new(self.clock.wall(self.clock.now()))
@@ -147,7 +104,7 @@ class Run:
         began = self.clock.now()
         yield RunStarted(
             run_id=str(self.run_id),
-            scenario=self.scenario,
+            scenario=self.plan.scenario,
             source=self.config.source.type,
             stages=self.route.stages,
             count=self.load.count,
@@ -225,7 +182,7 @@ class Run:
         verdict = verdict_of([r.status for r in results])
         finished = RunFinished(
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.allow_inconclusive),
+            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             summary=summary,
             resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
@@ -250,11 +207,11 @@ class Run:
 
     def _fault_runner(self) -> FaultRunner | None:
         """The scenario's faults, wired to what they act on; None without faults."""
-        if not self.fault_steps:
+        if not self.plan.faults:
             return None
         from pipeline_check.faults.runner import FaultRunner, targets_of
 
-        return FaultRunner(self.fault_steps, targets_of(self.config, self.stack), self.clock, self.notes.note)
+        return FaultRunner(self.plan.faults, targets_of(self.config, self.stack), self.clock, self.notes.note)
 
     def _freshness_limit(self) -> float:
         """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the
@@ -335,117 +292,3 @@ class Run:
         )
         for stage in self.route.stages:
             yield Observed(stage, self.book.reached(stage), self.book.injected)
-
-
-class Dispatcher:
-    """Feeds events to handlers; an aborted run still reaches every handler as ``RunAborted``, and
-    every handler is closed once, whatever happened."""
-
-    def __init__(self, handlers: Iterable[Handler]) -> None:
-        self.handlers = list(handlers)
-        self._ended = False
-
-    def handle(self, event: Event) -> None:
-        if isinstance(event, RunFinished | RunAborted):
-            self._ended = True
-        for handler in self.handlers:
-            handler.handle(event)
-
-    def abort(self, exc: BaseException) -> None:
-        if not self._ended:
-            self.handle(aborted(exc))
-
-    def close(self) -> None:
-        for handler in self.handlers:
-            handler.close()
-
-
-def aborted(exc: BaseException) -> RunAborted:
-    """The ``RunAborted`` event for an exception that ended a run."""
-    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-        return RunAborted("interrupted (Ctrl-C)", ExitCode.INTERRUPTED)
-    if isinstance(exc, PipelineCheckError):
-        return RunAborted(str(exc), exc.exit_code)
-    return RunAborted(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL_ERROR)
-
-
-class EventSource(Protocol):
-    """A run of any kind: injected (:class:`Run`), with production gates, or passive."""
-
-    def events(self) -> AsyncIterator[Event]: ...
-
-
-async def drive(make: Callable[[], EventSource], handlers: Iterable[Handler] = ()) -> RunFinished:
-    """Feed a run's events to ``handlers`` (an aborted run still reaches them as ``RunAborted``); the
-    final event."""
-    dispatcher = Dispatcher(handlers)
-    finished: RunFinished | None = None
-    try:
-        async for event in make().events():
-            dispatcher.handle(event)
-            if isinstance(event, RunFinished):
-                finished = event
-    except BaseException as exc:
-        dispatcher.abort(exc)
-        raise
-    finally:
-        dispatcher.close()
-    if finished is None:
-        raise RuntimeError("the run ended without a verdict")
-    return finished
-
-
-def make_run(
-    config: PipelineConfig,
-    scenario: str | None = None,
-    *,
-    passive: bool = False,
-    allow_inconclusive: bool = False,
-    stack: Services | None = None,
-) -> EventSource:
-    """The run ``scenario`` asks for: passive (nothing injected), injected with the production gates
-    (API response times, an API load, the contract), or plainly injected. Each kind is imported only
-    when a config asks for it."""
-    if config.is_passive(scenario, passive):
-        from pipeline_check.runs.passive import PassiveRun
-
-        return PassiveRun(config, scenario, allow_inconclusive=allow_inconclusive)
-    thresholds = config.thresholds_for(scenario)
-    if config.load_for(scenario).api_concurrency or any(t.series or t.kind == "contract" for t in thresholds):
-        from pipeline_check.runs.gated import GatedRun
-
-        return GatedRun(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
-    return Run(config, scenario, allow_inconclusive=allow_inconclusive, stack=stack)
-
-
-async def run_async(
-    config: PipelineConfig,
-    scenario: str | None = None,
-    handlers: Iterable[Handler] = (),
-    *,
-    passive: bool = False,
-    allow_inconclusive: bool = False,
-    stack: Services | None = None,
-) -> Outcome:
-    """Run one scenario, feeding every event to ``handlers``; returns the outcome. ``stack`` is the
-    driver a scenario's faults act through (default: the one its ``[faults]`` section names)."""
-    finished = await drive(
-        lambda: make_run(config, scenario, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack),
-        handlers,
-    )
-    return Outcome(finished)
-
-
-def run(
-    config: PipelineConfig,
-    scenario: str | None = None,
-    handlers: Iterable[Handler] = (),
-    *,
-    passive: bool = False,
-    allow_inconclusive: bool = False,
-    stack: Services | None = None,
-) -> Outcome:
-    """Synchronous :func:`run_async`."""
-    return asyncio.run(
-        run_async(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=stack)
-    )

@@ -1,5 +1,5 @@
 """Passive runs: inject nothing, sample each stage for ``passive.window``, judge freshness, lag, API
-response times and the contract; and the entry points that pick a passive or an injected run.
+response times and the contract.
 
 Every ``passive.interval`` each stage's sampler looks once (all at the same time). A stage is
 *active* when new data arrived there during the window, *stale* when none did while data arrived
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,11 @@ import numpy as np
 from pipeline_check.backends.api.load import ApiLoad, QueryMix, response_figures
 from pipeline_check.backends.api.reader import ApiReader
 from pipeline_check.backends.sampler import SAMPLERS, Reading, Sampler, SamplerContext
-from pipeline_check.config import PipelineConfig, StageSection
+from pipeline_check.config import StageSection
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.runs.contract import check_contract, contract_result, symbols_of
+from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.stages import SOURCE
 from pipeline_check.verdict.events import CheckFinished, Event, Note, NoteBuffer, RunFinished, RunStarted
 from pipeline_check.verdict.figures import ContractFigures, PassiveFigures, StageSeries
@@ -36,11 +37,9 @@ from pipeline_check.verdict.thresholds import (
     PASSIVE_FAMILIES,
     CheckResult,
     Series,
-    Threshold,
     evaluate_series,
     format_value,
     latency_stats,
-    parse_threshold,
 )
 
 PROGRESS_EVERY = 5.0  # seconds between progress notes
@@ -73,22 +72,13 @@ class StageLooks:
 
 
 class PassiveRun:
-    """One passive run of ``config`` (``scenario``: a passive one); iterate ``events()`` once.
-    ``thresholds`` replaces the configured ones (``contract`` alone checks the contract, sampling nothing)."""
+    """One passive run of ``plan``; iterate ``events()`` once. A plan judging ``contract`` alone checks the
+    contract, sampling nothing (:meth:`Plan.contract_check <pipeline_check.runs.plan.Plan.contract_check>`)."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        scenario: str | None = None,
-        *,
-        thresholds: Iterable[Threshold] | None = None,
-        clock: Clock | None = None,
-        allow_inconclusive: bool = False,
-    ) -> None:
-        self.config = config
-        self.scenario = scenario
-        self.thresholds = list(thresholds) if thresholds is not None else config.thresholds_for(scenario, passive=True)
-        self.allow_inconclusive = allow_inconclusive
+    def __init__(self, plan: Plan, *, clock: Clock | None = None) -> None:
+        self.plan = plan
+        self.config = config = plan.config
+        self.thresholds = list(plan.thresholds)
         self.clock = clock or Clock()
         self.notes = NoteBuffer()
         self.responses = ResponseTimes()  # every API request of the samplers and the contract check
@@ -111,7 +101,7 @@ class PassiveRun:
                 window=self.window,
             )
             self.samplers.append((section, SAMPLERS.get(section.type)(section.settings, ctx)))
-        self.load = self._api_load(config.load_for(scenario).api_concurrency) if self.samplers else None
+        self.load = self._api_load(plan.load.api_concurrency) if self.samplers else None
         self.finished: RunFinished | None = None
 
     def _api_load(self, concurrency: int) -> ApiLoad | None:
@@ -131,7 +121,7 @@ class PassiveRun:
         began = self.clock.now()
         yield RunStarted(
             run_id=f"passive-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
-            scenario=self.scenario,
+            scenario=self.plan.scenario,
             source="none (passive)",
             stages=tuple(section.name for section, _ in self.samplers),
             count=0,
@@ -174,7 +164,7 @@ class PassiveRun:
         freshness = {name: latency_stats(s.samples) for name, s in series.items() if name.startswith("freshness.")}
         self.finished = RunFinished(
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.allow_inconclusive),
+            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             summary=None,
             resolution={section.name: self.interval for section, _ in self.samplers},
@@ -331,11 +321,3 @@ def _latest(looks: dict[str, StageLooks]) -> str:
             if values:
                 parts.append(f"{family}.{stage} {format_value(values[-1], PASSIVE_FAMILIES[family])}")
     return ", ".join(parts) or "no value yet"
-
-
-# -- entry points ------------------------------------------------------------------------------------------
-
-
-def contract_run(config: PipelineConfig) -> PassiveRun:
-    """A run that checks the contract only (``pipeline-check contract``)."""
-    return PassiveRun(config, thresholds=[parse_threshold("contract", config.stage_names(), "contract")])

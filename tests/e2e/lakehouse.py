@@ -16,7 +16,7 @@ from pyiceberg.table import Table
 from pipeline_check.canary.tags import RunId
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.asyncutil import run_sync
-from pipeline_check.runs.injected import Outcome, run_async
+from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import profile_file
 

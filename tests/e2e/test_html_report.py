@@ -20,7 +20,7 @@ from pipeline_check.pytest_plugin import Validator
 from pipeline_check.reporting import HtmlReporter, JsonReporter
 from pipeline_check.reporting.html import FaultWindow
 from pipeline_check.reporting.plotdata import MAX_DOTS
-from pipeline_check.runs.injected import Outcome, run_async
+from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.verdict.events import Handler
 from tests.support import memory
 

@@ -26,8 +26,9 @@ from pipeline_check.pytest_plugin import PipelineStack
 from pipeline_check.reporting import ConsoleReporter, JsonReporter
 from pipeline_check.runs.contract import check_contract
 from pipeline_check.runs.contract_snapshot import snapshot, to_toml
-from pipeline_check.runs.injected import drive, run_async
-from pipeline_check.runs.passive import PassiveRun, contract_run
+from pipeline_check.runs.driver import drive, run_async
+from pipeline_check.runs.passive import PassiveRun
+from pipeline_check.runs.plan import Plan
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.verdict.contract_spec import StageContract
 from pipeline_check.verdict.events import RunFinished
@@ -109,7 +110,7 @@ def test_validate_passive_fails_naming_the_stage_and_its_age_when_the_consumer_s
     config = passive(
         pipeline_config, 8.0, "freshness.kafka.max < 10s", "freshness.iceberg.max < 5s", "lag.consumer.max < 5s"
     )
-    done = run_sync(drive(lambda: PassiveRun(config)))
+    done = run_sync(drive(lambda: PassiveRun(Plan.build(config, passive=True))))
     found = checks(done)
     assert found["freshness.kafka.max < 10s"].status == Status.PASSED  # the feed still fills the topic
     iceberg = found["freshness.iceberg.max < 5s"]
@@ -138,7 +139,7 @@ def test_validate_passive_is_inconclusive_when_the_feed_stops(
     config = passive(
         pipeline_config, 5.0, "freshness.kafka.max < 60s", "freshness.api.max < 5m", "lag.consumer.max < 30s"
     )
-    done = run_sync(drive(lambda: PassiveRun(config)))
+    done = run_sync(drive(lambda: PassiveRun(Plan.build(config, passive=True))))
     assert {r.status for r in done.results} == {Status.INCONCLUSIVE}, [(r.threshold, r.detail) for r in done.results]
     assert all("looks idle" in r.detail for r in done.results)
     assert done.verdict == Status.INCONCLUSIVE and done.exit_code == ExitCode.VERDICT_FAILED
@@ -222,7 +223,8 @@ def test_the_contract_shows_a_readable_diff_when_prices_are_doubles(
         }
     )
     out = io.StringIO()
-    done = run_sync(drive(lambda: contract_run(config), [ConsoleReporter(Console(file=out, width=240), live=False)]))
+    console = ConsoleReporter(Console(file=out, width=240), live=False)
+    done = run_sync(drive(lambda: PassiveRun(Plan.contract_check(config)), [console]))
     result = checks(done)["contract"]
     assert result.status == Status.FAILED and done.exit_code == ExitCode.VERDICT_FAILED
     assert result.detail.splitlines() == [

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline_check.config import PipelineConfig
 from pipeline_check.pytest_plugin import PipelineStack, Validator
-from pipeline_check.runs.injected import Outcome
+from pipeline_check.runs.driver import Outcome
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import without_throughput

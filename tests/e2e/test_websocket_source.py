@@ -29,7 +29,7 @@ from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.errors import EndpointError
 from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.pytest_plugin import free_ports
-from pipeline_check.runs.injected import Outcome, run_async
+from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.verdict.status import Status
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.reporting import JsonReporter, JUnitReporter
-from pipeline_check.runs.injected import Outcome, run
+from pipeline_check.runs.driver import Outcome, run
 from pipeline_check.verdict import thresholds as sla
 from pipeline_check.verdict.events import Event, RunAborted, RunFinished
 from pipeline_check.verdict.status import Status
@@ -192,7 +192,7 @@ def test_a_run_without_an_iceberg_stage_never_imports_pyiceberg(tmp_path: Path) 
         "from pathlib import Path\n"
         "from tests.support import memory\n"
         "from pipeline_check.config import load_config\n"
-        "from pipeline_check.runs.injected import run\n"
+        "from pipeline_check.runs.driver import run\n"
         "memory.register()\n"
         f"run(load_config(Path({str(path)!r}), {{}}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyiceberg', 'aiokafka', 'pyarrow')))\n"

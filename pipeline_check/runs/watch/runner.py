@@ -26,11 +26,11 @@ from pipeline_check.backends.injector import INJECTORS, Injector, InjectorContex
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import MAX_SEQ, RunId
 from pipeline_check.canary.trades import Trade, TradeFactory
-from pipeline_check.config import PipelineConfig
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.reporting.json import check_dict, iso_utc, json_safe
 from pipeline_check.runs.pacing import MAX_BACKLOG
+from pipeline_check.runs.plan import Plan
 from pipeline_check.runs.watch.generation import ProbeSet
 from pipeline_check.runs.watch.metrics import WatchMetrics
 from pipeline_check.runs.watch.notes import Notes
@@ -76,21 +76,22 @@ def generation_size(rate: float, seconds: float) -> int:
 
 
 class Watch:
-    """A continuous canary over ``config``'s pipeline; ``run(stop)`` until ``stop`` is set."""
+    """A continuous canary over the pipeline of ``plan``, judging its thresholds over a sliding window;
+    ``run(stop)`` until ``stop`` is set."""
 
     def __init__(
         self,
-        config: PipelineConfig,
+        plan: Plan,
         settings: WatchSettings = WatchSettings(),
         *,
         on_note: Callable[[str], None] | None = None,
         on_verdict: Callable[[WindowVerdict], None] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.config = config
+        self.config = config = plan.config
         self.settings = settings
         self.clock = clock or Clock()
-        self.thresholds = config.thresholds_for(None)
+        self.thresholds = list(plan.thresholds)
         self.lost_after = loss_deadline(self.thresholds, settings.grace)
         capacity = ring_capacity(settings.rate, settings.window, self.lost_after)
         if capacity > MAX_RING:
@@ -382,7 +383,7 @@ class Watch:
 
 
 def run_watch(
-    config: PipelineConfig,
+    plan: Plan,
     settings: WatchSettings,
     *,
     on_listening: Callable[[str], None] | None = None,
@@ -390,7 +391,7 @@ def run_watch(
     on_verdict: Callable[[WindowVerdict], None] | None = None,
 ) -> None:
     """Watch until SIGTERM or SIGINT, then stop cleanly (also when the signal comes during startup)."""
-    watch = Watch(config, settings, on_note=on_note, on_verdict=on_verdict)
+    watch = Watch(plan, settings, on_note=on_note, on_verdict=on_verdict)
 
     async def main() -> None:
         stop = asyncio.Event()
