@@ -199,7 +199,8 @@ def book_for(config: PipelineConfig, count: int) -> TraceBook:
 
 def probe_for(config: PipelineConfig, stage: str, book: TraceBook) -> Probe:
     """The probe ``config`` names for ``stage``, wired to ``book`` as the engine wires it."""
-    from pipeline_check.backends.probe import PROBES, ProbeContext
+    from pipeline_check.backends.capabilities import PROBES
+    from pipeline_check.backends.probe import ProbeContext
 
     section = config.stage(stage)
     if section is None:

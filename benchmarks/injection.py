@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import ROOT, Figure, book_for, create_topic, free_ports, java_tool, number
-from pipeline_check.backends.injector import INJECTORS, Injector, InjectorContext
+from pipeline_check.backends.capabilities import INJECTORS
+from pipeline_check.backends.injector import Injector, InjectorContext
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.config import PipelineConfig

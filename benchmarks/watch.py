@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from benchmarks.common import ROOT, Figure
-from pipeline_check.backends.injector import INJECTORS, InjectorContext
-from pipeline_check.backends.probe import PROBES, ProbeContext, Ref
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import InjectorContext
+from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.trades import TRADE_FIELDS, Trade
 from pipeline_check.core.plugins import PluginSettings
 

@@ -1,7 +1,8 @@
-"""The Injector protocol and the registry of injector types; the engine sees only this module.
+"""The Injector protocol; the engine sees only this module and the capability registry.
 
 Adding an injector: one module with a class that has a ``Settings`` model and the methods of
-:class:`Injector`, plus one line in ``INJECTORS`` (or an entry point in ``pipeline_check.injectors``).
+:class:`Injector`, plus one line in :data:`~pipeline_check.backends.capabilities.INJECTORS` (or an entry point
+in ``pipeline_check.injectors``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from pipeline_check.canary.trades import Trade
 from pipeline_check.core.clock import Clock
-from pipeline_check.core.plugins import PluginSettings, Registry
+from pipeline_check.core.plugins import PluginSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +51,3 @@ class Injector(Protocol):
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
-
-
-INJECTORS: Registry[Injector] = Registry(
-    "injector",
-    "pipeline_check.injectors",
-    {
-        "websocket": "pipeline_check.backends.websocket.injector:WebSocketInjector",
-        "kafka": "pipeline_check.backends.kafka.injector:KafkaInjector",
-    },
-)

@@ -1,9 +1,10 @@
-"""The Probe protocol, what a probe may tell and ask the run (:class:`Recorder`), and the registry of
-probe types. The engine sees only this module.
+"""The Probe protocol and what a probe may tell and ask the run (:class:`Recorder`). The engine sees only
+this module and the capability registry.
 
 Adding a probe: one module with a class that has a ``Settings`` model (a
-:class:`~pipeline_check.core.plugins.PluginSettings`) and the methods of :class:`Probe`, plus one line in
-``PROBES`` below (or, from another distribution, an entry point in the ``pipeline_check.probes`` group).
+:class:`~pipeline_check.core.plugins.PluginSettings`) and the methods of :class:`Probe`, registered as a stage
+type's ``probe`` in :mod:`pipeline_check.backends.capabilities` (or, from another distribution, an entry
+point in the ``pipeline_check.probes`` group).
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.canary.tags import RunId
 from pipeline_check.core.clock import Clock
-from pipeline_check.core.plugins import PluginSettings, Registry
+from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.trace.book import Ref
+from pipeline_check.verdict.response_times import ResponseTimes
 
-__all__ = ["PROBES", "Probe", "ProbeContext", "Recorder", "Ref"]
+__all__ = ["Probe", "ProbeContext", "Recorder", "Ref", "TimedProbe"]
 
 
 class Recorder(Protocol):
@@ -111,13 +113,8 @@ class Probe(Protocol):
         ...
 
 
-PROBES: Registry[Probe] = Registry(
-    "probe",
-    "pipeline_check.probes",
-    {
-        "kafka_topic": "pipeline_check.backends.kafka.topic_probe:KafkaTopicProbe",
-        "consumer_group": "pipeline_check.backends.kafka.group_probe:ConsumerGroupProbe",
-        "iceberg": "pipeline_check.backends.iceberg.probe:IcebergProbe",
-        "api": "pipeline_check.backends.api.probe:ApiProbe",
-    },
-)
+@runtime_checkable
+class TimedProbe(Protocol):
+    """A probe that times every request it makes (the API probe): ``api.response`` judges these times."""
+
+    responses: ResponseTimes

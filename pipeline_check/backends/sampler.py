@@ -1,4 +1,4 @@
-"""The Sampler protocol and the registry of sampler types, keyed like the probes.
+"""The Sampler protocol: a stage type's passive sampler.
 
 A sampler looks at one stage from the outside, like a probe, but follows no canary: each ``sample``
 reads how fresh the stage's data is by the pipeline's own timestamps (broker times, snapshot times,
@@ -6,8 +6,9 @@ event-time columns and fields). It takes the stage's own settings model, so ``[s
 a probe and a sampler alike.
 
 Adding a sampler: a class with ``Settings`` (the probe type's settings model), ``provides`` (the series
-families it gives, see :data:`pipeline_check.verdict.thresholds.PASSIVE_FAMILIES`) and the methods of :class:`Sampler`,
-plus one line in ``SAMPLERS`` (or an entry point in the ``pipeline_check.samplers`` group).
+families it gives, see :data:`pipeline_check.verdict.thresholds.PASSIVE_FAMILIES`) and the methods of
+:class:`Sampler`, registered as its stage type's ``sampler`` in :mod:`pipeline_check.backends.capabilities` (or an
+entry point in the ``pipeline_check.samplers`` group).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pipeline_check.core.clock import Clock
-from pipeline_check.core.plugins import PluginSettings, Registry
+from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.verdict.response_times import ResponseTimes
 
 
@@ -72,15 +73,3 @@ class Sampler(Protocol):
     async def sample(self) -> Reading: ...
 
     async def close(self) -> None: ...
-
-
-SAMPLERS: Registry[Sampler] = Registry(
-    "sampler",
-    "pipeline_check.samplers",
-    {
-        "kafka_topic": "pipeline_check.backends.kafka.topic_sampler:KafkaTopicSampler",
-        "consumer_group": "pipeline_check.backends.kafka.group_sampler:ConsumerGroupSampler",
-        "iceberg": "pipeline_check.backends.iceberg.sampler:IcebergSampler",
-        "api": "pipeline_check.backends.api.sampler:ApiSampler",
-    },
-)

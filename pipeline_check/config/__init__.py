@@ -21,19 +21,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
+from pipeline_check.backends.capabilities import INJECTORS, PROBES, STAGE_TYPES
 from pipeline_check.core.durations import Duration, NonNegativeDuration
 from pipeline_check.core.errors import ConfigError, PluginError
 from pipeline_check.core.plugins import PluginSettings, Registry
 from pipeline_check.core.redaction import redact
 from pipeline_check.faults.steps import FaultStep, FaultTargets, Owned
+from pipeline_check.reporting.registry import REPORTERS
 from pipeline_check.trace.stages import BUILTIN, SOURCE, Route
-from pipeline_check.verdict.contract_spec import PARTS, StageContract
+from pipeline_check.verdict.contract_spec import StageContract
 from pipeline_check.verdict.thresholds import (
     API_RESPONSE,
     DEFAULT_THRESHOLDS,
@@ -144,10 +149,34 @@ class PassiveConfig(_Model):
         return self.interval if self.interval is not None else max(0.05, self.window / 150)
 
 
-class ReportConfig(_Model):
-    json_path: Path | None = Field(default=None, alias="json")
-    junit: Path | None = None
-    html: Path | None = None
+class ReportConfig(RootModel[dict[str, Path]]):
+    """``[report]``: a path per file reporter (``json``, ``junit``, ``html``, or one a plugin registers)."""
+
+    model_config = ConfigDict(frozen=True)
+    root: dict[str, Path] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            file = (info.context or {}).get("file", "pipeline.toml")
+            known = REPORTERS.in_order()
+            for key, value in data.items():
+                if key not in known:
+                    setting = f"{file}: report.{key}"
+                    raise ConfigError(
+                        setting, redact(value, key), "is not a known setting", _choices(key, sorted(known))
+                    )
+        return data
+
+    @model_serializer(mode="wrap")
+    def _every_reporter(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        given: dict[str, Any] = handler(self)
+        return {name: given.get(name) for name in REPORTERS.in_order()}
+
+    def path(self, name: str) -> Path | None:
+        """Where reporter ``name`` writes, when set."""
+        return self.root.get(name)
 
 
 BUILTIN_SCENARIOS = {
@@ -169,26 +198,16 @@ BUILTIN_SCENARIOS = {
 }
 
 
-def _injectors() -> Registry[Any]:
-    from pipeline_check.backends.injector import INJECTORS
-
-    return INJECTORS
-
-
-def _probes() -> Registry[Any]:
-    from pipeline_check.backends.probe import PROBES
-
-    return PROBES
-
-
 def sampled_families(probe_type: str) -> tuple[str, ...]:
     """The series a passive run samples at a stage of ``probe_type`` (none without a sampler)."""
-    from pipeline_check.backends.sampler import SAMPLERS
+    sampler = STAGE_TYPES.sampler(probe_type)
+    return sampler.provides if sampler is not None else ()
 
-    if probe_type not in SAMPLERS.names():
-        return ()
-    provides: tuple[str, ...] = SAMPLERS.get(probe_type).provides
-    return provides
+
+def contract_parts(probe_type: str) -> tuple[str, ...]:
+    """The ``[contract]`` parts a stage of ``probe_type`` can hold (none without a contract reader)."""
+    reader = STAGE_TYPES.contract(probe_type)
+    return reader.parts if reader is not None else ()
 
 
 class PipelineConfig(_Model):
@@ -262,14 +281,14 @@ class PipelineConfig(_Model):
                     raise ConfigError(f"{setting}.{name}", name, "is not a configured stage", _choices(name, names))
         for name, spec in self.contract.items():
             kind = self.stage(name).type  # type: ignore[union-attr]  # checked just above
-            allowed = PARTS.get(kind, ())
+            allowed = contract_parts(kind)
             for part in spec.parts():
                 if part not in allowed:
                     raise ConfigError(
                         f"contract.{name}.{part}", kind,
                         f"a stage of type {kind} holds {' and '.join(allowed) or 'no contract part'}",
                         f"declare {part} on a stage of type "
-                        + " or ".join(t for t, parts in PARTS.items() if part in parts),
+                        + " or ".join(t for t in STAGE_TYPES.names() if part in contract_parts(t)),
                     )  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------------
@@ -277,6 +296,11 @@ class PipelineConfig(_Model):
     @property
     def route(self) -> Route:
         return Route.of({s.name: (s.upstream, s.branch) for s in self.stages})
+
+    @property
+    def query_symbols(self) -> tuple[str, ...]:
+        """The symbols a passive run's looks and load and the contract check ask an API about."""
+        return self.passive.symbols or self.messages.background_symbols
 
     def stage(self, name: str) -> StageSection | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -368,7 +392,7 @@ class PipelineConfig(_Model):
                 setting, t.text, "is sampled by passive runs only",
                 'move it to [passive] thresholds or to a scenario with mode = "passive"',
             )  # fmt: skip
-        if t.series == API_RESPONSE and not any(s.type == "api" for s in self.stages):
+        if t.series == API_RESPONSE and not any(STAGE_TYPES.offers(s.type, "load") for s in self.stages):
             raise ConfigError(setting, t.text, "times the API, and no stage is of type api", "configure [stages.api]")
         if t.passive_only and t.series is not None:
             family, stage = t.series.split(".")
@@ -458,11 +482,11 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
     resolved: dict[str, Any] = {}
     if not isinstance(raw_source, SourceSection):
         kind = str(raw_source.get("type", "websocket"))
-        cls = _plugin(_injectors(), kind, f"{file}: source.type")
+        cls = _plugin(INJECTORS, kind, f"{file}: source.type")
         body = _inherited(cls.Settings, {k: v for k, v in raw_source.items() if k != "type"}, data)
         raw_source = SourceSection(type=kind, settings=_validate(cls.Settings, body, file, ("source",)))
         resolved["source"] = raw_source
-    sent = _injectors().get(raw_source.type).sent_fields(raw_source.settings)
+    sent = INJECTORS.get(raw_source.type).sent_fields(raw_source.settings)
     resolved_stages: list[StageSection] = []
     for name, raw in raw_stages.items():
         where = f"{file}: stages.{name}"
@@ -485,7 +509,7 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}.upstream", upstream, "is not a stage", f"use source or one of {', '.join(raw_stages)}"
             )
-        cls = _plugin(_probes(), str(probe), f"{where}.type")
+        cls = _plugin(PROBES, str(probe), f"{where}.type")
         body = _inherited(cls.Settings, {k: v for k, v in raw.items() if k not in _GENERIC_STAGE_KEYS}, data)
         settings = _validate(cls.Settings, body, file, ("stages", name))
         branch = bool(raw.get("branch", known.branch if known else False))
@@ -499,7 +523,7 @@ def _resolve_sections(data: dict[str, Any], file: str) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"{file}: stages", list(raw_stages), str(exc), "fix the stages' upstream settings") from None
     for section in resolved_stages:
-        needs = getattr(_probes().get(section.type), "needs_upstream_refs", False)
+        needs = getattr(PROBES.get(section.type), "needs_upstream_refs", False)
         if needs and route.upstream[section.name] == SOURCE:
             raise ConfigError(
                 f"{file}: stages.{section.name}",

@@ -1,6 +1,6 @@
-"""Plugin registries: built-in injectors and probes by import path (imported only when a config names
-them), third-party ones from entry-point groups. A name offered twice is an error naming both origins;
-a plugin that fails to load raises, it is never skipped."""
+"""Plugin registries: built-in implementations by import path (imported only when first asked for: a config
+naming them), third-party ones from entry-point groups, in-process ones by :meth:`Registry.add`. A name
+offered twice is an error naming both origins; a plugin that fails to load raises, it is never skipped."""
 
 from __future__ import annotations
 
@@ -28,11 +28,15 @@ class PluginSettings(BaseModel):
 
 
 class Registry(Generic[T]):
-    """Named implementations of one kind (injectors, probes)."""
+    """Named implementations of one kind (probes, injectors, reporters, dialects...). Each is a class: with
+    a ``Settings`` model when a config section configures it, else with the attributes ``needs`` names."""
 
-    def __init__(self, kind: str, group: str, builtins: Mapping[str, str]) -> None:
+    def __init__(
+        self, kind: str, group: str, builtins: Mapping[str, str], *, needs: tuple[str, ...] | None = None
+    ) -> None:
         self.kind = kind
         self.group = group
+        self.needs = needs
         self._builtins = dict(builtins)  # name -> "module:attribute"
         self._loaded: dict[str, type[T]] = {}
         self._entry_points: dict[str, EntryPoint] | None = None
@@ -53,6 +57,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._plugins()})
+
+    def in_order(self) -> list[str]:
+        """Built-in and in-process names in the order they were registered, then third-party ones by name."""
+        return [*self._builtins, *sorted(set(self._plugins()) - set(self._builtins))]
 
     def _load(self, name: str) -> type[T]:
         plugins = self._plugins()
@@ -92,6 +100,10 @@ class Registry(Generic[T]):
         return self._entry_points
 
     def _checked(self, name: str, cls: object, origin: str) -> type[T]:
+        if self.needs is not None:
+            if not isinstance(cls, type) or any(not hasattr(cls, attribute) for attribute in self.needs):
+                raise PluginError(f"{self.kind} {name!r} from {origin} is not a class with {', '.join(self.needs)}")
+            return cls
         settings = getattr(cls, "Settings", None)
         if not isinstance(cls, type) or not (isinstance(settings, type) and issubclass(settings, PluginSettings)):
             raise PluginError(

@@ -12,12 +12,13 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pipeline_check.backends.api.load import ApiLoad, QueryMix, response_figures
-from pipeline_check.backends.api.probe import ApiProbe
-from pipeline_check.backends.api.reader import ApiReader
-from pipeline_check.runs.contract import check_contract, contract_result
+from pipeline_check.backends.capabilities import STAGE_TYPES
+from pipeline_check.backends.load import Load, QueryMix, response_figures
+from pipeline_check.backends.probe import TimedProbe
+from pipeline_check.runs.contract import check_contract
 from pipeline_check.runs.injected import Run
 from pipeline_check.runs.plan import Plan
+from pipeline_check.verdict.contract_diff import contract_result
 from pipeline_check.verdict.events import CheckFinished, Event, RunFinished, RunStarted
 from pipeline_check.verdict.response_times import ResponseTimes
 from pipeline_check.verdict.status import exit_code, verdict_of
@@ -33,13 +34,15 @@ class GatedRun(Run):
         super().__init__(plan, **kwargs)
         self.gated = list(plan.gates)
         self.thresholds = list(plan.checks)  # what the engine judges
-        self.api = next((p for p in self.probes if isinstance(p, ApiProbe)), None)
+        self.api = next((p for p in self.probes if isinstance(p, TimedProbe)), None)
         self.api_load = self._api_load()
 
-    def _api_load(self) -> ApiLoad | None:
-        section = next((s for s in self.config.stages if s.type == "api"), None)
-        if not self.load.api_concurrency or section is None:
+    def _api_load(self) -> Load | None:
+        """The load on the first stage whose type offers one (an API), with ``load.api_concurrency`` workers."""
+        found = next(((s, c) for s in self.config.stages if (c := STAGE_TYPES.load(s.type)) is not None), None)
+        if not self.load.api_concurrency or found is None:
             return None
+        section, load = found
         messages, clock = self.config.messages, self.clock
         since = clock.wall_ms(clock.now()) - LOOKBACK_MS
         mix = QueryMix(
@@ -48,8 +51,7 @@ class GatedRun(Run):
             now_ms=lambda: clock.wall_ms(clock.now()),
         )
         tags = (self.run_id.lo, self.run_id.hi)
-        reader = ApiReader(section.settings, section.name, ResponseTimes(), tags=tags)  # type: ignore[arg-type]
-        return ApiLoad(reader, self.load.api_concurrency, mix, seed=self.load.seed)
+        return load(section.settings, section.name, self.load.api_concurrency, mix, seed=self.load.seed, tags=tags)
 
     async def events(self) -> AsyncIterator[Event]:
         load, stopped = self.api_load, False

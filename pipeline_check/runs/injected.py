@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline_check.backends.injector import INJECTORS, Injector, InjectorContext
-from pipeline_check.backends.probe import PROBES, Probe, ProbeContext
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import Injector, InjectorContext
+from pipeline_check.backends.probe import Probe, ProbeContext
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory

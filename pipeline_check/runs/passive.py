@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline_check.backends.api.load import ApiLoad, QueryMix, response_figures
-from pipeline_check.backends.api.reader import ApiReader
-from pipeline_check.backends.sampler import SAMPLERS, Reading, Sampler, SamplerContext
+from pipeline_check.backends.capabilities import STAGE_TYPES
+from pipeline_check.backends.load import Load, QueryMix, response_figures
+from pipeline_check.backends.sampler import Reading, Sampler, SamplerContext
 from pipeline_check.config import StageSection
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
-from pipeline_check.runs.contract import check_contract, contract_result, symbols_of
+from pipeline_check.runs.contract import check_contract
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.contract_diff import contract_result
 from pipeline_check.verdict.events import CheckFinished, Event, Note, NoteBuffer, RunFinished, RunStarted
 from pipeline_check.verdict.figures import ContractFigures, PassiveFigures, StageSeries
 from pipeline_check.verdict.response_times import ResponseTimes
@@ -84,11 +85,12 @@ class PassiveRun:
         self.responses = ResponseTimes()  # every API request of the samplers and the contract check
         self.window = config.passive.window
         self.interval = config.passive.sample_interval
-        self.symbols = symbols_of(config)
+        self.symbols = config.query_symbols
         sampling = any(t.series is not None for t in self.thresholds)
         self.samplers: list[tuple[StageSection, Sampler]] = []
         for section in config.stages if sampling else ():
-            if section.type not in SAMPLERS.names():
+            sampler = STAGE_TYPES.sampler(section.type)
+            if sampler is None:
                 self.notes.note(f"stage {section.name}: no passive sampler for type {section.type}; not sampled")
                 continue
             ctx = SamplerContext(
@@ -100,22 +102,23 @@ class PassiveRun:
                 event_time=config.passive.event_time.get(section.name),
                 window=self.window,
             )
-            self.samplers.append((section, SAMPLERS.get(section.type)(section.settings, ctx)))
+            self.samplers.append((section, sampler(section.settings, ctx)))
         self.load = self._api_load(plan.load.api_concurrency) if self.samplers else None
         self.finished: RunFinished | None = None
 
-    def _api_load(self, concurrency: int) -> ApiLoad | None:
-        section = next((s for s in self.config.stages if s.type == "api"), None)
-        if not concurrency or section is None:
+    def _api_load(self, concurrency: int) -> Load | None:
+        """The load on the first stage whose type offers one (an API), asking about the sampled window."""
+        found = next(((s, c) for s in self.config.stages if (c := STAGE_TYPES.load(s.type)) is not None), None)
+        if not concurrency or found is None:
             return None
+        section, load = found
         clock, window_ms = self.clock, int(self.window * 1000)
         mix = QueryMix(
             self.symbols,
             since_ms=lambda: clock.wall_ms(clock.now()) - window_ms,
             now_ms=lambda: clock.wall_ms(clock.now()),
         )
-        reader = ApiReader(section.settings, section.name, ResponseTimes())  # type: ignore[arg-type]
-        return ApiLoad(reader, concurrency, mix, seed=self.config.load.seed)
+        return load(section.settings, section.name, concurrency, mix, seed=self.config.load.seed)
 
     async def events(self) -> AsyncIterator[Event]:
         began = self.clock.now()

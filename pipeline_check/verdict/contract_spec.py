@@ -126,7 +126,3 @@ class StageContract(_Model):
     def parts(self) -> tuple[str, ...]:
         """The parts it declares: ``columns``, ``fields``, ``status``."""
         return tuple(name for name in ("columns", "fields", "status") if getattr(self, name))
-
-
-# which parts each probe type's stage can hold
-PARTS = {"iceberg": ("columns",), "kafka_topic": ("fields",), "api": ("fields", "status")}

@@ -17,8 +17,8 @@ from pipeline_check.config import load_config
 from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.pytest_plugin import Validator
-from pipeline_check.reporting import HtmlReporter, JsonReporter
-from pipeline_check.reporting.html import FaultWindow
+from pipeline_check.reporting.html import FaultWindow, HtmlReporter
+from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.reporting.plotdata import MAX_DOTS
 from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.verdict.events import Handler

@@ -23,9 +23,9 @@ from pipeline_check.config import PipelineConfig
 from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.core.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack
-from pipeline_check.reporting import ConsoleReporter, JsonReporter
-from pipeline_check.runs.contract import check_contract
-from pipeline_check.runs.contract_snapshot import snapshot, to_toml
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.runs.contract import check_contract, snapshot, to_toml
 from pipeline_check.runs.driver import drive, run_async
 from pipeline_check.runs.passive import PassiveRun
 from pipeline_check.runs.plan import Plan

@@ -22,7 +22,8 @@ from pydantic import Field
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from pipeline_check.backends.probe import PROBES, ProbeContext, Ref
+from pipeline_check.backends.capabilities import PROBES
+from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.coverage import partition_of
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.config import PipelineConfig, load_config

@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline_check.backends.injector import INJECTORS, InjectorContext
-from pipeline_check.backends.probe import PROBES, ProbeContext, Ref
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import InjectorContext
+from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.trades import TRADE_FIELDS, Trade
 from pipeline_check.core.errors import EndpointError

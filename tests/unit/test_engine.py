@@ -12,7 +12,8 @@ import pytest
 
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.errors import EndpointError, ExitCode
-from pipeline_check.reporting import JsonReporter, JUnitReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
 from pipeline_check.runs.driver import Outcome, run
 from pipeline_check.verdict import thresholds as sla
 from pipeline_check.verdict.events import Event, RunAborted, RunFinished

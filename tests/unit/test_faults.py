@@ -18,7 +18,7 @@ from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.faults.runner import FaultRunner, Targets
 from pipeline_check.faults.steps import FaultStep, FaultWindow
-from pipeline_check.reporting import JsonReporter
+from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.runs.driver import run
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.status import Status

@@ -18,9 +18,9 @@ from pipeline_check.canary.fidelity import FieldDiff
 from pipeline_check.cli import main
 from pipeline_check.config import load_config
 from pipeline_check.core.errors import ConfigError, ExitCode
-from pipeline_check.reporting import HtmlReporter, build_handlers
 from pipeline_check.reporting import plotdata as pd
-from pipeline_check.reporting.html import FaultWindow, render
+from pipeline_check.reporting.html import FaultWindow, HtmlReporter, render
+from pipeline_check.reporting.registry import build_handlers
 from pipeline_check.verdict.events import RunAborted
 from pipeline_check.verdict.status import Status
 from tests.support import memory
@@ -241,7 +241,7 @@ def test_reporter_writes_on_finish_and_checks_the_path_first(tmp_path: Path, los
     reporter.close()
     assert list(path.parent.iterdir()) == [path]  # written atomically
     assert not Page(path.read_text()).problems
-    kinds = [type(h).__name__ for h in build_handlers(None, None, None, html_path=tmp_path / "r.html")]
+    kinds = [type(h).__name__ for h in build_handlers(None, {"html": tmp_path / "r.html"})]
     assert kinds == ["HtmlReporter"]
 
 
@@ -273,7 +273,7 @@ def test_cli_html_option_and_report_setting(tmp_path: Path, capsys: pytest.Captu
     memory.register()
     config = tmp_path / "pipeline.toml"
     config.write_text(PIPELINE.format(extra="", report=f'[report]\nhtml = "{tmp_path / "from-config.html"}"\n'))
-    assert load_config(config, {}).report.html == tmp_path / "from-config.html"
+    assert load_config(config, {}).report.path("html") == tmp_path / "from-config.html"
     assert main(["validate", "-c", str(config)]) == ExitCode.VERDICT_FAILED  # canary 3 is dropped
     page = Page((tmp_path / "from-config.html").read_text())
     assert page.series["timeline"]["never arrived"] == 1 and page.series["lost"] == {"stuck": 2}

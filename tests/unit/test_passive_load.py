@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pipeline_check.backends.api.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
-from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
+from pipeline_check.backends.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
 from pipeline_check.verdict.response_times import ResponseTimes
 
 

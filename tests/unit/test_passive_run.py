@@ -14,11 +14,14 @@ from typing import ClassVar
 import pytest
 from rich.console import Console
 
-from pipeline_check.backends.sampler import SAMPLERS, Reading, SamplerContext
+from pipeline_check.backends.capabilities import SAMPLERS
+from pipeline_check.backends.sampler import Reading, SamplerContext
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.errors import ConfigError, ExitCode
 from pipeline_check.core.plugins import PluginSettings
-from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
 from pipeline_check.runs.driver import drive
 from pipeline_check.runs.injected import Run
 from pipeline_check.runs.passive import PassiveRun

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline_check.backends.probe import PROBES
+from pipeline_check.backends.capabilities import PROBES
 from pipeline_check.canary.tags import parse
 from pipeline_check.config import load_config
 from pipeline_check.core.polling import poll

@@ -1,96 +1,53 @@
-"""Delete canary rows from the pipeline's Iceberg table: one run's, or every run's.
+"""The ``iceberg`` cleanup: delete canary rows from the pipeline's Iceberg table, one run's or every run's.
 
-Canary tags of one run form one range (``tags``: ``2**62 | run << 26 | seq``), every canary's tag is at or
-above ``2**62``, real trade ids are far below it, so a range filter on the tag column selects exactly the
-canaries. :func:`plan` counts them per run (a filtered scan: file statistics skip every other file);
-:func:`delete` commits one Iceberg delete with that filter (pyiceberg drops files holding only canaries in a
-``delete`` snapshot and rewrites the others without them in an ``overwrite`` one, both in the same commit, each
-marked with ``pipeline-check.cleanup``), retrying when a writer committed in between, and counts what is left. The Kafka
-topic keeps its canaries until retention removes them; the API shows what the table holds.
+A range filter on the tag column selects exactly the canaries
+(:class:`~pipeline_check.backends.cleanup.Selection`). :func:`plan` counts them per run (a filtered scan:
+file statistics skip every other file); :func:`delete` commits one Iceberg delete with that filter (pyiceberg
+drops files holding only canaries in a ``delete`` snapshot and rewrites the others without them in an
+``overwrite`` one, both in the same commit, each marked with ``pipeline-check.cleanup``), retrying when a
+writer committed in between, and counts what is left. The Kafka topic keeps its canaries until retention
+removes them; the API shows what the table holds.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from pipeline_check.canary.tags import CANARY_BIT, MAX_RUN, SEQ_BITS, RunId
+from pipeline_check.backends.cleanup import Deleted, Found, Selection
+from pipeline_check.backends.iceberg.probe import IcebergSettings, open_table
+from pipeline_check.canary.tags import MAX_RUN, SEQ_BITS, RunId
 from pipeline_check.core.errors import ConfigError
+from pipeline_check.core.plugins import PluginSettings
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
 
-    from pipeline_check.backends.iceberg.probe import IcebergSettings
-    from pipeline_check.config import PipelineConfig
-
 COMMIT_ATTEMPTS = 5  # a writer committing between our read and our commit makes it fail; read again
 CLEANUP_PROPERTY = "pipeline-check.cleanup"  # on the delete snapshot: what was deleted
-_RUN = re.compile(r"^run-([0-9a-f]{1,10})$")
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The tag range to delete: ``[lo, hi]``."""
+class IcebergCleanup:
+    """Deletes canary rows from the stage's table by tag range, with one delete commit."""
 
-    lo: int
-    hi: int
-    label: str  # "run-1a2b3c4d" or "every canary"
+    Settings: ClassVar[type[PluginSettings]] = IcebergSettings
+    system: ClassVar[str] = "Iceberg"
 
-    @classmethod
-    def of_run(cls, text: str) -> Selection:
-        """The range of the run a report names (``run-1a2b3c4d``)."""
-        match = _RUN.match(text.strip().lower())
-        value = int(match.group(1), 16) if match else -1
-        if not 0 <= value <= MAX_RUN:
-            raise ConfigError("--run", text, "is not a run id", "give one as reports show it, e.g. run-167ad57ab")
-        run = RunId(value)
-        return cls(run.lo, run.hi, str(run))
+    def __init__(self, settings: IcebergSettings, where: str) -> None:
+        self.settings = settings
+        self.where = where
+        self.table: Table | None = None  # opened by plan()
 
-    @classmethod
-    def every_canary(cls) -> Selection:
-        return cls(CANARY_BIT, 2**63 - 1, "every canary")
+    def plan(self, selection: Selection) -> Found:
+        self.table, found = plan(self.settings, self.where, selection)
+        return found
 
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a cleanup deletes: canary rows per run, in run order."""
-
-    table: str
-    selection: Selection
-    rows_per_run: dict[RunId, int]
-
-    @property
-    def rows(self) -> int:
-        return sum(self.rows_per_run.values())
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    """A committed cleanup."""
-
-    snapshot_id: int | None
-    operation: str
-    rows: int  # deleted
-    left: int  # rows still in the range after the commit (a run still writing)
-
-
-def iceberg_settings(config: PipelineConfig) -> tuple[IcebergSettings, str]:
-    """The settings of the config's Iceberg stage and its section name."""
-    from pipeline_check.backends.iceberg.probe import IcebergSettings
-
-    for section in config.stages:
-        if isinstance(section.settings, IcebergSettings):
-            return section.settings, f"stages.{section.name}"
-    raise ConfigError(
-        "stages",
-        [s.name for s in config.stages],
-        "has no Iceberg stage",
-        "cleanup deletes canaries from an Iceberg table",
-    )
+    def delete(self, found: Found) -> Deleted:
+        if self.table is None:
+            raise RuntimeError("IcebergCleanup.delete before plan")
+        return delete(self.table, self.settings.tag_column, found)
 
 
 def _filter(column: str, selection: Selection) -> BooleanExpression:
@@ -104,11 +61,9 @@ def _tags(table: Table, column: str, selection: Selection) -> np.ndarray[tuple[i
     return np.asarray(scan.to_arrow().column(column).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def plan(settings: IcebergSettings, where: str, selection: Selection) -> tuple[Table, Plan]:
+def plan(settings: IcebergSettings, where: str, selection: Selection) -> tuple[Table, Found]:
     """The table and the canary rows ``selection`` holds there, per run (a read: nothing changes)."""
     from pyiceberg.types import IntegerType, LongType
-
-    from pipeline_check.backends.iceberg.probe import open_table
 
     table = open_table(settings, where)
     column = settings.tag_column
@@ -121,10 +76,10 @@ def plan(settings: IcebergSettings, where: str, selection: Selection) -> tuple[T
         )  # fmt: skip
     runs, counts = np.unique((_tags(table, column, selection) >> SEQ_BITS) & MAX_RUN, return_counts=True)
     per_run = {RunId(int(r)): int(c) for r, c in zip(runs, counts, strict=True)}
-    return table, Plan(settings.table, selection, per_run)
+    return table, Found(settings.table, selection, per_run)
 
 
-def delete(table: Table, column: str, plan: Plan) -> Deleted:
+def delete(table: Table, column: str, plan: Found) -> Deleted:
     """Commit the delete of ``plan``'s rows; a commit that lost a race with a writer is retried on fresh metadata."""
     from pyiceberg.exceptions import CommitFailedException
 

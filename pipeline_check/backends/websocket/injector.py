@@ -24,12 +24,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pipeline_check.backends.injector import InjectorContext
 from pipeline_check.backends.websocket import tls
 from pipeline_check.backends.websocket.dialect import Dialect
-from pipeline_check.backends.websocket.dialects import DIALECTS
+from pipeline_check.backends.websocket.dialects import DIALECTS, known_dialect
 from pipeline_check.backends.websocket.routing import SymbolSpreader
 from pipeline_check.backends.websocket.server import EXCHANGE, Connection, FeedServer
 from pipeline_check.backends.websocket.tls import TlsFiles
@@ -88,7 +88,7 @@ class TlsSettings(BaseModel):
 
 
 class WebSocketSettings(PluginSettings):
-    dialect: Literal["binance", "kraken"] = "binance"
+    dialect: Annotated[str, AfterValidator(known_dialect)] = "binance"  # a name in DIALECTS
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     path_prefix: str = "/"  # the paths ingestors may dial; the dialect refuses the ones it does not serve
@@ -108,13 +108,13 @@ class WebSocketInjector:
     @classmethod
     def sent_fields(cls, settings: WebSocketSettings) -> tuple[str, ...]:
         """The fields of the dialect's records, of every kind of stream it sends trades on."""
-        dialect = DIALECTS[settings.dialect]()
+        dialect = DIALECTS.get(settings.dialect)()
         return tuple(dict.fromkeys(k for kind in dialect.formats for k in dialect.record(_SAMPLE, kind)))
 
     def __init__(self, settings: WebSocketSettings, ctx: InjectorContext) -> None:
         self.source = settings
         self.note = ctx.note
-        self.dialect: Dialect = DIALECTS[settings.dialect]()
+        self.dialect: Dialect = DIALECTS.get(settings.dialect)()
         age = settings.max_connection_age
         self.server = FeedServer(
             self.dialect,

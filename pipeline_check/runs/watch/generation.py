@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pipeline_check.backends.probe import PROBES, Probe, ProbeContext, Ref
+from pipeline_check.backends.capabilities import PROBES
+from pipeline_check.backends.probe import Probe, ProbeContext, Ref
 from pipeline_check.config import PipelineConfig
 from pipeline_check.core.clock import Clock
 from pipeline_check.runs.watch.ring import CanaryRing, Generation, Ints

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_check.backends.injector import INJECTORS, Injector, InjectorContext
+from pipeline_check.backends.capabilities import INJECTORS
+from pipeline_check.backends.injector import Injector, InjectorContext
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import MAX_SEQ, RunId
 from pipeline_check.canary.trades import Trade, TradeFactory
