@@ -56,7 +56,8 @@ def measure(n: int) -> dict[str, Any]:
     from pipeline_check.core.clock import Clock
     from pipeline_check.trace.book import Ref, TraceBook
     from pipeline_check.trace.stages import BUILTIN, Route
-    from pipeline_check.verdict.summary import InjectionStats, measurements, summarise
+    from pipeline_check.verdict.measurements import measurements
+    from pipeline_check.verdict.summary import InjectionStats, summarise
 
     gc.collect()
     process = psutil.Process()

@@ -27,7 +27,7 @@ from pipeline_check.core.redaction import mask_text
 from pipeline_check.reporting.registry import REPORTERS, build_handlers
 
 if TYPE_CHECKING:
-    from pipeline_check.config import ReportConfig
+    from pipeline_check.config.sections import ReportConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,6 +13,7 @@ sampler     samples the stage's freshness for passive runs                   ``p
 contract    reads what the stage holds for ``[contract]`` and ``--snapshot``   ``pipeline_check.contracts``
 cleanup     deletes canaries from the stage (``pipeline-check cleanup``)      ``pipeline_check.cleanups``
 load        asks the stage what its users would, concurrently (API load)     ``pipeline_check.loads``
+lock        says which store the ``lock`` fault may hold (a SQLite catalog)   ``pipeline_check.locks``
 ==========  ===============================================================  ============================
 
 The run modes, the contract check, the config loader and the CLI ask this registry what a type offers;
@@ -31,6 +32,7 @@ from pipeline_check.backends.cleanup import Cleanup
 from pipeline_check.backends.contract import ContractReader
 from pipeline_check.backends.injector import Injector
 from pipeline_check.backends.load import Load
+from pipeline_check.backends.lock import Lock
 from pipeline_check.backends.probe import Probe
 from pipeline_check.backends.sampler import Sampler
 from pipeline_check.core.plugins import Registry
@@ -45,6 +47,7 @@ class StageType:
     contract: str | None = None
     cleanup: str | None = None
     load: str | None = None
+    lock: str | None = None
 
 
 BUILTIN_STAGE_TYPES: dict[str, StageType] = {
@@ -62,6 +65,7 @@ BUILTIN_STAGE_TYPES: dict[str, StageType] = {
         sampler="pipeline_check.backends.iceberg.sampler:IcebergSampler",
         contract="pipeline_check.backends.iceberg.contract:TableContract",
         cleanup="pipeline_check.backends.iceberg.cleanup:IcebergCleanup",
+        lock="pipeline_check.backends.iceberg.lock:CatalogLock",
     ),
     "api": StageType(
         probe="pipeline_check.backends.api.probe:ApiProbe",
@@ -78,6 +82,7 @@ CAPABILITIES: dict[str, tuple[str, str]] = {
     "contract": ("contract reader", "pipeline_check.contracts"),
     "cleanup": ("cleanup", "pipeline_check.cleanups"),
     "load": ("load", "pipeline_check.loads"),
+    "lock": ("lock", "pipeline_check.locks"),
 }
 
 
@@ -95,6 +100,7 @@ class StageTypes:
         self.contracts: Registry[ContractReader] = registry("contract")
         self.cleanups: Registry[Cleanup] = registry("cleanup")
         self.loads: Registry[Load] = registry("load")
+        self.locks: Registry[Lock] = registry("lock")
 
     def add(self, name: str, stage: StageType) -> None:
         """Offer a stage type in this process (beside a test suite or an application): one registration."""
@@ -123,6 +129,9 @@ class StageTypes:
     def load(self, name: str) -> type[Load] | None:
         return self.loads.get(name) if self.offers(name, "load") else None
 
+    def lock(self, name: str) -> type[Lock] | None:
+        return self.locks.get(name) if self.offers(name, "lock") else None
+
     def _registry(self, capability: str) -> Registry[Any]:
         registries: dict[str, Registry[Any]] = {
             "probe": self.probes,
@@ -130,6 +139,7 @@ class StageTypes:
             "contract": self.contracts,
             "cleanup": self.cleanups,
             "load": self.loads,
+            "lock": self.locks,
         }
         return registries[capability]
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -46,19 +45,4 @@ def poll(check: Callable[[], T | None], timeout: float, *, initial: float = 0.02
         if deadline.expired():
             return None
         time.sleep(min(interval, deadline.remaining()))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def apoll(
-    check: Callable[[], Awaitable[T | None]], timeout: float, *, initial: float = 0.02, cap: float = 0.5
-) -> T | None:
-    """Async twin of :func:`poll` for coroutines."""
-    deadline = Deadline.after(timeout)
-    for interval in intervals(initial, cap):
-        result = await check()
-        if result:
-            return result
-        if deadline.expired():
-            return None
-        await asyncio.sleep(min(interval, deadline.remaining()))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -19,7 +19,6 @@ A target the config does not own is refused when the file loads (exit 2).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,18 +80,6 @@ class FaultTargets(_Model):
     run_dir: Path | None = None  # where that stack runs (relative to the config's folder)
     toxiproxy: str | None = None  # a Toxiproxy API URL (default: the stack's)
     links: tuple[str, ...] = ()  # its proxies faults may act on (default: the stack's proxies)
-
-
-@dataclass(slots=True)
-class FaultWindow:
-    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds)."""
-
-    label: str
-    action: str
-    target: str
-    start: float
-    end: float = math.nan
-    output: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,10 @@ from pipeline_check.verdict.events import (
     RunStarted,
 )
 from pipeline_check.verdict.figures import PassiveFigures, ResponseFigures
+from pipeline_check.verdict.results import format_value
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.summary import RunSummary
-from pipeline_check.verdict.thresholds import PASSIVE_FAMILIES, format_value
+from pipeline_check.verdict.thresholds import PASSIVE_FAMILIES
 
 SHOWN = 5  # tags and field diffs listed per line before "…"
 STATS = ("p50", "p95", "p99", "max")

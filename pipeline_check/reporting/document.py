@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline_check.core.atomic_files import ensure_writable, write_atomically
 from pipeline_check.verdict.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
-from pipeline_check.verdict.thresholds import CheckResult
+from pipeline_check.verdict.results import CheckResult
 
 
 class DocumentReporter:

@@ -52,10 +52,10 @@ from typing import Any
 
 from pipeline_check.canary.tags import label
 from pipeline_check.reporting.document import DocumentReporter
-from pipeline_check.verdict.detection_power import upper_bound
+from pipeline_check.verdict.detection_power import CONFIDENCE, upper_bound
 from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.summary import RunSummary
-from pipeline_check.verdict.thresholds import CONFIDENCE, CheckResult
 
 SCHEMA_VERSION = 2
 MAX_DIFFS = 100

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.summary import RunSummary
-from pipeline_check.verdict.thresholds import CheckResult
 
 CLASSNAME = "pipeline-check.sla"
 PERCENTILES = ("p50", "p95", "p99")

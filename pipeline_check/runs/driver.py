@@ -14,7 +14,7 @@ from pipeline_check.core.errors import ExitCode, PipelineCheckError, VerdictFail
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.events import Event, Handler, RunAborted, RunFinished
-from pipeline_check.verdict.thresholds import CheckResult
+from pipeline_check.verdict.results import CheckResult
 
 if TYPE_CHECKING:
     from pipeline_check.faults.runner import Services

@@ -19,10 +19,12 @@ from pipeline_check.runs.contract import check_contract
 from pipeline_check.runs.injected import Run
 from pipeline_check.runs.plan import Plan
 from pipeline_check.verdict.contract_diff import contract_result
+from pipeline_check.verdict.evaluation import evaluate_series
 from pipeline_check.verdict.events import CheckFinished, Event, RunFinished, RunStarted
+from pipeline_check.verdict.measurements import Series
 from pipeline_check.verdict.response_times import ResponseTimes
 from pipeline_check.verdict.status import exit_code, verdict_of
-from pipeline_check.verdict.thresholds import API_RESPONSE, Series, evaluate_series
+from pipeline_check.verdict.thresholds import API_RESPONSE
 
 LOOKBACK_MS = 10_000  # load windows may start this long before the run
 

@@ -24,11 +24,12 @@ from pipeline_check.backends.probe import Probe, ProbeContext
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
-from pipeline_check.config import injects_nothing
+from pipeline_check.config.scenarios import injects_nothing
 from pipeline_check.core.clock import Clock
 from pipeline_check.runs.pacing import Pacing, inject
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.evaluation import evaluate
 from pipeline_check.verdict.events import (
     CheckFinished,
     Event,
@@ -38,9 +39,10 @@ from pipeline_check.verdict.events import (
     RunFinished,
     RunStarted,
 )
+from pipeline_check.verdict.measurements import measurements
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import exit_code, verdict_of
-from pipeline_check.verdict.summary import InjectionStats, measurements, summarise
-from pipeline_check.verdict.thresholds import CheckResult, evaluate
+from pipeline_check.verdict.summary import InjectionStats, summarise
 
 if TYPE_CHECKING:
     from pipeline_check.faults.runner import FaultRunner, Services
@@ -210,7 +212,8 @@ class Run:
         """The scenario's faults, wired to what they act on; None without faults."""
         if not self.plan.faults:
             return None
-        from pipeline_check.faults.runner import FaultRunner, targets_of
+        from pipeline_check.faults.runner import FaultRunner
+        from pipeline_check.runs.fault_targets import targets_of
 
         return FaultRunner(self.plan.faults, targets_of(self.config, self.stack), self.clock, self.notes.note)
 

@@ -23,25 +23,22 @@ import numpy as np
 from pipeline_check.backends.capabilities import STAGE_TYPES
 from pipeline_check.backends.load import Load, QueryMix, response_figures
 from pipeline_check.backends.sampler import Reading, Sampler, SamplerContext
-from pipeline_check.config import StageSection
+from pipeline_check.config.sections import StageSection
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.runs.contract import check_contract
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.stages import SOURCE
 from pipeline_check.verdict.contract_diff import contract_result
+from pipeline_check.verdict.evaluation import evaluate_series
 from pipeline_check.verdict.events import CheckFinished, Event, Note, NoteBuffer, RunFinished, RunStarted
 from pipeline_check.verdict.figures import ContractFigures, PassiveFigures, StageSeries
+from pipeline_check.verdict.measurements import Series
 from pipeline_check.verdict.response_times import ResponseTimes
+from pipeline_check.verdict.results import CheckResult, format_value
+from pipeline_check.verdict.statistics import latency_stats
 from pipeline_check.verdict.status import exit_code, verdict_of
-from pipeline_check.verdict.thresholds import (
-    PASSIVE_FAMILIES,
-    CheckResult,
-    Series,
-    evaluate_series,
-    format_value,
-    latency_stats,
-)
+from pipeline_check.verdict.thresholds import PASSIVE_FAMILIES
 
 PROGRESS_EVERY = 5.0  # seconds between progress notes
 TICK = 0.05  # how often the run passes notes on while sampling

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline_check.config import LoadConfig, PipelineConfig
+from pipeline_check.config import PipelineConfig
+from pipeline_check.config.sections import LoadConfig
 from pipeline_check.faults.steps import FaultStep
 from pipeline_check.verdict.thresholds import API_RESPONSE, CONTRACT, Threshold, parse_threshold
 

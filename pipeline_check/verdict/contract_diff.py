@@ -11,8 +11,9 @@ from typing import Any
 
 from pipeline_check.verdict.contract_spec import ColumnSpec, FieldSpec
 from pipeline_check.verdict.figures import ContractFigures, Difference
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
-from pipeline_check.verdict.thresholds import CONTRACT, CheckResult
+from pipeline_check.verdict.thresholds import CONTRACT
 
 SHOWN = 80  # characters of a value quoted in a difference
 _MISSING = object()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+CONFIDENCE = 0.95  # every bound pipeline-check reports is taken at this confidence
+
 
 def upper_bound(k: int, n: int, confidence: float = 0.95) -> float:
     """One-sided upper bound on the rate of an event seen ``k`` times in ``n`` trials (1.0 when n == 0)."""

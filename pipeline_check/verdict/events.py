@@ -15,9 +15,9 @@ from typing import Any, Protocol
 from pipeline_check.core.errors import ExitCode
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.figures import ContractFigures, PassiveFigures, ResponseFigures
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.summary import RunSummary
-from pipeline_check.verdict.thresholds import CheckResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipeline_check.verdict.thresholds import Floats, latency_stats
+from pipeline_check.verdict.statistics import Floats, latency_stats
 
 T = TypeVar("T")
 LIMIT = 200_000  # samples kept: a bounded memory whatever the run's length

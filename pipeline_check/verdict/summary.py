@@ -1,6 +1,6 @@
 """A run's figures, computed once from the trace book when it ends: per stage, end to end, what was
-lost and where it got stuck, copies, retractions, coverage of partitions, ordering, throughput; and the
-SLA engine's view of them (:class:`~pipeline_check.verdict.thresholds.Measurements`).
+lost and where it got stuck, copies, retractions, coverage of partitions, ordering, throughput, the faults'
+windows. The checks' view of them is :mod:`pipeline_check.verdict.measurements`.
 
 Every figure counts canaries exactly as the checks do: an undelivered canary is an infinitely late one
 in every latency percentile, so no figure contradicts its check.
@@ -16,19 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.canary.fidelity import FieldDiff
-from pipeline_check.faults.steps import FaultWindow
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.trace.stages import SOURCE
-from pipeline_check.verdict.thresholds import (
-    MIN_RECOVERY_CANARIES,
-    WINDOWS,
-    Measurements,
-    Recovery,
-    Tally,
-    ThroughputFigures,
-    latency_stats,
-)
-from pipeline_check.verdict.throughput import delivered_rate
+from pipeline_check.verdict.statistics import latency_stats
+from pipeline_check.verdict.thresholds import WINDOWS
+from pipeline_check.verdict.throughput import ThroughputFigures, delivered_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +68,18 @@ class InjectionStats:
         if self.pauses:
             return f"injection paused {self.pauses} times (a subscriber reconnecting, a stalled broker)"
         return None
+
+
+@dataclass(slots=True)
+class FaultWindow:
+    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds)."""
+
+    label: str
+    action: str
+    target: str
+    start: float
+    end: float = math.nan
+    output: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,72 +205,6 @@ def summarise(
     )
 
 
-def measurements(
-    summary: RunSummary,
-    book: TraceBook,
-    extra_min_samples: int = 0,
-    *,
-    faults: Collection[FaultWindow] = (),
-    freshness_limit: float = 30.0,
-) -> Measurements:
-    """The SLA engine's view of a run; ``freshness_limit`` is the e2e latency a canary must meet for the
-    pipeline to count as recovered after a fault."""
-    s = summary
-    latencies = {stage: book.hop_latencies(stage) for stage in book.stages}
-    latencies["e2e"] = book.latencies_since_injection(s.final)
-    for name, mask in window_masks(book, faults).items():
-        latencies[f"e2e[{name}]"] = latencies["e2e"][mask]
-        for stage in book.stages:
-            latencies[f"{stage}[{name}]"] = book.hop_latencies(stage, among=mask)
-    stuck = "; ".join(f"{len(tags)} stuck after {stage}" for stage, tags in s.stuck.items())
-    per_stage = ", ".join(f"{st.name}: {st.extra_copies}" for st in s.stages)
-    incomplete_detail = ", ".join(
-        f"{name}: {s.delivered - count:,} of {s.delivered:,} {_seen_verb(name)}" for name, count in s.incomplete.items()
-    )
-    tallies = {
-        "lost": Tally(s.lost, s.injected, f"{s.lost} of {s.injected} not delivered" + (f" ({stuck})" if stuck else "")),
-        "duplicates": Tally(s.duplicates, s.delivered, f"extra copies per stage: {per_stage}"),
-        "corrupted": Tally(
-            s.corrupted,
-            s.delivered,
-            f"{s.corrupted} canaries with differing fields",
-            inconclusive=None
-            if s.compared
-            else "no stage compares fields (set `fields` on a stage): nothing was compared",
-        ),
-        "retracted": Tally(
-            s.retracted,
-            s.delivered,
-            "seen, then gone, per stage: " + ", ".join(f"{st.name}: {st.retracted}" for st in s.stages),
-        ),
-        "incomplete": Tally(
-            s.incomplete_canaries,
-            s.delivered,
-            incomplete_detail or "no stage before the last one",
-            not_applicable=None if s.incomplete else f"only one stage ({s.final}) is probed",
-        ),
-        "out_of_order": Tally(
-            s.out_of_order or 0,
-            s.delivered,
-            f"judged at {s.order_stage}",
-            not_applicable=None
-            if s.out_of_order is not None
-            else "no probed stage shows an order the validator did not make itself (its own producer's offsets); "
-            "name an ordering column (stages.iceberg.order_column, stages.api.order_field)",
-        ),
-        "delivered": Tally(s.delivered, s.injected, f"{s.delivered} of {s.injected} delivered at {s.final}"),
-    }
-    return Measurements(
-        latencies=latencies,
-        tallies=tallies,
-        throughput=s.throughput,
-        coverage=_coverage_tally(s),
-        injected=s.injected,
-        extra_min_samples=extra_min_samples,
-        recovery=recovery(book, faults, freshness_limit) if faults else None,
-    )
-
-
 def window_masks(book: TraceBook, faults: Collection[FaultWindow]) -> dict[str, npt.NDArray[np.bool_]]:
     """Canaries sent before the first fault, during any, after the last (empty without faults)."""
     if not faults:
@@ -280,60 +218,9 @@ def window_masks(book: TraceBook, faults: Collection[FaultWindow]) -> dict[str, 
     return {name: masks[name] for name in WINDOWS}
 
 
-def recovery(book: TraceBook, faults: Collection[FaultWindow], limit: float) -> Recovery:
-    """Per fault, seconds from its end to the first canary sent after it (before the next fault) that
-    met ``limit``, every later one meeting it too; the slowest of them."""
-    sent = book.first_seen(SOURCE)
-    e2e = book.latencies_since_injection(book.route.final)
-    windows = sorted(faults, key=lambda w: w.start)
-    worst, parts = 0.0, []
-    for i, w in enumerate(windows):
-        if math.isnan(w.end):
-            return Recovery(math.inf, f"{w.label} was never undone", None)
-        until = windows[i + 1].start if i + 1 < len(windows) else np.inf
-        after = (sent > w.end) & (sent < until)
-        if after.sum() < MIN_RECOVERY_CANARIES:
-            return Recovery(
-                math.nan,
-                "",
-                f"{int(after.sum())} canaries sent after {w.label} ended (need {MIN_RECOVERY_CANARIES}): "
-                "inject for longer after the fault",
-            )
-        order = np.argsort(sent[after])
-        times, late = sent[after][order], e2e[after][order] > limit
-        bad = np.flatnonzero(late)
-        first_good = int(bad[-1]) + 1 if len(bad) else 0
-        seconds = math.inf if first_good == len(late) else max(0.0, float(times[first_good] - w.end))
-        worst = max(worst, seconds)
-        shown = "never" if math.isinf(seconds) else f"{seconds:.1f}s"
-        parts.append(f"{w.label}: {shown}")
-    return Recovery(worst, f"fresh again (e2e <= {limit:g}s for every canary from then on) after " + "; ".join(parts))
-
-
 def _fault(book: TraceBook, w: FaultWindow) -> FaultSummary:
     t0 = float(np.nanmin(book.first_seen(SOURCE))) if book.injected else w.start
     return FaultSummary(w.label, w.action, w.target, w.start - t0, w.end - t0, w.output)
-
-
-def _seen_verb(stage: str) -> str:
-    return "committed" if stage == "consumer" else f"seen at {stage}"
-
-
-def _coverage_tally(s: RunSummary) -> Tally:
-    sharded = [st for st in s.stages if st.shards]
-    if not sharded:
-        return Tally(0, 0, "", not_applicable="no probed stage has partitions")
-    empty = [(st.name, c.shard) for st in sharded for c in st.shards if c.seen == 0]
-    total = sum(len(st.shards) for st in sharded)
-    parts = "; ".join(
-        f"{st.name}: " + ", ".join(f"p{c.shard} {c.seen} seen/{c.delivered} delivered" for c in st.shards)
-        for st in sharded
-    )
-    if empty:
-        names = ", ".join(f"{stage} partition {shard}" for stage, shard in empty)
-        why = "; canaries never reached them: does the pipeline key records by something else than the symbol?"
-        return Tally(len(empty), total, f"no canary in {names}{why} ({parts})")
-    return Tally(0, total, parts)
 
 
 def _stage(book: TraceBook, stage: str, delivered: np.ndarray) -> StageSummary:

@@ -54,6 +54,21 @@ class Estimate:
     tail_upper: float | None = None  # the tail rate's upper 95 % bound
 
 
+@dataclass(frozen=True, slots=True)
+class ThroughputFigures:
+    """Delivered throughput as the estimator found it (:func:`delivered_rate`), for the report and the checks."""
+
+    delivered: float  # canaries/s over the whole run
+    tail: float | None  # over the last part of the run (a late slowdown), when it has enough points
+    injected_rate: float  # what the validator achieved
+    steps: int  # distinct arrival times at the last stage
+    detail: str
+    limited: str | None = None  # why the validator, not the pipeline, set the pace
+    span: float = 0.0  # seconds over which the delivered canaries were sent
+    interval: float = 0.0  # the pipeline's batch interval, seconds (throughput.batch_interval)
+    tail_upper: float | None = None  # the upper 95 % bound of ``tail``
+
+
 def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
     """The estimate for canaries sent at ``sent`` and first seen at the last stage at ``arrivals``
     (delivered ones only; monotonic seconds)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.reporting.registry import REPORTERS
 from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
-from pipeline_check.verdict.thresholds import CheckResult
+from pipeline_check.verdict.results import CheckResult
 
 
 def register() -> None:

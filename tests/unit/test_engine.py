@@ -15,9 +15,9 @@ from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.reporting.junit import JUnitReporter
 from pipeline_check.runs.driver import Outcome, run
-from pipeline_check.verdict import thresholds as sla
 from pipeline_check.verdict.events import Event, RunAborted, RunFinished
 from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import DEFAULT_THRESHOLDS
 from tests.support import memory
 
 BASE = """
@@ -83,7 +83,7 @@ def statuses(outcome: Outcome) -> dict[str, Status]:
 def test_a_clean_run_passes_every_default_check(tmp_path: Path) -> None:
     events = Recorder()
     cfg = config(tmp_path)
-    cfg = cfg.model_copy(update={"sla": cfg.sla.model_copy(update={"thresholds": sla.DEFAULT_THRESHOLDS})})
+    cfg = cfg.model_copy(update={"sla": cfg.sla.model_copy(update={"thresholds": DEFAULT_THRESHOLDS})})
     outcome = run(cfg.with_overrides(None, count=300, rate=100), handlers=[events])
     assert outcome.exit_code == ExitCode.OK, outcome.finished.results
     s = statuses(outcome)

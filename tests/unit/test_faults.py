@@ -17,12 +17,13 @@ from pipeline_check.config import load_config
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.faults.runner import FaultRunner, Targets
-from pipeline_check.faults.steps import FaultStep, FaultWindow
+from pipeline_check.faults.steps import FaultStep
 from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.runs.driver import run
 from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.measurements import recovery
 from pipeline_check.verdict.status import Status
-from pipeline_check.verdict.summary import recovery
+from pipeline_check.verdict.summary import FaultWindow
 from pipeline_check.verdict.thresholds import parse_threshold
 from tests.support import memory
 from tests.unit.conftest import route_of

@@ -19,7 +19,7 @@ from pipeline_check.cli import main
 from pipeline_check.config import load_config
 from pipeline_check.core.errors import ConfigError, ExitCode
 from pipeline_check.reporting import plotdata as pd
-from pipeline_check.reporting.html import FaultWindow, HtmlReporter, render
+from pipeline_check.reporting.html import HtmlReporter, ShadedSpan, render
 from pipeline_check.reporting.registry import build_handlers
 from pipeline_check.verdict.events import RunAborted
 from pipeline_check.verdict.status import Status
@@ -216,7 +216,7 @@ def test_hostile_strings_are_escaped(lossy: SyntheticRun) -> None:
 
 
 def test_fault_windows_are_shaded(lossy: SyntheticRun) -> None:
-    text, page = page_of(lossy, windows=(FaultWindow(0.5, 1.0, "consumer stopped"),))
+    text, page = page_of(lossy, windows=(ShadedSpan(0.5, 1.0, "consumer stopped"),))
     bands = [a for a in page.all("g") if a.get("class") == "band fault"]
     assert len(bands) == 1 and "consumer stopped (0.5s to 1s)" in text
 

@@ -420,22 +420,6 @@ class ChangeFeed:
                 self._count(row.tag, -1)
 
 
-def snapshot_changes(
-    table: Table, after: int | None, tag_column: str, lo: int, hi: int, columns: tuple[str, ...]
-) -> list[SnapshotChange]:
-    """Changes of the snapshots on the current branch committed after snapshot ``after`` (exclusive; None =
-    from the table's first snapshot), oldest first, restricted to rows whose tag is in [lo, hi].
-
-    One shot: the state at ``after`` is read in full first. A poller keeps a :class:`ChangeFeed`, so each
-    poll reads only what is new. When ``after`` is no longer in the metadata the changes count from an
-    empty table: the first is a rescan that shows every live row as added."""
-    feed = ChangeFeed(tag_column, lo, hi, columns)
-    snapshot = None if after is None else table.snapshot_by_id(after)
-    if snapshot is not None:
-        feed.seek(table, snapshot)
-    return feed.poll(table)
-
-
 def _sequence(entry: ManifestEntry) -> int:
     """An entry's data sequence number (inherited from its manifest when the entry leaves it out)."""
     return entry.sequence_number or 0

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
-from pipeline_check.verdict.thresholds import CheckResult
 
 # seconds: from a broker hop (milliseconds) to a table commit a few minutes late
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

@@ -22,9 +22,12 @@ from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.runs.watch.ring import CanaryRing, Slots, StageSlots
 from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.measurements import measurements
+from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status, verdict_of
-from pipeline_check.verdict.summary import InjectionStats, RunSummary, measurements, summarise
-from pipeline_check.verdict.thresholds import CheckResult, Threshold, evaluate
+from pipeline_check.verdict.summary import InjectionStats, RunSummary, summarise
+from pipeline_check.verdict.thresholds import Threshold
 
 _COLUMNS = tuple(f.name for f in dataclasses.fields(StageSlots))
 

@@ -15,7 +15,6 @@ from pipeline_check.backends.kafka.codecs.avro import (
     trade_record,
 )
 from pipeline_check.backends.kafka.codecs.schema_registry import (
-    Compatibility,
     RegisteredSchema,
     RegistryError,
     SchemaRegistryClient,
@@ -25,7 +24,6 @@ from pipeline_check.backends.kafka.codecs.schema_registry import (
 __all__ = [
     "AvroCodec",
     "CodecError",
-    "Compatibility",
     "DecodeError",
     "EncodeError",
     "RegisteredSchema",

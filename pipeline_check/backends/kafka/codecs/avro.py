@@ -153,11 +153,6 @@ class AvroCodec:
         self._header = HEADER.pack(MAGIC, schema_id)
         self._decimals = tuple(_top_level_decimals(self._parsed))
 
-    @property
-    def schema_text(self) -> str:
-        """The schema as compact JSON, as a registry takes it."""
-        return json.dumps(self.schema, separators=(",", ":"))
-
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """The Confluent frame of ``record``; an EncodeError names the field that does not fit.
 

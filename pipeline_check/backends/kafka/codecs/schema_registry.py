@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -79,14 +79,6 @@ class RegisteredSchema:
     schema: str
 
 
-@dataclass(frozen=True, slots=True)
-class Compatibility:
-    """The registry's verdict on a schema against a subject's latest version."""
-
-    is_compatible: bool
-    messages: tuple[str, ...]
-
-
 class SchemaRegistryClient:
     """Synchronous: it is called once per schema (ids are cached by the codec), never per record."""
 
@@ -120,7 +112,7 @@ class SchemaRegistryClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> SchemaRegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,18 +137,6 @@ class SchemaRegistryClient:
             version=self._field(body, "version", int, what),
             id=self._field(body, "id", int, what),
             schema=self._field(body, "schema", str, what),
-        )
-
-    def check_compatibility(self, subject: str, schema: str | Mapping[str, Any]) -> Compatibility:
-        """Whether ``schema`` may follow the subject's latest version under its compatibility level (error_code
-        40401 when the subject has no version yet)."""
-        what = f"subject {subject!r}"
-        path = f"/compatibility/subjects/{quote(subject, safe='')}/versions/latest"
-        body = self._call("POST", path, what, schema, params={"verbose": "true"})
-        messages = body.get("messages") or []
-        return Compatibility(
-            is_compatible=self._field(body, "is_compatible", bool, what),
-            messages=tuple(str(m) for m in messages) if isinstance(messages, list) else (str(messages),),
         )
 
     def _call(
