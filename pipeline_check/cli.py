@@ -315,6 +315,14 @@ def contract(config_path: Path | None, snapshot: bool, **reports: Path | None) -
     raise SystemExit(int(finished.exit_code))
 
 
+@cli.command("report-schema")
+def report_schema() -> None:
+    """Print the JSON Schema of the report ``--json`` writes (to validate reports against)."""
+    from pipeline_check.reporting.json import report_schema as text
+
+    click.echo(text(), nl=False)
+
+
 def _seconds(option: str, value: str) -> float:
     from pipeline_check.core.durations import HINT, parse_duration
 

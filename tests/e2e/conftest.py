@@ -15,6 +15,9 @@ from pipeline_check.stack.spec import load_stack
 from pipeline_check.verdict.events import Event, Injected
 from tests.e2e.lakehouse import PROFILE
 
+# autouse: every JSON report a test renders is checked against the bundled schema
+from tests.support.report_schema import reports_follow_the_schema  # noqa: F401
+
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
 ConfigVariant = Callable[..., PipelineConfig]
 

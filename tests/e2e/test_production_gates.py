@@ -35,6 +35,7 @@ from pipeline_check.verdict.events import RunFinished
 from pipeline_check.verdict.response_times import ResponseTimes
 from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import api_trades, wait_for
+from tests.support.report_schema import validate_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.freshness]
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
@@ -87,6 +88,7 @@ def test_validate_passive_passes_with_the_demo_feed(
     report = tmp_path / "production.json"
     code = main(["validate", "-c", str(CONFIG), "--scenario", "production", "--json", str(report)])
     doc = json.loads(report.read_text())
+    validate_report(doc)  # a real passive run's report follows the bundled schema
     assert code == ExitCode.OK, [(c["threshold"], c["status"], c["detail"]) for c in doc["checks"]]
     assert doc["run"]["mode"] == "passive" and doc["run"]["count"] == 0 and doc["verdict"] == "passed"
     assert {c["threshold"] for c in doc["checks"]} == {
@@ -158,6 +160,7 @@ def test_api_response_times_idle_and_under_concurrent_load(pipeline_config: Pipe
     report = tmp_path / "load.json"
     done = run_sync(run_async(config, None, [JsonReporter(report)])).finished
     doc = json.loads(report.read_text())
+    validate_report(doc)  # a real gated run's report (API response times, the load) follows the schema
     checks = {c["threshold"]: c for c in doc["checks"]}
     failures = [n for n in doc["notes"] if "failed" in n]
     assert checks["lost == 0"]["status"] == "passed", (checks, failures)

@@ -21,6 +21,9 @@ from pipeline_check.verdict.status import exit_code, verdict_of
 from pipeline_check.verdict.summary import InjectionStats, RunSummary, summarise
 from pipeline_check.verdict.thresholds import DEFAULT_THRESHOLDS, parse_thresholds
 
+# autouse: every JSON report a test renders is checked against the bundled schema
+from tests.support.report_schema import reports_follow_the_schema  # noqa: F401
+
 # the reference services are a package of compose/ (run there as `python -m services.X`); their
 # pure-logic tests import it the same way
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
