@@ -60,7 +60,7 @@ run_dir_option = click.option(
 )  # fmt: skip
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, else ./pipeline.toml]",
 )  # fmt: skip
 
 
@@ -313,6 +313,14 @@ def contract(config_path: Path | None, snapshot: bool, **reports: Path | None) -
     handlers = build_handlers(out, _report_paths(reports), live=False)
     finished = asyncio.run(drive(lambda: make_run(Plan.contract_check(config)), handlers))
     raise SystemExit(int(finished.exit_code))
+
+
+@cli.command("example-config")
+def example_config() -> None:
+    """Print a complete, commented pipeline.toml to start from: pipeline-check example-config > pipeline.toml"""
+    from pipeline_check.config.loading import example_config as text
+
+    click.echo(text(), nl=False)
 
 
 @cli.command("report-schema")

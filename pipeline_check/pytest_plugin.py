@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--pc-config",
         default=os.environ.get("PIPELINE_CHECK_CONFIG"),
-        help="pipeline.toml to validate against [default: compose/pipeline.toml]",
+        help="pipeline.toml to validate against [default: $PIPELINE_CHECK_CONFIG, else ./pipeline.toml]",
     )
     group.addoption(
         "--pc-stack",

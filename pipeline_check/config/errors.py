@@ -45,6 +45,8 @@ def config_error(
         known = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
         return ConfigError(setting, value, "is not a known setting", choices(str(loc[-1]), known))
     if error["type"] == "missing":
-        return ConfigError(setting, None, "is required", "add it (see compose/pipeline.toml)")
+        return ConfigError(
+            setting, None, "is required", "add it (`pipeline-check example-config` prints a complete pipeline.toml)"
+        )
     message = error["msg"].removeprefix("Value error, ")
     return ConfigError(setting, value, message, "see the config reference in README.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +16,29 @@ from pipeline_check.config.errors import config_error
 from pipeline_check.config.pipeline import PipelineConfig
 from pipeline_check.core.errors import ConfigError
 
+DEFAULT = Path("pipeline.toml")
+EXAMPLE = "example.toml"  # package data beside this module
+
 
 def find_config(path: Path | None = None) -> Path:
-    """``path``, else ``$PIPELINE_CHECK_CONFIG``, else ``pipeline.toml``, else ``compose/pipeline.toml``."""
+    """``path``, else ``$PIPELINE_CHECK_CONFIG``, else ``./pipeline.toml``."""
     if path is not None:
         return path
     if "PIPELINE_CHECK_CONFIG" in os.environ:
         return Path(os.environ["PIPELINE_CHECK_CONFIG"])
-    for candidate in (Path("pipeline.toml"), Path("compose/pipeline.toml")):
-        if candidate.exists():
-            return candidate
+    if DEFAULT.exists():
+        return DEFAULT
     raise ConfigError(
         "--config",
         None,
-        "no pipeline.toml here or in compose/",
-        "pass -c path/to/pipeline.toml or run from the project root",
+        "no pipeline.toml here and $PIPELINE_CHECK_CONFIG is not set",
+        "pass -c path/to/pipeline.toml, or start one: pipeline-check example-config > pipeline.toml",
     )
+
+
+def example_config() -> str:
+    """A complete, commented pipeline.toml (package data): what ``pipeline-check example-config`` prints."""
+    return resources.files("pipeline_check.config").joinpath(EXAMPLE).read_text(encoding="utf-8")
 
 
 def read_toml(path: Path, setting: str, fix: str) -> dict[str, Any]:

@@ -22,6 +22,13 @@ CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
 ConfigVariant = Callable[..., PipelineConfig]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The e2e suites validate the reference pipeline: compose/pipeline.toml, unless --pc-config or
+    $PIPELINE_CHECK_CONFIG names another (the plugin's own lookup knows nothing of compose/)."""
+    if not config.getoption("--pc-config"):
+        config.option.pc_config = str(CONFIG)
+
+
 @pytest.fixture
 def local_stack(pipeline_stack: PipelineStack) -> Iterator[LocalStack]:
     """The session's local stack, for tests that stop, kill or reconfigure services; afterwards it is

@@ -151,7 +151,7 @@ class KafkaInjector:
         except EncodeError as exc:
             raise ConfigError(
                 "source.schema", self._codec.schema.get("name", "<schema>"), f"canaries do not fit it: {exc}",
-                f"use a schema with the trade fields {', '.join(TRADE_FIELDS)} (compose/schemas/trade.avsc)",
+                f"use a schema whose records have the trade fields {', '.join(TRADE_FIELDS)}",
             ) from None  # fmt: skip
 
     # -- batching ------------------------------------------------------------------------------------
