@@ -17,7 +17,7 @@ there is counted where it is, with the field that moved as a difference, not as 
 Access: ``headers`` carry an API key or token (masked everywhere). A 401 or 403 on the health check or
 before any query was answered stops the run naming ``headers`` (exit 2): no retry makes a wrong key right. A
 429 is waited out (``Retry-After``, else a growing backoff) and asked again; the count is noted. A tag the
-API reformatted (``"BINANCE-123"``) is read with ``tag_pattern`` or ``tag_regex`` (``tagfield``).
+API reformatted (``"BINANCE-123"``) is read with ``tag_pattern`` or ``tag_regex`` (``canary.tag_readers``).
 """
 
 from __future__ import annotations
