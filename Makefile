@@ -12,7 +12,8 @@ TOOLS := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 LAKEHOUSE_LIBS := compose/lakehouse/libs
 PYTEST := $(PY) -m pytest
-CONFIG ?=  # pipeline.toml for gate-production [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, compose/pipeline.toml]
+# pipeline.toml for gate-production [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, else the reference stack's]
+CONFIG ?= $(if $(PIPELINE_CHECK_CONFIG),,$(if $(wildcard pipeline.toml),,compose/pipeline.toml))
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
         test-e2e test-e2e-rest test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience \
@@ -119,7 +120,7 @@ stack-status: setup ## state, health, pid, uptime, restarts of each service
 	$(PC) stack status
 
 validate-pipeline: setup ## start the local stack, run the freshness scenario, write reports/, stop the stack
-	$(PC) validate --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml \
+	$(PC) validate -c compose/pipeline.toml --start-stack --scenario freshness --json reports/validation.json --junit reports/junit.xml \
 	    --html reports/validation.html
 
 # The production scenario is passive (it injects nothing) and its checks include `contract`: one run

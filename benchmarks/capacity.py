@@ -26,8 +26,9 @@ import psutil
 
 from benchmarks.common import Figure
 from benchmarks.verdict import stack_config
-from pipeline_check.engine import Run
-from pipeline_check.events import RunFinished
+from pipeline_check.runs.injected import Run
+from pipeline_check.runs.plan import Plan
+from pipeline_check.verdict.events import RunFinished
 
 RATES = (1_000, 2_000, 3_000, 5_000, 7_000)
 STEP_SECONDS = 15.0
@@ -131,7 +132,7 @@ def _summarise(path: Path, top: int = 6) -> dict[str, Any]:
 
 
 async def _step(config_rate: Any) -> RunFinished:
-    run = Run(config_rate)
+    run = Run(Plan.build(config_rate))
     finished: RunFinished | None = None
     async for event in run.events():
         if isinstance(event, RunFinished):

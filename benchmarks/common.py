@@ -27,9 +27,9 @@ import psutil
 from pipeline_check.pytest_plugin import free_ports
 
 if TYPE_CHECKING:
-    from pipeline_check.book import TraceBook
+    from pipeline_check.backends.probe import Probe
     from pipeline_check.config import PipelineConfig
-    from pipeline_check.probes.base import Probe
+    from pipeline_check.trace.book import TraceBook
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
@@ -186,10 +186,10 @@ def number(pattern: str, text: str) -> float:
 
 def book_for(config: PipelineConfig, count: int) -> TraceBook:
     """A trace book for ``count`` canaries of a new run over ``config``'s stages."""
-    from pipeline_check.book import TraceBook
-    from pipeline_check.clock import Clock
-    from pipeline_check.messages import TradeFactory
-    from pipeline_check.tags import RunId
+    from pipeline_check.canary.tags import RunId
+    from pipeline_check.canary.trades import TradeFactory
+    from pipeline_check.core.clock import Clock
+    from pipeline_check.trace.book import TraceBook
 
     clock = Clock()
     run = RunId.new(clock.wall(clock.now()))
@@ -199,7 +199,8 @@ def book_for(config: PipelineConfig, count: int) -> TraceBook:
 
 def probe_for(config: PipelineConfig, stage: str, book: TraceBook) -> Probe:
     """The probe ``config`` names for ``stage``, wired to ``book`` as the engine wires it."""
-    from pipeline_check.probes.base import PROBES, ProbeContext
+    from pipeline_check.backends.capabilities import PROBES
+    from pipeline_check.backends.probe import ProbeContext
 
     section = config.stage(stage)
     if section is None:

@@ -29,8 +29,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from benchmarks.common import COMPOSE, Figure, book_for, probe_for
+from pipeline_check.backends.iceberg.probe import IcebergProbe
 from pipeline_check.config import PipelineConfig
-from pipeline_check.probes.iceberg import IcebergProbe
 
 HISTORY = (0, 100, 1000)
 BIG_APPENDS = {0: 0, 100: 1, 1000: 5}  # appends of BIG_ROWS rows before the tiny ones

@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from benchmarks.common import COMPOSE, Figure
 from benchmarks.iceberg_cost import _reference_schema, _shallow_metadata_copies
-from pipeline_check.probes.iceberg import RestMetadata
-from pipeline_check.probes.iceberg_metadata import MetadataReader
+from pipeline_check.backends.iceberg.metadata import MetadataReader
+from pipeline_check.backends.iceberg.probe import RestMetadata
 from pipeline_check.pytest_plugin import free_ports
 
 HISTORY = (10, 1000)

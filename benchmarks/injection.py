@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import ROOT, Figure, book_for, create_topic, free_ports, java_tool, number
-from pipeline_check.clock import Clock
+from pipeline_check.backends.capabilities import INJECTORS
+from pipeline_check.backends.injector import Injector, InjectorContext
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.config import PipelineConfig
-from pipeline_check.injectors.base import INJECTORS, Injector, InjectorContext
-from pipeline_check.messages import TradeFactory
-from pipeline_check.pacing import Pacing, inject
-from pipeline_check.summary import InjectionStats
-from pipeline_check.tags import RunId
+from pipeline_check.core.clock import Clock
+from pipeline_check.runs.pacing import Pacing, inject
+from pipeline_check.verdict.summary import InjectionStats
 
 OURS_RECORDS = 200_000
 JAVA_RECORDS = 500_000

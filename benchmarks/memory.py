@@ -51,12 +51,13 @@ def measure(n: int) -> dict[str, Any]:
     """Trace ``n`` canaries through every stage in this process; RSS figures in bytes."""
     import psutil
 
-    from pipeline_check.book import Ref, TraceBook
-    from pipeline_check.clock import Clock
-    from pipeline_check.messages import TradeFactory
-    from pipeline_check.stages import BUILTIN, Route
-    from pipeline_check.summary import InjectionStats, measurements, summarise
-    from pipeline_check.tags import RunId
+    from pipeline_check.canary.tags import RunId
+    from pipeline_check.canary.trades import TradeFactory
+    from pipeline_check.core.clock import Clock
+    from pipeline_check.trace.book import Ref, TraceBook
+    from pipeline_check.trace.stages import BUILTIN, Route
+    from pipeline_check.verdict.measurements import measurements
+    from pipeline_check.verdict.summary import InjectionStats, summarise
 
     gc.collect()
     process = psutil.Process()

@@ -18,7 +18,7 @@ import numpy as np
 from benchmarks.common import Figure, create_topic, java_tool, number, percentiles
 from benchmarks.injection import canary_size
 from pipeline_check.config import PipelineConfig
-from pipeline_check.engine import run_async
+from pipeline_check.runs.driver import run_async
 
 OURS_COUNT = 3_000
 OURS_RATE = 300.0

@@ -17,8 +17,9 @@ import numpy as np
 
 from benchmarks.common import PIPELINE_FILE, Figure
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Run
-from pipeline_check.events import RunFinished
+from pipeline_check.runs.injected import Run
+from pipeline_check.runs.plan import Plan
+from pipeline_check.verdict.events import RunFinished
 
 RUNS = 3
 COUNT = 1_000
@@ -32,7 +33,7 @@ def stack_config(exports: dict[str, str]) -> PipelineConfig:
 
 
 async def _one(config: PipelineConfig) -> dict[str, Any]:
-    run = Run(config)
+    run = Run(Plan.build(config))
     finished_at = None
     finished: RunFinished | None = None
     async for event in run.events():

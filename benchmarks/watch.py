@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from benchmarks.common import ROOT, Figure
-from pipeline_check.injectors.base import INJECTORS, InjectorContext
-from pipeline_check.messages import TRADE_FIELDS, Trade
-from pipeline_check.probes.base import PROBES, ProbeContext, Ref
-from pipeline_check.registry import PluginSettings
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import InjectorContext
+from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.canary.trades import TRADE_FIELDS, Trade
+from pipeline_check.core.plugins import PluginSettings
 
 MEMORY_CANARIES = 1_000_000
 MEMORY_RATE = 5_000.0  # canaries/s asked; the loop delivers what one core allows (3-5k/s here)
@@ -148,13 +149,14 @@ thresholds = ["e2e.p99 < {freshness}", "lost == 0", "duplicates == 0"]
 def _watch(config: str, **settings: Any) -> Any:
     """A Watch over the bench plugins (registered in this process)."""
     from pipeline_check.config import load_config
-    from pipeline_check.watch import Watch, WatchSettings
+    from pipeline_check.runs.plan import Plan
+    from pipeline_check.runs.watch import Watch, WatchSettings
 
     INJECTORS.add("bench", f"{__name__}:BenchSource")
     PROBES.add("bench", f"{__name__}:BenchStage")
     path = Path(tempfile.mkdtemp()) / "pipeline.toml"
     path.write_text(config)
-    return Watch(load_config(path, {}), WatchSettings(listen="127.0.0.1:0", **settings))
+    return Watch(Plan.build(load_config(path, {})), WatchSettings(listen="127.0.0.1:0", **settings))
 
 
 def measure_memory() -> dict[str, Any]:

@@ -7,20 +7,29 @@ internal error's traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline_check.errors import ConfigError, ExitCode, PipelineCheckError, ServiceStartError, one_line
-from pipeline_check.redact import mask_text
+from pipeline_check.core.errors import ConfigError, ExitCode, PipelineCheckError, ServiceStartError, one_line
+from pipeline_check.core.redaction import mask_text
+from pipeline_check.reporting.registry import REPORTERS, build_handlers
+
+if TYPE_CHECKING:
+    from pipeline_check.config.sections import ReportConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 err = Console(stderr=True, highlight=False)
 # CI logs are not terminals: give tables room rather than the 80 columns rich assumes
@@ -51,14 +60,28 @@ run_dir_option = click.option(
 )  # fmt: skip
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, ./compose/pipeline.toml]",
+    help="pipeline.toml [default: $PIPELINE_CHECK_CONFIG, else ./pipeline.toml]",
 )  # fmt: skip
-json_option = click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the JSON report here"
-)
-junit_option = click.option(
-    "--junit", "junit_path", type=click.Path(path_type=Path), default=None, help="write JUnit XML here"
-)
+
+
+def report_options(names: Sequence[str]) -> Callable[[F], F]:
+    """``--NAME PATH`` for each file reporter of ``names`` (their parameters: ``report_NAME``)."""
+
+    def decorate(command: F) -> F:
+        for name in reversed(names):
+            option = click.option(
+                f"--{name}", f"report_{name}", type=click.Path(path_type=Path), default=None, help=REPORTERS.help(name)
+            )
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _report_paths(options: Mapping[str, Path | None], configured: ReportConfig | None = None) -> dict[str, Path | None]:
+    """Reporter name -> path: the option's, else ``[report]``'s."""
+    paths = {name.removeprefix("report_"): path for name, path in options.items()}
+    return {name: path or (configured.path(name) if configured else None) for name, path in paths.items()}
 
 
 def _stack_file(stack_file: Path | None, profile: str | None) -> Path | None:
@@ -194,9 +217,7 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, profile: str |
 @cli.command()
 @config_option
 @click.option("-s", "--scenario", default=None, help="smoke | freshness | throughput | one defined in the config")
-@json_option
-@junit_option
-@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="write the HTML report here")
+@report_options(REPORTERS.in_order())
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="an extra SLA, e.g. 'e2e.p99 < 5s'")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="canaries to inject (overrides the scenario)")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="canaries per second")
@@ -218,9 +239,6 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, profile: str |
 def validate(
     config_path: Path | None,
     scenario: str | None,
-    json_path: Path | None,
-    junit_path: Path | None,
-    html_path: Path | None,
     thresholds: tuple[str, ...],
     count: int | None,
     rate: float | None,
@@ -230,6 +248,7 @@ def validate(
     stack_file: Path | None,
     profile: str | None,
     run_dir: Path | None,
+    **reports: Path | None,
 ) -> None:
     """Inject tagged canaries, follow them through every stage, judge the SLAs (with --passive, or a
     passive scenario: inject nothing and judge the freshness the pipeline's own data shows).
@@ -238,8 +257,8 @@ def validate(
     unreachable endpoints, 130 when interrupted.
     """
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.engine import run
-    from pipeline_check.reporting import build_handlers
+    from pipeline_check.runs.driver import run_plan
+    from pipeline_check.runs.plan import Plan
 
     path = find_config(config_path)
     env = dict(os.environ)
@@ -251,24 +270,20 @@ def validate(
         env.update(local.spec.exports)
     # every setting and report path is checked before the stack starts or anything is injected
     loaded = load_config(path, env)
-    passive = loaded.is_passive(scenario, passive)
-    if passive and (count is not None or rate is not None):
+    plan = Plan.build(
+        loaded, scenario, passive=passive, thresholds=thresholds, allow_inconclusive=allow_inconclusive,
+        count=count, rate=rate,
+    )  # fmt: skip
+    if plan.passive and (count is not None or rate is not None):
         raise click.UsageError("--count and --rate set what is injected, and a passive run injects nothing")
-    config = loaded.with_overrides(scenario, thresholds=thresholds, passive=passive, count=count, rate=rate)
-    handlers = build_handlers(
-        out,
-        json_path or config.report.json_path,
-        junit_path or config.report.junit,
-        live=out.is_terminal,
-        html_path=html_path or config.report.html,
-    )
+    handlers = build_handlers(out, _report_paths(reports, plan.config.report), live=out.is_terminal)
     started: list[str] = []
     try:
         if local is not None:
             for report in local.up():
                 started.append(report.name)
                 out.print(f"[green]✓[/] {report.name:<10} healthy in {report.seconds:5.1f}s")
-        outcome = run(config, scenario, handlers, passive=passive, allow_inconclusive=allow_inconclusive, stack=local)
+        outcome = asyncio.run(run_plan(plan, handlers, stack=local))
     finally:
         if local is not None and started:  # a stack that was already up is left as it was
             local.down(started)
@@ -279,44 +294,54 @@ def validate(
 @cli.command()
 @config_option
 @click.option("--snapshot", is_flag=True, help="print the stages' current schemas as a starting [contract] (TOML)")
-@json_option
-@junit_option
-def contract(config_path: Path | None, snapshot: bool, json_path: Path | None, junit_path: Path | None) -> None:
+@report_options(("json", "junit"))
+def contract(config_path: Path | None, snapshot: bool, **reports: Path | None) -> None:
     """Check [contract]: Iceberg columns, Kafka and API record fields, API status codes.
 
     Exit 0 when the stages hold it, 1 on a difference (each one listed) or when a part had nothing to
     check, 2 for bad settings or unreachable endpoints. With --snapshot, print what the stages hold now.
     """
-    import asyncio
-    import time
-
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.errors import ConfigError
-    from pipeline_check.reporting import build_handlers
 
     path = find_config(config_path)
     config = load_config(path)
     if snapshot:
-        from pipeline_check.contract.snapshot import snapshot as take
-        from pipeline_check.contract.snapshot import to_toml
+        from pipeline_check.runs.contract import snapshot as take
+        from pipeline_check.runs.contract import to_toml
 
         click.echo(to_toml(asyncio.run(take(config, int(time.time() * 1000))), path.name), nl=False)
         return
-    from pipeline_check.engine import drive
-    from pipeline_check.passive.run import contract_run
+    from pipeline_check.runs.driver import drive, make_run
+    from pipeline_check.runs.plan import Plan
 
     if not config.contract:
         raise ConfigError(
             f"{path.name}: contract", None, "there is no [contract] section",
             f"declare one; `pipeline-check contract --snapshot -c {path}` prints a start",
         )  # fmt: skip
-    handlers = build_handlers(out, json_path, junit_path, live=False)
-    finished = asyncio.run(drive(lambda: contract_run(config), handlers))
+    handlers = build_handlers(out, _report_paths(reports), live=False)
+    finished = asyncio.run(drive(lambda: make_run(Plan.contract_check(config)), handlers))
     raise SystemExit(int(finished.exit_code))
 
 
+@cli.command("example-config")
+def example_config() -> None:
+    """Print a complete, commented pipeline.toml to start from: pipeline-check example-config > pipeline.toml"""
+    from pipeline_check.config.loading import example_config as text
+
+    click.echo(text(), nl=False)
+
+
+@cli.command("report-schema")
+def report_schema() -> None:
+    """Print the JSON Schema of the report ``--json`` writes (to validate reports against)."""
+    from pipeline_check.reporting.json import report_schema as text
+
+    click.echo(text(), nl=False)
+
+
 def _seconds(option: str, value: str) -> float:
-    from pipeline_check.durations import HINT, parse_duration
+    from pipeline_check.core.durations import HINT, parse_duration
 
     seconds = parse_duration(value)
     if seconds is None or seconds <= 0:
@@ -344,10 +369,11 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
     that cannot be reached at startup (later outages are measured, not fatal).
     """
     from pipeline_check.config import find_config, load_config
-    from pipeline_check.status import Status
-    from pipeline_check.watch import WatchSettings, WindowVerdict, run_watch
+    from pipeline_check.runs.plan import Plan
+    from pipeline_check.runs.watch import WatchSettings, WindowVerdict, run_watch
+    from pipeline_check.verdict.status import Status
 
-    config = load_config(find_config(config_path))
+    plan = Plan.build(load_config(find_config(config_path)))
     settings = WatchSettings(
         rate=rate, window=_seconds("--window", window), grace=_seconds("--grace", grace), listen=listen
     )
@@ -361,7 +387,7 @@ def watch(config_path: Path | None, rate: float, window: str, grace: str, listen
         out.print(escape(text + (f"; not passed: {failed}" if failed else "")), soft_wrap=True)
 
     run_watch(
-        config,
+        plan,
         settings,
         on_listening=listening,
         on_note=lambda note: err.print(f"note: {escape(mask_text(note))}", soft_wrap=True),
@@ -388,14 +414,15 @@ def cleanup(config_path: Path | None, run_id: str | None, all_canaries: bool, dr
     Dry run by default: prints the canary rows per run it would delete. Real trade ids are never in a
     canary range, so nothing else is touched.
     """
-    from pipeline_check.cleanup import Selection, delete, iceberg_settings, plan
+    from pipeline_check.backends.cleanup import Selection
     from pipeline_check.config import find_config, load_config
+    from pipeline_check.runs.cleanup import stage_cleanup
 
     if (run_id is None) == (not all_canaries):
         raise click.UsageError("give --run RUN_ID or --all-canaries (one of them)")
     selection = Selection.every_canary() if all_canaries else Selection.of_run(str(run_id))
-    settings, where = iceberg_settings(load_config(find_config(config_path)))
-    table, found = plan(settings, where, selection)
+    cleaner = stage_cleanup(load_config(find_config(config_path)))
+    found = cleaner.plan(selection)
     if not found.rows:
         out.print(f"{found.table}: no canary rows of {selection.label}")
         return
@@ -407,7 +434,7 @@ def cleanup(config_path: Path | None, run_id: str | None, all_canaries: bool, dr
         out.print(f"  {run}  {rows:>9,} rows  (run started {started})")
     if dry_run:
         return
-    done = delete(table, settings.tag_column, found)
+    done = cleaner.delete(found)
     left = f"; {done.left:,} rows of the range written since are left" if done.left else ""
     out.print(f"deleted {done.rows:,} canary rows in snapshot {done.snapshot_id} ({done.operation}){left}")
 

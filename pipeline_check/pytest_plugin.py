@@ -21,9 +21,9 @@ import pytest
 
 if TYPE_CHECKING:
     from pipeline_check.config import PipelineConfig
-    from pipeline_check.engine import Outcome
-    from pipeline_check.events import Handler
+    from pipeline_check.runs.driver import Outcome
     from pipeline_check.stack.local import LocalStack
+    from pipeline_check.verdict.events import Handler
 
 MARKERS = {
     "e2e": "runs against a real pipeline (processes, brokers, tables)",
@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--pc-config",
         default=os.environ.get("PIPELINE_CHECK_CONFIG"),
-        help="pipeline.toml to validate against [default: compose/pipeline.toml]",
+        help="pipeline.toml to validate against [default: $PIPELINE_CHECK_CONFIG, else ./pipeline.toml]",
     )
     group.addoption(
         "--pc-stack",
@@ -187,9 +187,10 @@ def validator(
     event, e.g. to act during the run or write a report) and returns its outcome; its SLA
     figures go into the JUnit XML as properties. ``outcome.check()`` raises an ``AssertionError``
     naming each failed check with observed vs threshold."""
-    from pipeline_check.asyncutil import run_sync
-    from pipeline_check.engine import run_async
+    from pipeline_check.core.asyncutil import run_sync
     from pipeline_check.reporting.junit import figures
+    from pipeline_check.runs.driver import run_plan
+    from pipeline_check.runs.plan import Plan
 
     def run_validation(
         scenario: str | None = None,
@@ -199,12 +200,12 @@ def validator(
         handlers: Iterable[Handler] = (),
         **load: Any,
     ) -> Outcome:
-        settings = (config or pipeline_config).with_overrides(scenario, thresholds=thresholds, **load)
+        plan = Plan.build(config or pipeline_config, scenario, thresholds=thresholds, **load)
         stack = None
-        if scenario is not None and settings.scenario(scenario).faults:
+        if plan.faults:
             # a scenario's faults act through the session's own stack driver, which then knows what changed
             stack = request.getfixturevalue("pipeline_stack").local
-        outcome = run_sync(run_async(settings, scenario, handlers, stack=stack))
+        outcome = run_sync(run_plan(plan, handlers, stack=stack))
         for name, value in figures(outcome.finished).items():
             record_property(name, value)
         return outcome

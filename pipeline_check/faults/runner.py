@@ -14,16 +14,13 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import unquote
+from typing import Protocol
 
-from pipeline_check.clock import Clock
-from pipeline_check.errors import EndpointError, StackError
-from pipeline_check.faults.plan import FaultStep, FaultWindow
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import EndpointError, StackError
+from pipeline_check.faults.steps import FaultStep
 from pipeline_check.faults.toxiproxy import Stream, Toxiproxy
-
-if TYPE_CHECKING:
-    from pipeline_check.config import PipelineConfig
+from pipeline_check.verdict.summary import FaultWindow
 
 OUTPUT_KEPT = 2000  # characters of a command's output kept for the report
 
@@ -202,23 +199,3 @@ def _command(command: str, timeout: float) -> str:
         return f"$ {command}\n(timed out after {timeout:g}s)\n"
     status = "" if done.returncode == 0 else f"(exit {done.returncode})\n"
     return f"$ {command}\n{done.stdout}{done.stderr}{status}"
-
-
-def targets_of(config: PipelineConfig, stack: Services | None = None) -> Targets:
-    """What ``config``'s faults act on: ``stack`` (else the stack its ``[faults]`` names), that stack's
-    Toxiproxy (or ``[faults] toxiproxy``), and the SQLite catalog file of each stage that has one."""
-    from pipeline_check.stack.local import LocalStack
-
-    owned = config.faults
-    url = owned.toxiproxy
-    if owned.stack is not None:
-        local = LocalStack.open(owned.stack, run_dir=owned.run_dir)
-        stack = stack or local
-        url = url or local.spec.toxiproxy
-    catalogs = {}
-    for section in config.stages:
-        catalog = getattr(section.settings, "catalog", {})
-        uri = str(catalog.get("uri", "")) if catalog.get("type") == "sql" else ""
-        if uri.startswith("sqlite:///"):
-            catalogs[section.name] = Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
-    return Targets(stack, Toxiproxy(url) if url else None, catalogs)

@@ -13,13 +13,15 @@ from html import escape
 
 import numpy as np
 
-from pipeline_check.book import TraceBook
-from pipeline_check.power import upper_bound
 from pipeline_check.reporting import plotdata, svg
 from pipeline_check.reporting.markup import Cell, count, figure, latency, paragraph, section, table
-from pipeline_check.sla import CONFIDENCE, CheckResult, Threshold, format_value, latency_stats, parse_threshold
-from pipeline_check.stages import SOURCE
-from pipeline_check.summary import RunSummary
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.detection_power import CONFIDENCE, upper_bound
+from pipeline_check.verdict.results import CheckResult, format_value
+from pipeline_check.verdict.statistics import latency_stats
+from pipeline_check.verdict.summary import RunSummary
+from pipeline_check.verdict.thresholds import Threshold, parse_threshold
 
 COLORS = 8  # CSS classes c0..c7
 SHOWN_TAGS = 20  # tags listed per stage in the lost-canaries table
@@ -35,7 +37,7 @@ def percent(share: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class FaultWindow:
+class ShadedSpan:
     """A span of the run to shade (a fault injected, a service stopped): seconds since the first
     injection, and what happened."""
 
@@ -183,7 +185,7 @@ def waterfall(summary: RunSummary) -> str:
 # -- latency of every canary over its send time ------------------------------------------------------
 
 
-def latency_over_time(summary: RunSummary, book: TraceBook, windows: Sequence[FaultWindow]) -> str:
+def latency_over_time(summary: RunSummary, book: TraceBook, windows: Sequence[ShadedSpan]) -> str:
     """End-to-end latency of each canary (a bounded sample) against when it was sent, with each time
     bin's p99 and the fault windows shaded."""
     title = f"End-to-end latency over send time (at {summary.final})"

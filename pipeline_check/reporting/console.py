@@ -1,7 +1,7 @@
 """Console reporter: progress while a run goes on, then per-stage figures, the checks and the verdict.
 
 In a terminal (and with ``live=True``) a rich progress display shows one line for the injection and
-one per stage, with :class:`~pipeline_check.events.Note` messages printed above it. Anywhere else (CI
+one per stage, with :class:`~pipeline_check.verdict.events.Note` messages printed above it. Anywhere else (CI
 logs, pipes, ``live=False``) a plain progress line is printed at most every ``interval`` seconds, so a
 log stays readable and bounded.
 """
@@ -17,7 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_check.events import (
+from pipeline_check.canary.tags import label
+from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.events import (
     CheckFinished,
     Event,
     Injected,
@@ -27,12 +29,11 @@ from pipeline_check.events import (
     RunFinished,
     RunStarted,
 )
-from pipeline_check.passive.figures import PassiveFigures, ResponseFigures
-from pipeline_check.sla import PASSIVE_FAMILIES, format_value
-from pipeline_check.stages import SOURCE
-from pipeline_check.status import Status
-from pipeline_check.summary import RunSummary
-from pipeline_check.tags import label
+from pipeline_check.verdict.figures import PassiveFigures, ResponseFigures
+from pipeline_check.verdict.results import format_value
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import RunSummary
+from pipeline_check.verdict.thresholds import PASSIVE_FAMILIES
 
 SHOWN = 5  # tags and field diffs listed per line before "…"
 STATS = ("p50", "p95", "p99", "max")

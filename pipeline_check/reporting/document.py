@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_check.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
-from pipeline_check.files import ensure_writable, write_atomically
-from pipeline_check.sla import CheckResult
+from pipeline_check.core.atomic_files import ensure_writable, write_atomically
+from pipeline_check.verdict.events import CheckFinished, Event, RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult
 
 
 class DocumentReporter:

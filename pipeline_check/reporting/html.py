@@ -21,18 +21,18 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.canary.tags import label
 from pipeline_check.reporting import charts
-from pipeline_check.reporting.charts import FaultWindow
+from pipeline_check.reporting.charts import ShadedSpan
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.reporting.json import iso_utc, tool_version
 from pipeline_check.reporting.markup import Cell, Classed, count, latency, paragraph, scroll, section, table
-from pipeline_check.sla import CheckResult, format_value
-from pipeline_check.status import Status
-from pipeline_check.summary import RunSummary
-from pipeline_check.tags import label
+from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult, format_value
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import RunSummary
 
-__all__ = ["FaultWindow", "HtmlReporter", "render"]
+__all__ = ["HtmlReporter", "ShadedSpan", "render"]
 
 MAX_DIFFS = 100
 ABORTED = "aborted"
@@ -279,7 +279,7 @@ def render(
     started: RunStarted | None,
     end: RunFinished | RunAborted,
     checks: Sequence[CheckResult] = (),
-    windows: Sequence[FaultWindow] = (),
+    windows: Sequence[ShadedSpan] = (),
 ) -> str:
     """The page of a run that finished (or aborted: ``checks`` are those finished before it did)."""
     config = started.config if started is not None else {}
@@ -309,7 +309,7 @@ def render(
         )
     # the scenario's fault windows unless the caller shades others; one never undone runs to the end
     windows = windows or [
-        FaultWindow(f.start_s, f.end_s if math.isfinite(f.end_s) else end.duration, f.label) for f in s.faults
+        ShadedSpan(f.start_s, f.end_s if math.isfinite(f.end_s) else end.duration, f.label) for f in s.faults
     ]
     if book is None:
         pictures = [paragraph("This run carried no trace book: only its figures are shown.")]
@@ -340,7 +340,7 @@ class HtmlReporter(DocumentReporter):
     """Writes the run's HTML page to ``path`` when the run finishes or aborts; ``windows`` are spans
     of the run to shade (seconds since the first injection; default: the scenario's faults)."""
 
-    def __init__(self, path: Path, setting: str = "--html", windows: Sequence[FaultWindow] = ()) -> None:
+    def __init__(self, path: Path, setting: str = "--html", windows: Sequence[ShadedSpan] = ()) -> None:
         super().__init__(path, setting)
         self.windows = tuple(windows)
 

@@ -1,43 +1,13 @@
 """JSON reporter: one machine-readable document per run, written atomically.
 
-Shape (``schema_version`` 2)::
-
-    {"schema_version": 2, "tool": {"name", "version"},
-     "run": {"run_id", "scenario", "mode" ("active" | "passive"), "source", "stages", "count", "rate",
-             "background_rate", "window_s", "started_at" (ISO-8601 UTC), "duration_s"},
-     "config": {...settings, secrets masked...},
-     "verdict": "passed" | "not applicable" | "inconclusive" | "failed" | "aborted",
-     "exit_code": 0 | 1 | 2 | 3 | 130, "error": null | "one-line reason the run aborted",
-     "checks": [{"name", "status", "observed", "observed_text", "threshold", "samples", "detail", "kind",
-                 "rate_bound_pct"}],
-     "stages": [{"name", "upstream", "reached", "duplicated", "extra_copies", "retracted", "incomplete",
-                 "latency", "since_injection", "source_latency", "shards": [{"shard", "seen", "delivered"}]}],
-     "e2e": {"stage", "reached", "injected", "latency"},
-     "lost": {"count", "rate_bound_pct", "stuck": {stage: [tag labels]}},
-     "duplicates", "retracted", "incomplete": {stage: count},
-     "corrupted": {"count", "compared", "diffs": [first 100]}, "out_of_order": null | n, "order_stage",
-     "unexpected", "foreign",
-     "throughput": {"delivered_per_s", "tail_per_s", "injected_per_s", "delivery_steps", "limited"},
-     "injection": {"sent", "background", "offered_rate", "achieved_rate", "lateness_p99", "pauses"},
-     "settle_s", "faults": [{"label", "action", "target", "start_s", "end_s", "output"}],
-     "windows": {"before" | "during" | "after": e2e latency stats}, "resolution_s": {stage: seconds},
-     "notes": [...],
-     "api_response": {"requests": {p50, p95, p99, max, n}, "failed", "concurrency", "idle", "loaded",
-                      "loaded_failed", "degradation", "freshness_under_load": {series: stats}}   where timed,
-     "contract": {"differences": [{"stage", "subject", "expected", "actual", "text"}], "checked",
-                  "not_applicable", "unchecked"}                                               where checked}
-
-A passive run (nothing injected) has none of the canary figures (``stages`` to ``settle_s``); it has
-``"passive": {"window_s", "interval_s", "basis", "skew": [...], "stages": [{"stage", "type", "state",
-"series": {family: stats}, "last", "samples", "failed", "ahead_s", "detail"}]}`` instead.
-
+Its shape is the JSON Schema bundled beside this module (``report.schema.json``, schema_version 2;
+``pipeline-check report-schema`` prints it), which every report the tests produce is validated against.
 Times are seconds. **Infinity**: a latency statistic over canaries that never arrived is infinite (the
 checks count them that way too); JSON has no infinity, so it is written as the string ``"inf"``, which
 ``float()`` in Python and ``Number()`` in JavaScript read back as infinity. ``null`` keeps its own
-meaning: nothing was measured (too few samples, not applicable). The document is always strict JSON.
-
-A run that ends without a verdict (an unreachable endpoint, Ctrl-C, a bug) still gets a document, with
-``"verdict": "aborted"``, its exit code, the error, and the checks finished so far.
+meaning: nothing was measured (too few samples, not applicable). The document is always strict JSON. A
+run that ends without a verdict still gets a document, with ``"verdict": "aborted"``, its exit code, the
+error, and the checks finished so far.
 """
 
 from __future__ import annotations
@@ -46,20 +16,26 @@ import dataclasses
 import datetime as dt
 import json
 import math
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from pipeline_check.events import RunAborted, RunFinished, RunStarted
-from pipeline_check.power import upper_bound
+from pipeline_check.canary.tags import label
 from pipeline_check.reporting.document import DocumentReporter
-from pipeline_check.sla import CONFIDENCE, CheckResult
-from pipeline_check.summary import RunSummary
-from pipeline_check.tags import label
+from pipeline_check.verdict.detection_power import CONFIDENCE, upper_bound
+from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult
+from pipeline_check.verdict.summary import RunSummary
 
 SCHEMA_VERSION = 2
+SCHEMA_FILE = "report.schema.json"  # package data beside this module
 MAX_DIFFS = 100
 TOOL = "pipeline-check"
+
+
+def report_schema() -> str:
+    """The JSON Schema every report follows (text)."""
+    return resources.files("pipeline_check.reporting").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
 def tool_version() -> str:

@@ -31,11 +31,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline_check.events import RunAborted, RunFinished, RunStarted
 from pipeline_check.reporting.document import DocumentReporter
-from pipeline_check.sla import CheckResult
-from pipeline_check.status import Status
-from pipeline_check.summary import RunSummary
+from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.results import CheckResult
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import RunSummary
 
 CLASSNAME = "pipeline-check.sla"
 PERCENTILES = ("p50", "p95", "p99")

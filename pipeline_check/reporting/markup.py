@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from pipeline_check.sla import format_value
+from pipeline_check.verdict.results import format_value
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pipeline_check.book import TraceBook
-from pipeline_check.stages import SOURCE
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.trace.stages import SOURCE
 
 Floats = npt.NDArray[np.float64]
 Indices = npt.NDArray[np.intp]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline_check.errors import StackError
+from pipeline_check.core.errors import StackError
 from pipeline_check.stack.spec import default_stack_file, load_stack
 
 

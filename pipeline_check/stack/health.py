@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pipeline_check.asyncutil import run_sync
+from pipeline_check.core.asyncutil import run_sync
 
 TIMEOUT = 2.0
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 
-from pipeline_check.errors import PipelineCheckError, ServiceStartError, StackError
-from pipeline_check.files import write_atomically
-from pipeline_check.polling import poll
+from pipeline_check.core.atomic_files import write_atomically
+from pipeline_check.core.errors import PipelineCheckError, ServiceStartError, StackError
+from pipeline_check.core.polling import poll
 from pipeline_check.stack.health import HEALTH_CHECKS, Health
 from pipeline_check.stack.prepare import PREPARERS
 from pipeline_check.stack.record import RECORD_FILE, clear_record, read_record, write_record

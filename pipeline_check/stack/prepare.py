@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from pipeline_check.errors import ConfigError, StackError
-from pipeline_check.files import write_atomically
+from pipeline_check.core.atomic_files import write_atomically
+from pipeline_check.core.errors import ConfigError, StackError
 from pipeline_check.stack.spec import COORDINATOR_NODE, PrepareSpec, PrepareStep, ServiceSpec, StackSpec, TrogdorSpec
 
 

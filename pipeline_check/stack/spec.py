@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline_check.errors import ConfigError, StackError
+from pipeline_check.core.errors import ConfigError, StackError
 
 HealthKind = Literal["kafka", "http", "tcp"]
 PrepareStep = Literal["kafka-kraft", "toxiproxy", "trogdor"]  # stack.prepare.PREPARERS

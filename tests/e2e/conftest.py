@@ -10,14 +10,24 @@ from pathlib import Path
 import pytest
 
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.events import Event, Injected
 from pipeline_check.pytest_plugin import PipelineStack, free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import load_stack
+from pipeline_check.verdict.events import Event, Injected
 from tests.e2e.lakehouse import PROFILE
+
+# autouse: every JSON report a test renders is checked against the bundled schema
+from tests.support.report_schema import reports_follow_the_schema  # noqa: F401
 
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
 ConfigVariant = Callable[..., PipelineConfig]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The e2e suites validate the reference pipeline: compose/pipeline.toml, unless --pc-config or
+    $PIPELINE_CHECK_CONFIG names another (the plugin's own lookup knows nothing of compose/)."""
+    if not config.getoption("--pc-config"):
+        config.option.pc_config = str(CONFIG)
 
 
 @pytest.fixture

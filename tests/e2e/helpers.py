@@ -16,7 +16,7 @@ from pyiceberg.catalog import load_catalog
 from websockets.asyncio.server import ServerConnection, serve
 
 from pipeline_check.config import PipelineConfig
-from pipeline_check.polling import poll
+from pipeline_check.core.polling import poll
 
 T = TypeVar("T")
 

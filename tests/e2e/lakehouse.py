@@ -13,12 +13,12 @@ from typing import Any
 from pyiceberg.catalog import load_catalog
 from pyiceberg.table import Table
 
-from pipeline_check.asyncutil import run_sync
+from pipeline_check.canary.tags import RunId
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Outcome, run_async
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import profile_file
-from pipeline_check.tags import RunId
 
 COMPOSE = Path(__file__).parents[2] / "compose"
 PROFILE = profile_file("lakehouse", COMPOSE / "stack.toml")

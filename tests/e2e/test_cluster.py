@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline_check.asyncutil import run_sync
+from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.config import load_config
 from pipeline_check.engine import run_async
 from pipeline_check.events import Event, Note

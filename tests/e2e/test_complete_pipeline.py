@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pyiceberg.catalog import load_catalog
 from pyiceberg.types import DecimalType, LongType, StringType, TimestamptzType
 
-from pipeline_check.asyncutil import run_sync
+from pipeline_check.canary.tags import parse
 from pipeline_check.config import PipelineConfig
-from pipeline_check.engine import Outcome, run_async
+from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.pytest_plugin import PipelineStack, Validator
+from pipeline_check.runs.driver import Outcome, run_async
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.tags import parse
 from tests.e2e.conftest import ConfigVariant
 from tests.e2e.helpers import api_trades, topic_records, without_throughput
 

@@ -8,8 +8,8 @@ import pytest
 
 from pipeline_check.config import PipelineConfig
 from pipeline_check.pytest_plugin import Validator
-from pipeline_check.sla import Status
 from pipeline_check.stack.local import LocalStack
+from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import without_throughput
 
 pytestmark = [pytest.mark.e2e, pytest.mark.freshness]

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from pipeline_check.config import load_config
-from pipeline_check.errors import ExitCode
+from pipeline_check.core.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack, Validator
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.status import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -20,9 +20,13 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from pipeline_check.feeds import BinanceDialect, FeedServer, KrakenDialect, SymbolSpreader, tls
-from pipeline_check.feeds.dialect import Dialect
-from pipeline_check.messages import Trade
+from pipeline_check.backends.websocket import tls
+from pipeline_check.backends.websocket.binance import BinanceDialect
+from pipeline_check.backends.websocket.dialect import Dialect
+from pipeline_check.backends.websocket.kraken import KrakenDialect
+from pipeline_check.backends.websocket.routing import SymbolSpreader
+from pipeline_check.backends.websocket.server import FeedServer
+from pipeline_check.canary.trades import Trade
 
 pytestmark = pytest.mark.e2e
 

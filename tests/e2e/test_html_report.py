@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from pipeline_check.asyncutil import run_sync
 from pipeline_check.config import load_config
-from pipeline_check.engine import Outcome, run_async
-from pipeline_check.errors import EndpointError, ExitCode
-from pipeline_check.events import Handler
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.pytest_plugin import Validator
-from pipeline_check.reporting import HtmlReporter, JsonReporter
-from pipeline_check.reporting.html import FaultWindow
+from pipeline_check.reporting.html import HtmlReporter, ShadedSpan
+from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.reporting.plotdata import MAX_DOTS
+from pipeline_check.runs.driver import Outcome, run_async
+from pipeline_check.verdict.events import Handler
 from tests.support import memory
 
 pytestmark = [pytest.mark.e2e]
@@ -202,7 +202,7 @@ def test_report_of_a_lossy_run_shows_what_went_wrong(browser: Open, tmp_path: Pa
     config = tmp_path / "pipeline.toml"
     config.write_text(LOSSY)
     html, report = tmp_path / "lossy.html", tmp_path / "lossy.json"
-    window = FaultWindow(0.1, 0.2, "api drops canaries 40-41")
+    window = ShadedSpan(0.1, 0.2, "api drops canaries 40-41")
     outcome = validate(config, JsonReporter(report), HtmlReporter(html, windows=[window]))
     assert outcome.exit_code == ExitCode.VERDICT_FAILED
     doc = json.loads(report.read_text())

@@ -15,11 +15,11 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField
 
-from pipeline_check.probes.iceberg import RestMetadata
-from pipeline_check.probes.iceberg_changes import ChangeFeed
-from pipeline_check.probes.iceberg_metadata import MetadataReader
+from pipeline_check.backends.iceberg.changes import ChangeFeed
+from pipeline_check.backends.iceberg.metadata import MetadataReader
+from pipeline_check.backends.iceberg.probe import RestMetadata
+from pipeline_check.canary.tags import RunId
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.tags import RunId
 from tests.e2e.lakehouse import COMPOSE, CONFIG, SHORT_RUN_CHECKS, canary_rows, cli, run_of, settings, table, validate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

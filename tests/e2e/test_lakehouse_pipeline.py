@@ -11,10 +11,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline_check.asyncutil import run_sync
-from pipeline_check.engine import Outcome
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.runs.driver import Outcome
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.status import Status
 from tests.e2e.lakehouse import SHORT_RUN_CHECKS, TOPIC, canary_rows, run_of, settings, table, validate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -19,21 +19,23 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import DecimalType, DoubleType, LongType, NestedField, StringType, TimestamptzType
 from rich.console import Console
 
-from pipeline_check.asyncutil import run_sync
 from pipeline_check.config import PipelineConfig
-from pipeline_check.contract.check import check_contract
-from pipeline_check.contract.model import StageContract
-from pipeline_check.contract.snapshot import snapshot, to_toml
-from pipeline_check.engine import drive, run_async
-from pipeline_check.errors import ExitCode
-from pipeline_check.events import RunFinished
-from pipeline_check.passive.run import PassiveRun, contract_run
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.core.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack
-from pipeline_check.reporting import ConsoleReporter, JsonReporter
-from pipeline_check.responses import ResponseTimes
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.runs.contract import check_contract, snapshot, to_toml
+from pipeline_check.runs.driver import drive, run_async
+from pipeline_check.runs.passive import PassiveRun
+from pipeline_check.runs.plan import Plan
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.contract_spec import StageContract
+from pipeline_check.verdict.events import RunFinished
+from pipeline_check.verdict.response_times import ResponseTimes
+from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import api_trades, wait_for
+from tests.support.report_schema import validate_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.freshness]
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
@@ -86,6 +88,7 @@ def test_validate_passive_passes_with_the_demo_feed(
     report = tmp_path / "production.json"
     code = main(["validate", "-c", str(CONFIG), "--scenario", "production", "--json", str(report)])
     doc = json.loads(report.read_text())
+    validate_report(doc)  # a real passive run's report follows the bundled schema
     assert code == ExitCode.OK, [(c["threshold"], c["status"], c["detail"]) for c in doc["checks"]]
     assert doc["run"]["mode"] == "passive" and doc["run"]["count"] == 0 and doc["verdict"] == "passed"
     assert {c["threshold"] for c in doc["checks"]} == {
@@ -109,7 +112,7 @@ def test_validate_passive_fails_naming_the_stage_and_its_age_when_the_consumer_s
     config = passive(
         pipeline_config, 8.0, "freshness.kafka.max < 10s", "freshness.iceberg.max < 5s", "lag.consumer.max < 5s"
     )
-    done = run_sync(drive(lambda: PassiveRun(config)))
+    done = run_sync(drive(lambda: PassiveRun(Plan.build(config, passive=True))))
     found = checks(done)
     assert found["freshness.kafka.max < 10s"].status == Status.PASSED  # the feed still fills the topic
     iceberg = found["freshness.iceberg.max < 5s"]
@@ -138,7 +141,7 @@ def test_validate_passive_is_inconclusive_when_the_feed_stops(
     config = passive(
         pipeline_config, 5.0, "freshness.kafka.max < 60s", "freshness.api.max < 5m", "lag.consumer.max < 30s"
     )
-    done = run_sync(drive(lambda: PassiveRun(config)))
+    done = run_sync(drive(lambda: PassiveRun(Plan.build(config, passive=True))))
     assert {r.status for r in done.results} == {Status.INCONCLUSIVE}, [(r.threshold, r.detail) for r in done.results]
     assert all("looks idle" in r.detail for r in done.results)
     assert done.verdict == Status.INCONCLUSIVE and done.exit_code == ExitCode.VERDICT_FAILED
@@ -157,6 +160,7 @@ def test_api_response_times_idle_and_under_concurrent_load(pipeline_config: Pipe
     report = tmp_path / "load.json"
     done = run_sync(run_async(config, None, [JsonReporter(report)])).finished
     doc = json.loads(report.read_text())
+    validate_report(doc)  # a real gated run's report (API response times, the load) follows the schema
     checks = {c["threshold"]: c for c in doc["checks"]}
     failures = [n for n in doc["notes"] if "failed" in n]
     assert checks["lost == 0"]["status"] == "passed", (checks, failures)
@@ -222,7 +226,8 @@ def test_the_contract_shows_a_readable_diff_when_prices_are_doubles(
         }
     )
     out = io.StringIO()
-    done = run_sync(drive(lambda: contract_run(config), [ConsoleReporter(Console(file=out, width=240), live=False)]))
+    console = ConsoleReporter(Console(file=out, width=240), live=False)
+    done = run_sync(drive(lambda: PassiveRun(Plan.contract_check(config)), [console]))
     result = checks(done)["contract"]
     assert result.status == Status.FAILED and done.exit_code == ExitCode.VERDICT_FAILED
     assert result.detail.splitlines() == [

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline_check.pytest_plugin import Validator
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.status import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience, pytest.mark.slow]
 

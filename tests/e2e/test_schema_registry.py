@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline_check.codecs import (
+from pipeline_check.backends.kafka.codecs import (
     AvroCodec,
     RegisteredSchema,
     RegistryError,
@@ -27,6 +27,7 @@ from pipeline_check.codecs import (
     trade_record,
 )
 from tests.e2e.helpers import trades, wait_for
+from tests.support.registry import RegistryAdmin
 
 pytestmark = [pytest.mark.e2e]
 
@@ -117,8 +118,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def client(registry: StandIn) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient(registry.url) as c:
+def client(registry: StandIn) -> Iterator[RegistryAdmin]:
+    with RegistryAdmin(registry.url) as c:
         yield c
 
 
@@ -152,7 +153,7 @@ def test_it_says_it_is_a_stand_in_and_answers_like_confluent(registry: StandIn) 
     assert no_route.status_code == 404 and no_route.json() == {"error_code": 404, "message": "HTTP 404 Not Found"}
 
 
-def test_register_is_idempotent_and_ids_are_global(registry: StandIn, client: SchemaRegistryClient) -> None:
+def test_register_is_idempotent_and_ids_are_global(registry: StandIn, client: RegistryAdmin) -> None:
     subject, other = unique_subject(), unique_subject()
     schema_id = client.register(subject, TRADE)
     assert client.register(subject, json.dumps(TRADE, indent=4)) == schema_id  # same schema, other whitespace
@@ -162,7 +163,7 @@ def test_register_is_idempotent_and_ids_are_global(registry: StandIn, client: Sc
     assert {subject, other} <= set(httpx.get(f"{registry.url}/subjects").json())
 
 
-def test_lookup_by_id_and_latest_version(client: SchemaRegistryClient) -> None:
+def test_lookup_by_id_and_latest_version(client: RegistryAdmin) -> None:
     subject = unique_subject()
     schema_id = client.register(subject, evolved(TRADE, name="lookup", type="string", default=subject))
     assert json.loads(client.schema_by_id(schema_id))["fields"][-1] == {
@@ -175,7 +176,7 @@ def test_lookup_by_id_and_latest_version(client: SchemaRegistryClient) -> None:
     assert json.loads(latest.schema) == json.loads(client.schema_by_id(schema_id))
 
 
-def test_compatible_evolution_registers_a_new_version_that_reads_the_old_data(client: SchemaRegistryClient) -> None:
+def test_compatible_evolution_registers_a_new_version_that_reads_the_old_data(client: RegistryAdmin) -> None:
     subject = unique_subject()
     v1 = client.register(subject, TRADE)
     v2_schema = evolved(TRADE, name="venue", type="string", default="binance")
@@ -200,7 +201,7 @@ def test_compatible_evolution_registers_a_new_version_that_reads_the_old_data(cl
     ],
 )
 def test_incompatible_evolution_is_refused(
-    registry: StandIn, client: SchemaRegistryClient, change: dict[str, Any], incompatibility: str
+    registry: StandIn, client: RegistryAdmin, change: dict[str, Any], incompatibility: str
 ) -> None:
     subject = unique_subject()
     client.register(subject, TRADE)
@@ -221,7 +222,7 @@ def test_incompatible_evolution_is_refused(
 
 def test_compatibility_level_is_the_registry_config(own_registry: StandIn) -> None:
     own_registry.start()
-    with SchemaRegistryClient(own_registry.url) as client:
+    with RegistryAdmin(own_registry.url) as client:
         subject = unique_subject()
         client.register(subject, TRADE)
         no_default = evolved(TRADE, name="venue", type="string")
@@ -236,7 +237,7 @@ def test_compatibility_level_is_the_registry_config(own_registry: StandIn) -> No
         assert bad.status_code == 422 and bad.json()["error_code"] == 42203
 
 
-def test_unknown_subject_and_id_are_named(registry: StandIn, client: SchemaRegistryClient) -> None:
+def test_unknown_subject_and_id_are_named(registry: StandIn, client: RegistryAdmin) -> None:
     subject = unique_subject()
     with pytest.raises(RegistryError, match=rf"subject '{subject}': .*error_code 40401\): Subject '{subject}' not"):
         client.latest(subject)
@@ -247,7 +248,7 @@ def test_unknown_subject_and_id_are_named(registry: StandIn, client: SchemaRegis
         AvroCodec(TRADE, 1, client).decode(frame)
 
 
-def test_an_invalid_schema_is_refused_with_42201(client: SchemaRegistryClient) -> None:
+def test_an_invalid_schema_is_refused_with_42201(client: RegistryAdmin) -> None:
     with pytest.raises(RegistryError, match=r"error_code 42201\): .*money") as refused:
         client.register(unique_subject(), {"type": "record", "name": "T", "fields": [{"name": "a", "type": "money"}]})
     assert refused.value.status == 422

@@ -19,13 +19,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from pipeline_check.errors import ConfigError, EndpointError, StackError
-from pipeline_check.faults import toxiproxy as toxiproxy_module
-from pipeline_check.faults.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, ToxiproxyServer, find_binary
-from pipeline_check.polling import Deadline, apoll
+from pipeline_check.core.errors import ConfigError, EndpointError, StackError
+from pipeline_check.core.polling import Deadline
+from pipeline_check.faults.toxiproxy import ToxiproxyError
 from pipeline_check.pytest_plugin import free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.spec import StackSpec, load_stack
+from tests.support import toxiproxy as toxiproxy_module
+from tests.support.polling import apoll
+from tests.support.toxiproxy import Proxy, ToxiproxyAdmin, ToxiproxyServer, find_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
 STACK_FILE = Path(__file__).parents[2] / "compose" / "stack.toml"
@@ -49,7 +51,7 @@ class _EchoServer(socketserver.ThreadingTCPServer):
 
 
 @pytest.fixture(scope="module")
-def toxiproxy() -> Iterator[Toxiproxy]:
+def toxiproxy() -> Iterator[ToxiproxyAdmin]:
     with ToxiproxyServer() as server:
         yield server.api
 
@@ -66,7 +68,7 @@ def echo() -> Iterator[str]:
 
 
 @pytest.fixture
-def proxy(toxiproxy: Toxiproxy, echo: str) -> Iterator[Proxy]:
+def proxy(toxiproxy: ToxiproxyAdmin, echo: str) -> Iterator[Proxy]:
     created = toxiproxy.create_proxy("echo", "127.0.0.1:0", echo)
     yield created
     toxiproxy.delete_proxy(created.name)
@@ -91,7 +93,7 @@ def roundtrip(proxy: Proxy, payload: bytes) -> tuple[bytes, float]:
     return bytes(received), took
 
 
-def test_server_runs_the_proxy_and_stops_on_exit(toxiproxy: Toxiproxy, proxy: Proxy, echo: str) -> None:
+def test_server_runs_the_proxy_and_stops_on_exit(toxiproxy: ToxiproxyAdmin, proxy: Proxy, echo: str) -> None:
     assert toxiproxy.version()
     listed = toxiproxy.proxies()[proxy.name]
     assert (listed.listen, listed.upstream, listed.enabled, listed.toxics) == (proxy.listen, echo, True, ())
@@ -102,12 +104,12 @@ def test_server_runs_the_proxy_and_stops_on_exit(toxiproxy: Toxiproxy, proxy: Pr
     with ToxiproxyServer(port=port) as server:
         assert server.url == f"http://127.0.0.1:{port}"
         assert server.api.proxies() == {}
-    with Toxiproxy(f"http://127.0.0.1:{port}") as gone, pytest.raises(EndpointError, match="no answer"):
+    with ToxiproxyAdmin(f"http://127.0.0.1:{port}") as gone, pytest.raises(EndpointError, match="no answer"):
         gone.version()
 
 
 def test_latency_adds_at_least_the_latency(
-    toxiproxy: Toxiproxy, proxy: Proxy, record_property: Callable[[str, object], None]
+    toxiproxy: ToxiproxyAdmin, proxy: Proxy, record_property: Callable[[str, object], None]
 ) -> None:
     _, baseline = roundtrip(proxy, b"ping")
     toxiproxy.latency(proxy.name, LATENCY_MS)
@@ -118,7 +120,7 @@ def test_latency_adds_at_least_the_latency(
     assert took >= LATENCY_MS / 1000, f"a {LATENCY_MS} ms latency toxic, yet the echo took {took * 1000:.1f} ms"
 
 
-def test_cut_makes_a_read_time_out_and_removing_it_restores_traffic(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_cut_makes_a_read_time_out_and_removing_it_restores_traffic(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     cut = toxiproxy.cut(proxy.name)
     assert [t.kind for t in toxiproxy.proxy(proxy.name).toxics] == ["timeout"]
     with connect(proxy, timeout=1.0) as sock:
@@ -129,7 +131,7 @@ def test_cut_makes_a_read_time_out_and_removing_it_restores_traffic(toxiproxy: T
     assert roundtrip(proxy, b"pong")[0] == b"pong"
 
 
-def test_reset_peer_resets_the_connection(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_reset_peer_resets_the_connection(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     toxiproxy.reset_peer(proxy.name)
     with connect(proxy) as sock:
         sock.sendall(b"ping")
@@ -138,7 +140,7 @@ def test_reset_peer_resets_the_connection(toxiproxy: Toxiproxy, proxy: Proxy) ->
 
 
 def test_bandwidth_limits_a_transfer(
-    toxiproxy: Toxiproxy, proxy: Proxy, record_property: Callable[[str, object], None]
+    toxiproxy: ToxiproxyAdmin, proxy: Proxy, record_property: Callable[[str, object], None]
 ) -> None:
     rate_kb_s, size = 100, 200_000
     toxiproxy.bandwidth(proxy.name, rate_kb_s)
@@ -150,13 +152,13 @@ def test_bandwidth_limits_a_transfer(
     assert took >= expected, f"{size} bytes at {rate_kb_s} KB/s need {expected:.2f} s, took {took:.2f} s"
 
 
-def test_slicer_still_delivers_every_byte(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_slicer_still_delivers_every_byte(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     toxiproxy.slicer(proxy.name, average_size=64, size_variation=32, delay_us=50)
     payload = os.urandom(64_000)
     assert roundtrip(proxy, payload)[0] == payload
 
 
-def test_disable_refuses_connections_until_enabled(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_disable_refuses_connections_until_enabled(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     assert not toxiproxy.disable(proxy.name).enabled
     with pytest.raises(ConnectionRefusedError):
         connect(proxy)
@@ -164,7 +166,7 @@ def test_disable_refuses_connections_until_enabled(toxiproxy: Toxiproxy, proxy: 
     assert roundtrip(proxy, b"ping")[0] == b"ping"
 
 
-def test_reset_enables_every_proxy_and_removes_every_toxic(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_reset_enables_every_proxy_and_removes_every_toxic(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     toxiproxy.latency(proxy.name, LATENCY_MS, stream="upstream")
     toxiproxy.bandwidth(proxy.name, 10)
     toxiproxy.disable(proxy.name)
@@ -174,7 +176,7 @@ def test_reset_enables_every_proxy_and_removes_every_toxic(toxiproxy: Toxiproxy,
     assert (after.enabled, after.toxics) == (True, ())
 
 
-def test_api_errors_name_the_proxy_the_toxic_and_what_the_server_said(toxiproxy: Toxiproxy, proxy: Proxy) -> None:
+def test_api_errors_name_the_proxy_the_toxic_and_what_the_server_said(toxiproxy: ToxiproxyAdmin, proxy: Proxy) -> None:
     toxiproxy.latency(proxy.name, 10, name="slow")
     with pytest.raises(
         ToxiproxyError, match=r"toxic 'slow' \(latency, downstream\) on proxy 'echo'.*409: toxic already"
@@ -220,7 +222,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSpec]:
 
 
 @pytest.fixture
-def kafka_proxy(toxiproxy: Toxiproxy, kafka: StackSpec) -> Iterator[Proxy]:
+def kafka_proxy(toxiproxy: ToxiproxyAdmin, kafka: StackSpec) -> Iterator[Proxy]:
     """Toxiproxy on the address the INGEST listener advertises, forwarding to that listener."""
     ports = kafka.ports
     created = toxiproxy.create_proxy(
@@ -264,7 +266,7 @@ async def read_values(bootstrap: str, topic: str, wanted: set[bytes], timeout: f
 
 
 def test_kafka_through_the_proxy_feels_latency_and_cuts(
-    kafka: StackSpec, kafka_proxy: Proxy, toxiproxy: Toxiproxy, record_property: Callable[[str, object], None]
+    kafka: StackSpec, kafka_proxy: Proxy, toxiproxy: ToxiproxyAdmin, record_property: Callable[[str, object], None]
 ) -> None:
     plain = f"127.0.0.1:{kafka.ports['kafka']}"
     proxied = kafka_proxy.listen

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from pipeline_check.config import PipelineConfig
-from pipeline_check.engine import Outcome
 from pipeline_check.pytest_plugin import PipelineStack, Validator
+from pipeline_check.runs.driver import Outcome
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.status import Status
+from pipeline_check.verdict.status import Status
 from tests.e2e.helpers import without_throughput
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

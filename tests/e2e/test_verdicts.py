@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline_check.config import PipelineConfig
-from pipeline_check.errors import ExitCode
+from pipeline_check.core.errors import ExitCode
 from pipeline_check.pytest_plugin import PipelineStack, Validator
-from pipeline_check.reporting import JsonReporter
+from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.stack.local import LocalStack
 from tests.e2e.conftest import AfterInjected
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline_check.polling import poll
+from pipeline_check.core.polling import poll
 from pipeline_check.pytest_plugin import PipelineStack
 from pipeline_check.stack.local import LocalStack
 from tests.support import promtool

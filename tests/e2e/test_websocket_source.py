@@ -22,15 +22,16 @@ from pydantic import Field
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from pipeline_check.backends.capabilities import PROBES
+from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.canary.coverage import partition_of
+from pipeline_check.canary.fidelity import Fields
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.coverage import partition_of
-from pipeline_check.engine import Outcome, run_async
-from pipeline_check.errors import EndpointError
-from pipeline_check.fidelity import Fields
-from pipeline_check.probes.base import PROBES, ProbeContext, Ref
+from pipeline_check.core.errors import EndpointError
+from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.pytest_plugin import free_ports
-from pipeline_check.registry import PluginSettings
-from pipeline_check.status import Status
+from pipeline_check.runs.driver import Outcome, run_async
+from pipeline_check.verdict.status import Status
 
 pytestmark = pytest.mark.e2e
 

@@ -14,12 +14,13 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline_check.errors import EndpointError
-from pipeline_check.fidelity import Fields
-from pipeline_check.injectors.base import INJECTORS, InjectorContext
-from pipeline_check.messages import TRADE_FIELDS, Trade
-from pipeline_check.probes.base import PROBES, ProbeContext, Ref
-from pipeline_check.registry import PluginSettings
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import InjectorContext
+from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.canary.fidelity import Fields
+from pipeline_check.canary.trades import TRADE_FIELDS, Trade
+from pipeline_check.core.errors import EndpointError
+from pipeline_check.core.plugins import PluginSettings
 
 PIPES: defaultdict[str, list[tuple[float, Trade]]] = defaultdict(list)
 

@@ -8,15 +8,21 @@ from typing import Any
 
 import pytest
 
-from pipeline_check import sla
-from pipeline_check.book import Ref, TraceBook
-from pipeline_check.clock import Clock
-from pipeline_check.events import Event, RunFinished, RunStarted
-from pipeline_check.messages import TradeFactory
-from pipeline_check.stages import BUILTIN, SOURCE, Route
-from pipeline_check.status import exit_code, verdict_of
-from pipeline_check.summary import InjectionStats, RunSummary, measurements, summarise
-from pipeline_check.tags import RunId
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.trace.book import Ref, TraceBook
+from pipeline_check.trace.stages import BUILTIN, SOURCE, Route
+from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.events import Event, RunFinished, RunStarted
+from pipeline_check.verdict.measurements import Measurements, measurements
+from pipeline_check.verdict.results import CheckResult
+from pipeline_check.verdict.status import exit_code, verdict_of
+from pipeline_check.verdict.summary import InjectionStats, RunSummary, summarise
+from pipeline_check.verdict.thresholds import DEFAULT_THRESHOLDS, parse_thresholds
+
+# autouse: every JSON report a test renders is checked against the bundled schema
+from tests.support.report_schema import reports_follow_the_schema  # noqa: F401
 
 # the reference services are a package of compose/ (run there as `python -m services.X`); their
 # pure-logic tests import it the same way
@@ -36,14 +42,14 @@ T0 = 100.0
 class SyntheticRun:
     book: TraceBook
     summary: RunSummary
-    measurements: sla.Measurements
-    results: tuple[sla.CheckResult, ...]
+    measurements: Measurements
+    results: tuple[CheckResult, ...]
     started: RunStarted
     finished: RunFinished
 
     @property
     def events(self) -> list[Event]:
-        from pipeline_check.events import CheckFinished, Injected, Observed
+        from pipeline_check.verdict.events import CheckFinished, Injected, Observed
 
         s = self.summary
         return [
@@ -69,7 +75,7 @@ def build_run(
     lost: Mapping[int, str] | None = None,
     duplicates: Mapping[str, Sequence[int]] | None = None,
     corrupt: Sequence[int] = (),
-    thresholds: Sequence[str] = sla.DEFAULT_THRESHOLDS,
+    thresholds: Sequence[str] = DEFAULT_THRESHOLDS,
     config: Mapping[str, Any] | None = None,
     compare: bool = True,
 ) -> SyntheticRun:
@@ -102,7 +108,7 @@ def build_run(
     injection = InjectionStats(count, 0, rate, rate * 0.99, 0.002, 0)
     summary = summarise(book, injection, settle_s=2.0)
     m = measurements(summary, book)
-    results = tuple(sla.evaluate(t, m) for t in sla.parse_thresholds([("t", t) for t in thresholds], stages))
+    results = tuple(evaluate(t, m) for t in parse_thresholds([("t", t) for t in thresholds], stages))
     started = RunStarted(
         run_id=str(run),
         scenario="smoke",

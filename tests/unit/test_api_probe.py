@@ -14,13 +14,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pipeline_check.book import TraceBook
-from pipeline_check.clock import Clock
-from pipeline_check.errors import ConfigError
-from pipeline_check.messages import TradeFactory
-from pipeline_check.probes.api import ApiProbe, ApiSettings
-from pipeline_check.probes.base import ProbeContext
-from pipeline_check.tags import RunId
+from pipeline_check.backends.api.probe import ApiProbe, ApiSettings
+from pipeline_check.backends.probe import ProbeContext
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.trace.book import TraceBook
 from tests.unit.conftest import route_of
 
 RUN = RunId(31337)

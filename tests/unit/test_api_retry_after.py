@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from pipeline_check.probes.api import retry_after
+from pipeline_check.backends.api.probe import retry_after
 
 
 @pytest.mark.parametrize(

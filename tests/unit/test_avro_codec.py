@@ -9,9 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from pipeline_check.codecs import (
+from pipeline_check.backends.kafka.codecs import (
     AvroCodec,
     DecodeError,
     EncodeError,
@@ -22,10 +23,11 @@ from pipeline_check.codecs import (
     to_comparable,
     trade_record,
 )
-from pipeline_check.errors import ConfigError
-from pipeline_check.fidelity import compare
-from pipeline_check.messages import TradeFactory
-from pipeline_check.tags import RunId
+from pipeline_check.backends.kafka.codecs.schema_registry import SchemaRegistryClient
+from pipeline_check.canary.fidelity import compare
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.errors import ConfigError
 
 TRADE_AVSC = Path(__file__).parents[2] / "compose" / "schemas" / "trade.avsc"
 TRADE_ID = 7
@@ -289,6 +291,16 @@ def test_schema_ids_are_checked(trade_schema: dict[str, Any], schema_id: Any) ->
         AvroCodec(trade_schema, schema_id)
 
 
-def test_schema_text_is_what_a_registry_takes(codec: AvroCodec, trade_schema: dict[str, Any]) -> None:
-    assert json.loads(codec.schema_text) == trade_schema
-    assert "\n" not in codec.schema_text
+def test_the_schema_text_a_registry_takes(codec: AvroCodec, trade_schema: dict[str, Any]) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": 7})
+
+    client = SchemaRegistryClient("http://registry.test")
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(registry))
+    assert client.register("trades-value", codec.schema) == 7
+    schema_text = sent[0]["schema"]
+    assert json.loads(schema_text) == trade_schema
+    assert "\n" not in schema_text

@@ -18,7 +18,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
 from pipeline_check.cli import cli, main
-from pipeline_check.errors import ExitCode
+from pipeline_check.core.errors import ExitCode
 from tests.support import memory
 
 SECRET = "s3cr3t-T0KEN"

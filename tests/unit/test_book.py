@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from pipeline_check.book import Ref, TraceBook
-from pipeline_check.clock import Clock
-from pipeline_check.messages import TradeFactory
-from pipeline_check.summary import InjectionStats, RunSummary, measurements, summarise
-from pipeline_check.tags import RunId
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.trace.book import Ref, TraceBook
+from pipeline_check.verdict.measurements import measurements
+from pipeline_check.verdict.summary import InjectionStats, RunSummary, summarise
 from tests.unit.conftest import route_of
 
 INF = math.inf

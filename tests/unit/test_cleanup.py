@@ -12,11 +12,14 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType
 
-from pipeline_check.cleanup import CLEANUP_PROPERTY, Selection, delete, iceberg_settings, plan
+from pipeline_check.backends.cleanup import Selection
+from pipeline_check.backends.iceberg.cleanup import CLEANUP_PROPERTY, IcebergCleanup, delete, plan
+from pipeline_check.backends.iceberg.probe import IcebergSettings
+from pipeline_check.canary.tags import RunId
 from pipeline_check.cli import main
-from pipeline_check.config import load_config
-from pipeline_check.errors import ConfigError
-from pipeline_check.tags import RunId
+from pipeline_check.config import PipelineConfig, load_config
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.runs.cleanup import stage_cleanup
 
 OLD, NEW = RunId(1_000_000), RunId(1_000_500)
 SCHEMA = Schema(
@@ -51,6 +54,13 @@ def config(tmp_path: Path) -> Path:
         f"catalog = {{ {catalog_props} }}\n"
     )
     return path
+
+
+def iceberg_settings(config: PipelineConfig) -> tuple[IcebergSettings, str]:
+    """The settings and section of the stage the cleanup command deletes from."""
+    cleaner = stage_cleanup(config)
+    assert isinstance(cleaner, IcebergCleanup)
+    return cleaner.settings, cleaner.where
 
 
 def ids(table: Table) -> list[int]:

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check.config import BUILTIN_SCENARIOS, PipelineConfig, load_config, substitute
-from pipeline_check.durations import duration
-from pipeline_check.errors import ConfigError
+from pipeline_check.config import PipelineConfig, load_config
+from pipeline_check.config.environment import substitute
+from pipeline_check.config.scenarios import BUILTIN_SCENARIOS
+from pipeline_check.core.durations import duration
+from pipeline_check.core.errors import ConfigError
 
 GOOD = """
 [source]

@@ -10,12 +10,18 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline_check.config import load_config
-from pipeline_check.contract.check import compare_columns, compare_records, contract_result, type_fits
-from pipeline_check.contract.model import StageContract, column_type, json_type
-from pipeline_check.contract.snapshot import record_fields, to_toml
-from pipeline_check.errors import ConfigError
-from pipeline_check.passive.figures import ContractFigures, Difference
-from pipeline_check.status import Status
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.runs.contract import to_toml
+from pipeline_check.verdict.contract_diff import (
+    compare_columns,
+    compare_records,
+    contract_result,
+    record_fields,
+    type_fits,
+)
+from pipeline_check.verdict.contract_spec import StageContract, column_type, json_type
+from pipeline_check.verdict.figures import ContractFigures, Difference
+from pipeline_check.verdict.status import Status
 
 
 @pytest.mark.parametrize(

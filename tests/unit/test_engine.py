@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check import sla
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Outcome, run
-from pipeline_check.errors import EndpointError, ExitCode
-from pipeline_check.events import Event, RunAborted, RunFinished
-from pipeline_check.reporting import JsonReporter, JUnitReporter
-from pipeline_check.status import Status
+from pipeline_check.core.errors import EndpointError, ExitCode
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
+from pipeline_check.runs.driver import Outcome, run
+from pipeline_check.verdict.events import Event, RunAborted, RunFinished
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import DEFAULT_THRESHOLDS
 from tests.support import memory
 
 BASE = """
@@ -82,7 +83,7 @@ def statuses(outcome: Outcome) -> dict[str, Status]:
 def test_a_clean_run_passes_every_default_check(tmp_path: Path) -> None:
     events = Recorder()
     cfg = config(tmp_path)
-    cfg = cfg.model_copy(update={"sla": cfg.sla.model_copy(update={"thresholds": sla.DEFAULT_THRESHOLDS})})
+    cfg = cfg.model_copy(update={"sla": cfg.sla.model_copy(update={"thresholds": DEFAULT_THRESHOLDS})})
     outcome = run(cfg.with_overrides(None, count=300, rate=100), handlers=[events])
     assert outcome.exit_code == ExitCode.OK, outcome.finished.results
     s = statuses(outcome)
@@ -192,7 +193,7 @@ def test_a_run_without_an_iceberg_stage_never_imports_pyiceberg(tmp_path: Path) 
         "from pathlib import Path\n"
         "from tests.support import memory\n"
         "from pipeline_check.config import load_config\n"
-        "from pipeline_check.engine import run\n"
+        "from pipeline_check.runs.driver import run\n"
         "memory.register()\n"
         f"run(load_config(Path({str(path)!r}), {{}}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyiceberg', 'aiokafka', 'pyarrow')))\n"

@@ -11,19 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_check.book import TraceBook
-from pipeline_check.clock import Clock
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.config import load_config
-from pipeline_check.engine import run
-from pipeline_check.errors import ConfigError
-from pipeline_check.faults.plan import FaultStep, FaultWindow
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import ConfigError
 from pipeline_check.faults.runner import FaultRunner, Targets
-from pipeline_check.messages import TradeFactory
-from pipeline_check.reporting import JsonReporter
-from pipeline_check.sla import parse_threshold
-from pipeline_check.status import Status
-from pipeline_check.summary import recovery
-from pipeline_check.tags import RunId
+from pipeline_check.faults.steps import FaultStep
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.runs.driver import run
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.measurements import recovery
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import FaultWindow
+from pipeline_check.verdict.thresholds import parse_threshold
 from tests.support import memory
 from tests.unit.conftest import route_of
 

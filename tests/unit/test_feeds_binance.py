@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline_check.feeds.binance import BinanceDialect, BinanceSession
-from pipeline_check.feeds.dialect import PathRejected
-from pipeline_check.fidelity import compare
-from pipeline_check.messages import Trade
+from pipeline_check.backends.websocket.binance import BinanceDialect, BinanceSession
+from pipeline_check.backends.websocket.dialect import PathRejected
+from pipeline_check.canary.fidelity import compare
+from pipeline_check.canary.trades import Trade
 
 NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
 TAG = 2**62 | 5 << 26 | 17

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline_check.feeds.dialect import PathRejected, Session
-from pipeline_check.feeds.kraken import KrakenDialect, json_number, pair_of, symbol_of
-from pipeline_check.fidelity import compare
-from pipeline_check.messages import Trade
+from pipeline_check.backends.websocket.dialect import PathRejected, Session
+from pipeline_check.backends.websocket.kraken import KrakenDialect, json_number, pair_of, symbol_of
+from pipeline_check.canary.fidelity import compare
+from pipeline_check.canary.trades import Trade
 
 NOW = dt.datetime(2025, 6, 15, 12, 0, 0, 742599, tzinfo=dt.UTC)
 STAMP = "2025-06-15T12:00:00.742599Z"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline_check.feeds.dialect import Session
-from pipeline_check.feeds.routing import SymbolSpreader
-from pipeline_check.messages import Trade
+from pipeline_check.backends.websocket.dialect import Session
+from pipeline_check.backends.websocket.routing import SymbolSpreader
+from pipeline_check.canary.trades import Trade
 
 TRADE = Trade("BTCUSDT", 1_000_000_001, "65000.00000000", "0.10000000", False, 1_750_000_000_000)
 

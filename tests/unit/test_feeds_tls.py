@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.feeds import tls
+from pipeline_check.backends.websocket import tls
+from pipeline_check.core.errors import ConfigError
 
 
 def test_generated_ca_signs_a_server_cert_for_the_hosts(tmp_path: Path):

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline_check.fidelity import COMPARISONS, compare, parse_spec
-from pipeline_check.messages import decimal_text
+from pipeline_check.canary.fidelity import COMPARISONS, compare, parse_spec
+from pipeline_check.canary.trades import decimal_text
 
 MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 AT = dt.datetime(2023, 11, 14, 22, 13, 20, 123_000, tzinfo=dt.UTC)

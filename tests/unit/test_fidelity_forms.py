@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from fastavro import parse_schema
 
-from pipeline_check.codecs import AvroCodec, load_schema, to_comparable, trade_record
-from pipeline_check.fidelity import compare, parse_spec
-from pipeline_check.messages import Trade
-from pipeline_check.tags import RunId
+from pipeline_check.backends.kafka.codecs import AvroCodec, load_schema, to_comparable, trade_record
+from pipeline_check.canary.fidelity import compare, parse_spec
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import Trade
 
 MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 NAIVE = dt.datetime(2023, 11, 14, 22, 13, 20, 123_000)  # the same instant, its zone left out

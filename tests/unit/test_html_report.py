@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from pipeline_check.canary.fidelity import FieldDiff
 from pipeline_check.cli import main
 from pipeline_check.config import load_config
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import RunAborted
-from pipeline_check.fidelity import FieldDiff
-from pipeline_check.reporting import HtmlReporter, build_handlers
+from pipeline_check.core.errors import ConfigError, ExitCode
 from pipeline_check.reporting import plotdata as pd
-from pipeline_check.reporting.html import FaultWindow, render
-from pipeline_check.status import Status
+from pipeline_check.reporting.html import HtmlReporter, ShadedSpan, render
+from pipeline_check.reporting.registry import build_handlers
+from pipeline_check.verdict.events import RunAborted
+from pipeline_check.verdict.status import Status
 from tests.support import memory
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def test_hostile_strings_are_escaped(lossy: SyntheticRun) -> None:
 
 
 def test_fault_windows_are_shaded(lossy: SyntheticRun) -> None:
-    text, page = page_of(lossy, windows=(FaultWindow(0.5, 1.0, "consumer stopped"),))
+    text, page = page_of(lossy, windows=(ShadedSpan(0.5, 1.0, "consumer stopped"),))
     bands = [a for a in page.all("g") if a.get("class") == "band fault"]
     assert len(bands) == 1 and "consumer stopped (0.5s to 1s)" in text
 
@@ -241,7 +241,7 @@ def test_reporter_writes_on_finish_and_checks_the_path_first(tmp_path: Path, los
     reporter.close()
     assert list(path.parent.iterdir()) == [path]  # written atomically
     assert not Page(path.read_text()).problems
-    kinds = [type(h).__name__ for h in build_handlers(None, None, None, html_path=tmp_path / "r.html")]
+    kinds = [type(h).__name__ for h in build_handlers(None, {"html": tmp_path / "r.html"})]
     assert kinds == ["HtmlReporter"]
 
 
@@ -273,7 +273,7 @@ def test_cli_html_option_and_report_setting(tmp_path: Path, capsys: pytest.Captu
     memory.register()
     config = tmp_path / "pipeline.toml"
     config.write_text(PIPELINE.format(extra="", report=f'[report]\nhtml = "{tmp_path / "from-config.html"}"\n'))
-    assert load_config(config, {}).report.html == tmp_path / "from-config.html"
+    assert load_config(config, {}).report.path("html") == tmp_path / "from-config.html"
     assert main(["validate", "-c", str(config)]) == ExitCode.VERDICT_FAILED  # canary 3 is dropped
     page = Page((tmp_path / "from-config.html").read_text())
     assert page.series["timeline"]["never arrived"] == 1 and page.series["lost"] == {"stuck": 2}

@@ -39,17 +39,16 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import EMPTY_DICT, Record
 from pyiceberg.types import LongType, NestedField, StringType
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.probes.iceberg_changes import (
+from pipeline_check.backends.iceberg.changes import (
     POSITION_PATH_ID,
     ChangeFeed,
     LiveRows,
     SnapshotChange,
     Transitions,
     UnsupportedChange,
-    snapshot_changes,
 )
-from pipeline_check.probes.iceberg_metadata import MetadataReader
+from pipeline_check.backends.iceberg.metadata import MetadataReader
+from pipeline_check.core.errors import ConfigError
 
 SCHEMA = Schema(
     NestedField(1, "trade_id", LongType(), required=True),
@@ -594,6 +593,19 @@ def test_a_rollback_rescans_the_snapshot_rolled_back_to(table: Table) -> None:
     table.manage_snapshots().rollback_to_snapshot(target).commit()
     (change,) = f.poll(table)
     assert (change.snapshot_id, change.rescanned, change.delta) == (target, True, {1001: -1})
+
+
+def snapshot_changes(
+    table: Table, after: int | None, tag_column: str, lo: int, hi: int, columns: tuple[str, ...]
+) -> list[SnapshotChange]:
+    """Changes of the snapshots committed after snapshot ``after`` (exclusive; None = from the table's first
+    snapshot), oldest first, as a fresh :class:`ChangeFeed` sought to ``after`` reads them in one poll. When
+    ``after`` is no longer in the metadata the changes count from an empty table (a rescan)."""
+    feed = ChangeFeed(tag_column, lo, hi, columns)
+    snapshot = None if after is None else table.snapshot_by_id(after)
+    if snapshot is not None:
+        feed.seek(table, snapshot)
+    return feed.poll(table)
 
 
 def test_snapshot_changes_from_a_snapshot_and_from_an_expired_one(table: Table) -> None:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipeline_check.messages import Trade, TradeFactory
-from pipeline_check.tags import RunId
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import Trade, TradeFactory
 
 
 def _reference(trade: Trade) -> str:

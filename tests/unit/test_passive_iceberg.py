@@ -14,12 +14,12 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
-from pipeline_check.clock import Clock
-from pipeline_check.errors import ConfigError, EndpointError
-from pipeline_check.passive.samplers import SamplerContext
-from pipeline_check.passive.samplers.iceberg import IcebergSampler
-from pipeline_check.probes.iceberg import IcebergSettings
-from pipeline_check.responses import ResponseTimes
+from pipeline_check.backends.iceberg.probe import IcebergSettings
+from pipeline_check.backends.iceberg.sampler import IcebergSampler
+from pipeline_check.backends.sampler import SamplerContext
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.errors import ConfigError, EndpointError
+from pipeline_check.verdict.response_times import ResponseTimes
 
 SCHEMA = Schema(
     NestedField(1, "trade_id", LongType(), required=True),

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pipeline_check.passive.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
-from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
-from pipeline_check.responses import ResponseTimes
+from pipeline_check.backends.load import MAX_WINDOW_MS, MIN_WINDOW_MS, QueryMix, response_figures
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
+from pipeline_check.verdict.response_times import ResponseTimes
 
 
 def test_response_times_time_requests_and_count_failures() -> None:

@@ -14,15 +14,20 @@ from typing import ClassVar
 import pytest
 from rich.console import Console
 
+from pipeline_check.backends.capabilities import SAMPLERS
+from pipeline_check.backends.sampler import Reading, SamplerContext
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.engine import Run, drive
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import Event, RunAborted, RunFinished
-from pipeline_check.passive.run import PassiveRun
-from pipeline_check.passive.samplers import SAMPLERS, Reading, SamplerContext
-from pipeline_check.registry import PluginSettings
-from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter
-from pipeline_check.status import Status
+from pipeline_check.core.errors import ConfigError, ExitCode
+from pipeline_check.core.plugins import PluginSettings
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
+from pipeline_check.runs.driver import drive
+from pipeline_check.runs.injected import Run
+from pipeline_check.runs.passive import PassiveRun
+from pipeline_check.runs.plan import Plan
+from pipeline_check.verdict.events import Event, RunAborted, RunFinished
+from pipeline_check.verdict.status import Status
 from tests.support import memory
 from tests.support.memory import MemoryStageSettings
 
@@ -107,7 +112,7 @@ class Events:
 
 
 def passive_run(cfg: PipelineConfig, *handlers: object) -> RunFinished:
-    return asyncio.run(drive(lambda: PassiveRun(cfg), handlers))  # type: ignore[arg-type]
+    return asyncio.run(drive(lambda: PassiveRun(Plan.build(cfg, passive=True)), handlers))  # type: ignore[arg-type]
 
 
 def by_threshold(done: RunFinished) -> dict[str, tuple[Status, str]]:
@@ -240,11 +245,11 @@ def test_a_passive_scenario_is_not_run_by_the_engine_and_passive_needs_one(tmp_p
     cfg = config(tmp_path, extra='[scenarios.gate]\nmode = "passive"\nthresholds = ["freshness.kafka.max < 9s"]')
     assert cfg.is_passive("gate") and not cfg.is_passive(None)
     with pytest.raises(ConfigError, match="is a passive scenario"):
-        Run(cfg, "gate")
+        Run(Plan.build(cfg, "gate"))
     with pytest.raises(ConfigError, match=r"--scenario='smoke' .*is not a passive scenario"):
         cfg.is_passive("smoke", flag=True)
     SCRIPTS.update(kafka=moving(), iceberg=moving())
-    done = asyncio.run(drive(lambda: PassiveRun(cfg, "gate"), ()))
+    done = asyncio.run(drive(lambda: PassiveRun(Plan.build(cfg, "gate")), ()))
     assert [r.threshold for r in done.results][-1] == "freshness.kafka.max < 9s"
 
 
@@ -294,7 +299,7 @@ def test_validate_passive_on_the_command_line(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_an_injected_run_through_the_gates_entry_point_is_the_engine_run(tmp_path: Path) -> None:
-    from pipeline_check.engine import run_async
+    from pipeline_check.runs.driver import run_async
 
     path = tmp_path / "injected.toml"
     path.write_text(

@@ -8,9 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.sla import Series, evaluate, evaluate_series, format_value, parse_threshold
-from pipeline_check.status import Status
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.verdict.evaluation import evaluate, evaluate_series
+from pipeline_check.verdict.measurements import Series
+from pipeline_check.verdict.results import format_value
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import parse_threshold
 from tests.unit.conftest import build_run
 
 STAGES = ("kafka", "consumer", "iceberg", "api")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check.errors import PluginError
-from pipeline_check.registry import Registry
+from pipeline_check.core.errors import PluginError
+from pipeline_check.core.plugins import Registry
 
 ROOT = Path(__file__).parents[2]
 CONFIG = """
@@ -93,7 +93,7 @@ def test_a_plugin_shadowing_a_built_in_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_registered_target_must_carry_a_settings_model() -> None:
-    registry: Registry[object] = Registry("probe", "pipeline_check.none", {"bad": "pipeline_check.stages:Route"})
+    registry: Registry[object] = Registry("probe", "pipeline_check.none", {"bad": "pipeline_check.trace.stages:Route"})
     with pytest.raises(PluginError, match="is not a class with a `Settings` model"):
         registry.get("bad")
     with pytest.raises(PluginError, match="no probe named 'nope'"):
@@ -101,6 +101,8 @@ def test_a_registered_target_must_carry_a_settings_model() -> None:
 
 
 def test_an_in_process_plugin_may_not_take_a_built_in_name() -> None:
-    registry: Registry[object] = Registry("probe", "pipeline_check.none", {"api": "pipeline_check.probes.api:ApiProbe"})
+    registry: Registry[object] = Registry(
+        "probe", "pipeline_check.none", {"api": "pipeline_check.backends.api.probe:ApiProbe"}
+    )
     with pytest.raises(PluginError, match="'api' is taken"):
         registry.add("api", "tests.support.memory:MemoryProbe")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_check.power import upper_bound
+from pipeline_check.verdict.detection_power import upper_bound
 
 
 @pytest.mark.parametrize(

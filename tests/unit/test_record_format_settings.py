@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check.codecs import UnknownSchemaError, to_comparable, trade_record
-from pipeline_check.codecs.settings import reader_codec, writer_codec
+from pipeline_check.backends.kafka.codecs import UnknownSchemaError, to_comparable, trade_record
+from pipeline_check.backends.kafka.codecs.record_format import reader_codec, writer_codec
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import Trade
 from pipeline_check.config import PipelineConfig, load_config
-from pipeline_check.errors import ConfigError
-from pipeline_check.messages import Trade
-from pipeline_check.tags import RunId
+from pipeline_check.core.errors import ConfigError
 
 COMPOSE = Path(__file__).parents[2] / "compose"
 SCHEMA = COMPOSE / "schemas" / "trade.avsc"

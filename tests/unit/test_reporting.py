@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from rich.console import Console
 
-from pipeline_check.errors import ConfigError, ExitCode
-from pipeline_check.events import Injected, Note, Observed, RunAborted
-from pipeline_check.reporting import ConsoleReporter, JsonReporter, JUnitReporter, build_handlers
+from pipeline_check.core.errors import ConfigError, ExitCode
+from pipeline_check.reporting.console import ConsoleReporter
+from pipeline_check.reporting.json import JsonReporter
+from pipeline_check.reporting.junit import JUnitReporter
+from pipeline_check.reporting.registry import build_handlers
+from pipeline_check.verdict.events import Injected, Note, Observed, RunAborted
 
 if TYPE_CHECKING:
     from conftest import SyntheticRun  # tests/unit/conftest.py
@@ -289,6 +292,8 @@ def test_live_progress_in_a_terminal(make_run: MakeRun) -> None:
 
 def test_build_handlers(tmp_path: Path) -> None:
     console = Console(file=io.StringIO())
-    kinds = [type(h) for h in build_handlers(console, tmp_path / "a.json", tmp_path / "b.xml", live=False)]
+    kinds = [
+        type(h) for h in build_handlers(console, {"json": tmp_path / "a.json", "junit": tmp_path / "b.xml"}, live=False)
+    ]
     assert kinds == [ConsoleReporter, JsonReporter, JUnitReporter]
-    assert build_handlers(None, None, None) == []
+    assert build_handlers(None, {}) == []

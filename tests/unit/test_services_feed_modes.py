@@ -12,9 +12,10 @@ from services.common import ConfigError
 from services.feed_modes import FeedMode, kraken_record, url_symbols
 from services.trades import parse_trade
 
-from pipeline_check.feeds import BinanceDialect, KrakenDialect
-from pipeline_check.feeds.dialect import Session
-from pipeline_check.messages import Trade
+from pipeline_check.backends.websocket.binance import BinanceDialect
+from pipeline_check.backends.websocket.dialect import Session
+from pipeline_check.backends.websocket.kraken import KrakenDialect
+from pipeline_check.canary.trades import Trade
 
 TAG = 2**62 | 5 << 26 | 17
 CANARY = Trade("BTCUSD", TAG, "9999999999.99999999", "0.00000001", True, 1_750_000_000_123)

@@ -3,21 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline_check.errors import ConfigError
-from pipeline_check.sla import (
-    OPS,
-    Measurements,
-    Tally,
-    Threshold,
-    ThroughputFigures,
-    aggregate,
-    evaluate,
-    format_value,
-    min_samples,
-    parse_threshold,
-    parse_thresholds,
-)
-from pipeline_check.status import Status
+from pipeline_check.core.errors import ConfigError
+from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.measurements import Measurements, Tally
+from pipeline_check.verdict.results import format_value
+from pipeline_check.verdict.statistics import aggregate, min_samples
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import OPS, Threshold, parse_threshold, parse_thresholds
+from pipeline_check.verdict.throughput import ThroughputFigures
 
 STAGES = ("kafka", "iceberg", "api")
 

@@ -11,8 +11,8 @@ import pytest
 from services.common import ConfigError
 from services.kafka_util import TopicSettings
 
-from pipeline_check.errors import ConfigError as StackConfigError
-from pipeline_check.errors import StackError
+from pipeline_check.core.errors import ConfigError as StackConfigError
+from pipeline_check.core.errors import StackError
 from pipeline_check.stack.prepare import kafka_properties, trogdor_platform
 from pipeline_check.stack.spec import StackSpec, load_stack, profile_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_check.cli import main
-from pipeline_check.errors import ConfigError
+from pipeline_check.core.errors import ConfigError
 from pipeline_check.stack.spec import load_stack, profile_file
 
 COMPOSE = Path(__file__).parents[2] / "compose"

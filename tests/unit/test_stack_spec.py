@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_check.errors import ConfigError, StackError
+from pipeline_check.core.errors import ConfigError, StackError
 from pipeline_check.stack.spec import load_stack
 
 COMPOSE = Path(__file__).parents[2] / "compose"

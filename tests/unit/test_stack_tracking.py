@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from pipeline_check.cli import main
-from pipeline_check.errors import StackError
+from pipeline_check.core.errors import StackError
 from pipeline_check.pytest_plugin import free_ports
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.record import RECORD_FILE, read_record

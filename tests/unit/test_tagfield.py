@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline_check.tagfield import TagSettings, tag_reader
-from pipeline_check.tags import RunId
+from pipeline_check.canary.tag_readers import TagSettings, tag_reader
+from pipeline_check.canary.tags import RunId
 
 TAG = RunId(123_456).tag(7)
 

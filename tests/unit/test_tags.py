@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_check.tags import CANARY_BIT, EPOCH_S, MAX_RUN, MAX_SEQ, RunId, label, parse
+from pipeline_check.canary.tags import CANARY_BIT, EPOCH_S, MAX_RUN, MAX_SEQ, RunId, label, parse
 
 
 @pytest.mark.parametrize("run", [0, 1, 0x1234_5678, MAX_RUN])

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline_check.throughput import batch_interval, delivered_rate, slope_bounds
+from pipeline_check.verdict.throughput import batch_interval, delivered_rate, slope_bounds
 
 
 def next_batch(at: float, interval: float = 0.5) -> float:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from pipeline_check.cli import main
-from pipeline_check.errors import ExitCode
-from pipeline_check.polling import poll
+from pipeline_check.core.errors import ExitCode
+from pipeline_check.core.polling import poll
 from tests.support import memory
 
 ROOT = Path(__file__).resolve().parents[2]

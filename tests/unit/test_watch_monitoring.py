@@ -12,7 +12,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline_check.watch.metrics import WatchMetrics
+from pipeline_check.runs.watch.metrics import WatchMetrics
 from tests.support import promtool
 
 MONITORING = Path(__file__).resolve().parents[2] / "compose" / "monitoring"

@@ -9,17 +9,17 @@ import math
 import numpy as np
 import pytest
 
-from pipeline_check.clock import Clock
-from pipeline_check.messages import TradeFactory
-from pipeline_check.probes.base import Ref
-from pipeline_check.sla import parse_thresholds
-from pipeline_check.status import Status
-from pipeline_check.tags import MAX_SEQ, RunId, parse
-from pipeline_check.watch.generation import GenerationRecorder
-from pipeline_check.watch.metrics import WatchMetrics
-from pipeline_check.watch.ring import CanaryRing, Generation
-from pipeline_check.watch.runner import generation_size, loss_deadline, ring_capacity
-from pipeline_check.watch.window import judge
+from pipeline_check.backends.probe import Ref
+from pipeline_check.canary.tags import MAX_SEQ, RunId, parse
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.runs.watch.generation import GenerationRecorder
+from pipeline_check.runs.watch.metrics import WatchMetrics
+from pipeline_check.runs.watch.ring import CanaryRing, Generation
+from pipeline_check.runs.watch.runner import generation_size, loss_deadline, ring_capacity
+from pipeline_check.runs.watch.window import judge
+from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.thresholds import parse_thresholds
 from tests.unit.conftest import route_of
 
 STAGES = ("kafka", "consumer", "iceberg", "api")

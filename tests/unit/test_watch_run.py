@@ -16,11 +16,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline_check.backends.capabilities import PROBES
+from pipeline_check.canary.tags import parse
 from pipeline_check.config import load_config
-from pipeline_check.polling import poll
-from pipeline_check.probes.base import PROBES
-from pipeline_check.tags import parse
-from pipeline_check.watch import Watch, WatchSettings
+from pipeline_check.core.polling import poll
+from pipeline_check.runs.plan import Plan
+from pipeline_check.runs.watch import Watch, WatchSettings
 from tests.support import memory, promtool
 
 T = TypeVar("T")
@@ -127,7 +128,7 @@ def start_watch(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         path = tmp_path / f"{pipe}.toml"
         path.write_text(CONFIG.format(pipe=pipe, source=source, api=api, api_type=api_type))
         defaults: dict[str, Any] = {"rate": 40.0, "window": 1.0, "grace": 0.2, "evaluate_every": 0.2}
-        watch = Watch(load_config(path, {}), WatchSettings(listen="127.0.0.1:0", **(defaults | settings)))
+        watch = Watch(Plan.build(load_config(path, {})), WatchSettings(listen="127.0.0.1:0", **(defaults | settings)))
         running = Running(watch)
         listening = threading.Event()
 

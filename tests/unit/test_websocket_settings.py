@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_check.backends.websocket import tls
+from pipeline_check.backends.websocket.injector import WebSocketInjector, WebSocketSettings
 from pipeline_check.config import load_config
-from pipeline_check.errors import ConfigError
-from pipeline_check.feeds import tls
-from pipeline_check.injectors.websocket import WebSocketInjector, WebSocketSettings
+from pipeline_check.core.errors import ConfigError
 
 STAGE = """
 [stages.kafka]

@@ -1,0 +1,1 @@
+"""A query API: the probe, the reader, the passive sampler, the API load, the contract reader."""

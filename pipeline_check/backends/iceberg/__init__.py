@@ -1,0 +1,2 @@
+"""Iceberg: the table probe and its change feed, metadata reads, the passive sampler, the contract reader,
+canary cleanup."""

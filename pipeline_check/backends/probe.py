@@ -1,0 +1,120 @@
+"""The Probe protocol and what a probe may tell and ask the run (:class:`Recorder`). The engine sees only
+this module and the capability registry.
+
+Adding a probe: one module with a class that has a ``Settings`` model (a
+:class:`~pipeline_check.core.plugins.PluginSettings`) and the methods of :class:`Probe`, registered as a stage
+type's ``probe`` in :mod:`pipeline_check.backends.capabilities` (or, from another distribution, an entry
+point in the ``pipeline_check.probes`` group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline_check.canary.tags import RunId
+from pipeline_check.core.clock import Clock
+from pipeline_check.core.plugins import PluginSettings
+from pipeline_check.trace.book import Ref
+from pipeline_check.verdict.response_times import ResponseTimes
+
+__all__ = ["Probe", "ProbeContext", "Recorder", "Ref", "TimedProbe"]
+
+
+class Recorder(Protocol):
+    """The narrow view of the run's trace book a probe gets."""
+
+    def seen(
+        self,
+        stage: str,
+        tag: object,
+        at: float,
+        *,
+        ref: Ref | None = None,
+        source_ms: float | None = None,
+        copies: int | None = None,
+    ) -> bool:
+        """A sighting of canary ``tag`` at ``stage`` at monotonic time ``at``; True the first time.
+        ``copies`` None counts one more copy (a stream); ``copies=n`` says the stage's current view holds
+        ``n`` (a table state, an API answer; 0 after a sighting: it is gone)."""
+        ...
+
+    def diff(self, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str]) -> None:
+        """Compare the stage's record of ``tag`` with what was sent (``fields``: the stage's setting)."""
+        ...
+
+    def declare_shards(self, stage: str, shards: Sequence[int]) -> None:
+        """The shards (partitions) the stage has, for coverage."""
+        ...
+
+    def declare_ordered(self, stage: str) -> None:
+        """The positions the probe records are an order per shard and key."""
+        ...
+
+    def pending_windows_ms(self, stage: str) -> dict[str, tuple[int, int]]:
+        """Per canary symbol, the send-time window (wall ms) of canaries not yet seen at ``stage``."""
+        ...
+
+    def run_windows_ms(self) -> dict[str, tuple[int, int]]:
+        """Per canary symbol, the send-time window of every canary injected so far."""
+        ...
+
+    def due(self, stage: str) -> int:
+        """Canaries the upstream stage holds that ``stage`` has not shown yet."""
+        ...
+
+    def pending_refs(
+        self, stage: str, at: str
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """Tags of canaries not yet seen at ``stage`` but seen at ``at``, with their shard and position there."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeContext:
+    """What a probe gets besides its own settings: the stage it watches and its upstream, the run's
+    clock and tag range, the recorder, and a way to tell the user something as the run goes."""
+
+    stage: str
+    upstream: str
+    clock: Clock
+    run: RunId
+    recorder: Recorder
+    note: Callable[[str], None]
+
+
+class Probe(Protocol):
+    """Watches one stage from the outside and tells the recorder when each canary shows up.
+
+    ``start`` connects and takes the baseline (what existed before the run: end offsets, the current
+    snapshot) and raises ``EndpointError`` (or ``ConfigError`` for a setting the stage contradicts) if
+    the stage cannot be watched. ``run`` observes until ``stop`` is set. ``finish`` makes a last pass
+    (late copies, retractions) and releases everything; it runs even when ``start`` failed halfway.
+    """
+
+    Settings: ClassVar[type[PluginSettings]]
+
+    def __init__(self, settings: Any, ctx: ProbeContext) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    @property
+    def resolution(self) -> float:
+        """Median seconds between two looks at the stage: the precision of its times."""
+        ...
+
+
+@runtime_checkable
+class TimedProbe(Protocol):
+    """A probe that times every request it makes (the API probe): ``api.response`` judges these times."""
+
+    responses: ResponseTimes

@@ -1,0 +1,298 @@
+"""The injected run (the engine): start probes, inject, wait on deadlines, drain and settle, stop,
+evaluate; yields events.
+
+The engine knows injectors and probes only through their protocols and the capability registry (imported
+only for the types the config names), and handlers only through events. It takes a
+:class:`~pipeline_check.runs.plan.Plan` and judges ``plan.thresholds`` (a gated run narrows them to the
+plan's checks). The drain and settle logic is :meth:`Run._watch` and :meth:`Run._settle_window`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline_check.backends.capabilities import INJECTORS, PROBES
+from pipeline_check.backends.injector import Injector, InjectorContext
+from pipeline_check.backends.probe import Probe, ProbeContext
+from pipeline_check.canary.coverage import covering_symbols
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.config.scenarios import injects_nothing
+from pipeline_check.core.clock import Clock
+from pipeline_check.runs.pacing import Pacing, inject
+from pipeline_check.runs.plan import Plan
+from pipeline_check.trace.book import TraceBook
+from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.events import (
+    CheckFinished,
+    Event,
+    Injected,
+    NoteBuffer,
+    Observed,
+    RunFinished,
+    RunStarted,
+)
+from pipeline_check.verdict.measurements import measurements
+from pipeline_check.verdict.results import CheckResult
+from pipeline_check.verdict.status import exit_code, verdict_of
+from pipeline_check.verdict.summary import InjectionStats, summarise
+
+if TYPE_CHECKING:
+    from pipeline_check.faults.runner import FaultRunner, Services
+
+TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
+PROGRESS_EVERY = 0.5
+MIN_SETTLE = 2.0  # seconds; at least twice the longest gap between deliveries at the last stage
+
+
+class Run:
+    """One injected run of ``plan``; iterate ``events()`` once."""
+
+    def __init__(self, plan: Plan, *, clock: Clock | None = None, stack: Services | None = None) -> None:
+        if plan.passive:
+            raise injects_nothing(plan.scenario)
+        self.plan = plan
+        self.config = config = plan.config
+        self.load = plan.load
+        self.thresholds = list(plan.thresholds)
+        self.stack = stack  # the driver faults act through (default: the one [faults] names)
+        self.clock = clock or Clock()
+        self.run_id = RunId.new(self.clock.wall(self.clock.now()))
+        self.route = config.route
+        messages = config.messages
+        self.factory = TradeFactory(
+            self.run_id,
+            seed=self.load.seed,
+            count=self.load.count,
+            symbols=messages.canary_symbols or (messages.symbol,),
+            background_symbols=messages.background_symbols,
+            base_price=messages.base_price,
+            precision=messages.precision,
+            scale=messages.scale,
+        )
+        self.notes = NoteBuffer()
+        injector_cls = INJECTORS.get(config.source.type)
+        self.injector: Injector = injector_cls(config.source.settings, InjectorContext(self.clock, self.notes.note))
+        # optional injector hook: the record a subscriber received, when it is not Trade.to_dict (a dialect's)
+        self.book = TraceBook(
+            self.run_id, self.factory, self.route, self.clock, sent_record=getattr(self.injector, "sent_record", None)
+        )
+        self.probes: list[Probe] = [
+            PROBES.get(section.type)(
+                section.settings,
+                ProbeContext(
+                    stage=section.name,
+                    upstream=self.route.upstream[section.name],
+                    clock=self.clock,
+                    run=self.run_id,
+                    recorder=self.book,
+                    note=self.notes.note,
+                ),
+            )
+            for section in config.stages
+        ]
+        self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
+        self._settle = 0.0
+        self._coverage_caveat = ""
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Run and report; ``EndpointError`` if a stage or the source cannot be reached."""
+        began = self.clock.now()
+        yield RunStarted(
+            run_id=str(self.run_id),
+            scenario=self.plan.scenario,
+            source=self.config.source.type,
+            stages=self.route.stages,
+            count=self.load.count,
+            rate=self.load.rate,
+            background_rate=self.load.background_rate,
+            started_at=time.time(),
+            config=self.config.redacted(),
+        )
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[object]] = []
+        attempted: list[Probe] = []
+        injection: InjectionStats | None = None
+        faults = self._fault_runner()
+        try:
+            for probe in self.probes:
+                attempted.append(probe)
+                await probe.start()
+            self._choose_symbols()
+            await self.injector.start()
+            self._adopt_source_symbols()
+            for note in self.notes.notes():
+                yield note
+            stages = self.route.stages
+            tasks = [
+                asyncio.create_task(p.run(stop), name=f"probe:{s}") for p, s in zip(self.probes, stages, strict=True)
+            ]
+            injecting = asyncio.create_task(
+                inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
+            )
+            tasks.append(injecting)
+            faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
+            if faulting is not None:
+                tasks.append(faulting)
+            async for event in self._watch(injecting, tasks, faulting):
+                yield event
+            injection = injecting.result()
+        finally:
+            stop.set()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                if faults is not None:
+                    await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
+            finally:
+                try:
+                    for probe in attempted:
+                        await probe.finish()
+                finally:
+                    await self.injector.close()
+        for event in self._progress():
+            yield event
+        for note in self.notes.notes():
+            yield note
+
+        if injection is None:
+            raise RuntimeError("injection ended without its figures")
+        fed = self.injector.feeds_stage
+        windows = faults.windows if faults is not None else []
+        summary = summarise(
+            self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else (), faults=windows
+        )
+        m = measurements(
+            summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
+        )
+        if self._coverage_caveat and m.coverage.count:
+            caveat = f"{m.coverage.detail}; {self._coverage_caveat}"
+            m = dataclasses.replace(m, coverage=dataclasses.replace(m.coverage, detail=caveat))
+        results: list[CheckResult] = []
+        for threshold in self.thresholds:
+            result = evaluate(threshold, m)
+            results.append(result)
+            yield CheckFinished(result)
+        verdict = verdict_of([r.status for r in results])
+        finished = RunFinished(
+            verdict=verdict,
+            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
+            results=tuple(results),
+            summary=summary,
+            resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
+            duration=self.clock.now() - began,
+            notes=tuple(self.notes.all),
+            book=self.book,
+        )
+        yield finished
+
+    def _choose_symbols(self) -> None:
+        """Canaries spread over every partition of the first sharded stage the validator does not write
+        itself (it spreads its own writes round-robin); explicit ``canary_symbols`` win."""
+        messages = self.config.messages
+        if messages.canary_symbols:
+            return
+        fed = self.injector.feeds_stage
+        for stage in self.route.stages:
+            shards = self.book.shards.get(stage)
+            if shards and stage != fed:
+                self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
+                return
+
+    def _fault_runner(self) -> FaultRunner | None:
+        """The scenario's faults, wired to what they act on; None without faults."""
+        if not self.plan.faults:
+            return None
+        from pipeline_check.faults.runner import FaultRunner
+        from pipeline_check.runs.fault_targets import targets_of
+
+        return FaultRunner(self.plan.faults, targets_of(self.config, self.stack), self.clock, self.notes.note)
+
+    def _freshness_limit(self) -> float:
+        """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the
+        run's own freshness threshold (the first ``e2e.<stat> <``, whole run or after the faults), else 30 s."""
+        for t in self.thresholds:
+            if t.metric.startswith("e2e.") and t.window in (None, "after") and t.op in ("<", "<="):
+                return t.value
+        return 30.0
+
+    def _adopt_source_symbols(self) -> None:
+        """Canaries ride the symbols the injector chose at start, when it chose (a feed's canaries riding
+        the symbols its subscribers follow, known only once they subscribed); optional injector hook."""
+        chosen = getattr(self.injector, "canary_symbols", None)
+        symbols: tuple[str, ...] | None = chosen() if chosen is not None else None
+        if symbols:
+            self.factory.use_symbols(symbols)
+            self._coverage_caveat = (
+                f"canaries rode the symbols the source chose ({', '.join(symbols)}), "
+                "not symbols chosen to cover every partition"
+            )
+
+    async def _watch(
+        self,
+        injecting: asyncio.Task[InjectionStats],
+        tasks: list[asyncio.Task[object]],
+        faulting: asyncio.Task[None] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Progress until every stage holds every canary and the settle window passed, or the drain
+        deadline after injection (and the faults) ended."""
+        next_progress = 0.0
+        faults_ended = -math.inf  # when the last fault was undone: the batch interval is measured after it
+        drain_deadline: float | None = None
+        settle_until: float | None = None
+        while True:
+            await asyncio.sleep(TICK)
+            for task in tasks:
+                if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+            now = self.clock.now()
+            for note in self.notes.notes():
+                yield note
+            if now >= next_progress:
+                next_progress = now + PROGRESS_EVERY
+                for event in self._progress():
+                    yield event
+            if not injecting.done() or (faulting is not None and not faulting.done()):
+                continue
+            faults_ended = now if faulting is not None and faults_ended < 0 else faults_ended
+            if drain_deadline is None:
+                drain_deadline = now + self.load.drain_timeout
+            if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
+                self._settle = self._settle_window(faults_ended)
+                settle_until = now + self._settle
+            if settle_until is not None and now >= settle_until:
+                return
+            if settle_until is None and now >= drain_deadline:
+                missing = {s: self.book.injected - self.book.reached(s) for s in self.route.stages}
+                self.notes.note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
+                return
+
+    def _settle_window(self, since: float) -> float:
+        """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the
+        last stage after ``since`` (a pipeline that commits every 5 s may re-append its last batch 5 s
+        later; the gap a fault made says nothing of that)."""
+        if self.load.settle is not None:
+            return self.load.settle
+        arrivals = np.unique(self.book.first_seen(self.route.final))
+        arrivals = arrivals[~np.isnan(arrivals) & (arrivals > since)]
+        gap = float(np.diff(arrivals).max()) if len(arrivals) > 1 else 0.0
+        return max(MIN_SETTLE, 2 * gap)
+
+    def _progress(self) -> Iterable[Event]:
+        yield Injected(
+            sent=self.pacing.sent,
+            total=self.pacing.count,
+            background=self.pacing.background,
+            achieved_rate=self.pacing.achieved_rate(self.clock.now()),
+        )
+        for stage in self.route.stages:
+            yield Observed(stage, self.book.reached(stage), self.book.injected)

@@ -1,8 +1,0 @@
-"""``pipeline-check watch``: a continuous canary with Prometheus metrics (see :mod:`.runner`)."""
-
-from __future__ import annotations
-
-from pipeline_check.watch.runner import Watch, WatchSettings, run_watch
-from pipeline_check.watch.window import WindowVerdict
-
-__all__ = ["Watch", "WatchSettings", "WindowVerdict", "run_watch"]
