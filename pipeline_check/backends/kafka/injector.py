@@ -94,14 +94,7 @@ class KafkaInjector:
 
     async def start(self) -> None:
         compression = producer_codec(self.stage.compression, "source.compression")
-        if self.stage.format == "avro":
-            self._codec = await asyncio.to_thread(writer_codec, self.stage, self.stage.topic, "source")
-        if self.stage.record is not None:
-            codec = self._codec
-            described = f"schema id {codec.schema_id} of {self.stage.topic}" if codec else "JSON records"
-            self._render = Binder(codec.schema if codec else None, described).bind(self.stage.record)
-        self._encode(_SAMPLE)  # a schema the canaries do not fit stops the run before it starts
-        self._encode(_BACKGROUND)
+        await asyncio.to_thread(self.prepare)
         # batches are closed before they are handed over, so the producer's own linger never applies
         self._producer = producer = AIOKafkaProducer(
             bootstrap_servers=self.stage.bootstrap,
@@ -164,6 +157,18 @@ class KafkaInjector:
         if self._producer is not None:
             await self._producer.stop()
         close_codec(self._codec)
+
+    def prepare(self) -> None:
+        """The writer codec and the template bound to its schema, checked on a canary and a background trade: a
+        schema the records do not fit stops the run before it starts. Blocking (registry calls)."""
+        if self.stage.format == "avro":
+            self._codec = writer_codec(self.stage, self.stage.topic, "source")
+        if self.stage.record is not None:
+            codec = self._codec
+            described = f"schema id {codec.schema_id} for topic {self.stage.topic}" if codec else "JSON records"
+            self._render = Binder(codec.schema if codec else None, described).bind(self.stage.record)
+        self._encode(_SAMPLE)
+        self._encode(_BACKGROUND)
 
     def sent_record(self, trade: Trade) -> Mapping[str, object]:
         """What the record of ``trade`` carried, as the fidelity diff compares it (the template's fields, nested

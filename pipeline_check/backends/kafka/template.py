@@ -211,7 +211,7 @@ class Binder:
             raise self._fail(path, "a list where the schema has no array", "map a single value")
         if isinstance(spec, dict):
             return self._mapped(spec, lambda value, where: self._constant(value, resolved, where), path)
-        if not isinstance(spec, str):
+        if not isinstance(spec, str) or all(name is None for _, name in _fields(spec)):
             return self._constant(spec, resolved, path)
         lone = self._lone(spec)
         if lone is None:
