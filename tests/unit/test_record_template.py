@@ -20,40 +20,9 @@ from pipeline_check.canary.trades import Trade
 from pipeline_check.config import load_config
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError, ExitCode
+from tests.support.foreign import FOREIGN, TEMPLATE
 
 TRADE = Trade("CANARYUSDT", RunId(5).tag(3), "65000.12345678", "0.00000001", True, 1_700_000_000_123, seq=3)
-
-# a schema nobody wrote for pipeline-check: a message id, an enum, a nested record, renamed fields
-FOREIGN: dict[str, Any] = {
-    "type": "record",
-    "name": "Execution",
-    "namespace": "com.example.md",
-    "fields": [
-        {"name": "msg_id", "type": {"type": "string", "logicalType": "uuid"}},
-        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["TRADE", "QUOTE"]}},
-        {"name": "exec_ref", "type": "string"},
-        {"name": "instrument", "type": {"type": "record", "name": "Instrument", "fields": [
-            {"name": "symbol", "type": "string"},
-            {"name": "venue", "type": "string"},
-        ]}},
-        {"name": "px", "type": {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 8}},
-        {"name": "qty", "type": {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 8}},
-        {"name": "aggressor", "type": {"type": "enum", "name": "Aggressor", "symbols": ["BID", "ASK"]}},
-        {"name": "exec_ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "note", "type": ["null", "string"], "default": None},
-    ],
-}  # fmt: skip
-TEMPLATE = """
-[source.record]
-msg_id = "{uuid}"
-kind = "TRADE"
-exec_ref = "BINANCE-{tag}"
-instrument = { symbol = "{symbol}", venue = "BINANCE" }
-px = "{price}"
-qty = "{quantity}"
-aggressor = { from = "side", map = { BUY = "BID", SELL = "ASK" } }
-exec_ts = "{time}"
-"""
 
 
 def settings(tmp_path: Path, template: str = TEMPLATE, schema: dict[str, Any] | None = FOREIGN) -> KafkaSettings:
