@@ -17,7 +17,6 @@ from pydantic import Field
 
 from pipeline_check.backends.capabilities import INJECTORS, PROBES
 from pipeline_check.backends.injector import InjectorContext
-from pipeline_check.backends.kafka.partitioners import HASHES, configured
 from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.fidelity import Fields
@@ -119,6 +118,8 @@ class MemoryProbe:
         return 0.005
 
     async def placement(self) -> Placement:
+        from pipeline_check.backends.kafka.partitioners import configured  # Kafka only where a test asks for it
+
         claims = self.settings.claims
         shards = self.settings.shards
         return Placement.standard(shards) if claims is None else configured(claims, shards, "memory.claims")
@@ -135,7 +136,7 @@ class MemoryProbe:
                 continue
             ref = None
             if s.shards:
-                shard = HASHES[s.landing](trade.symbol.encode(), s.shards) if s.landing else seq % s.shards
+                shard = _hashed(s.landing, trade.symbol, s.shards) if s.landing else seq % s.shards
                 ref = Ref(shard if shard != s.empty_shard else (shard + 1) % s.shards, seq)
             copies = 2 if seq in s.duplicate else 1
             view = bool(s.retract)
@@ -153,3 +154,9 @@ class MemoryProbe:
                     {k: record.get(spec.split(":")[0]) for k, spec in s.fields.items()},
                     s.fields,
                 )
+
+
+def _hashed(partitioner: str, symbol: str, shards: int) -> int:
+    from pipeline_check.backends.kafka.partitioners import HASHES
+
+    return HASHES[partitioner](symbol.encode(), shards)
