@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType
@@ -24,7 +23,7 @@ from pipeline_check.canary.tags import RunId
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.verdict.response_times import ResponseTimes
-from tests.unit.test_iceberg_changes import counted, deltas
+from tests.unit.test_iceberg_changes import counted, deltas, make_table
 
 SCHEMA = Schema(
     NestedField(1, "trade_id", StringType(), required=True),
@@ -43,10 +42,7 @@ def rows(*ids: str) -> pa.Table:
 
 @pytest.fixture
 def table(tmp_path: Path) -> Table:
-    (tmp_path / "warehouse").mkdir()
-    catalog = SqlCatalog("local", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/warehouse")
-    catalog.create_namespace("market")
-    return catalog.create_table("market.trades", schema=SCHEMA)
+    return make_table(tmp_path, SCHEMA)
 
 
 def text_feed(**form: str) -> ChangeFeed:
