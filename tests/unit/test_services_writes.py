@@ -9,9 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from pyiceberg.table import Table
-from services.common import CommonConfig, ConfigError
-from services.iceberg import OFFSETS_PROPERTY, TRADES_ARROW_SCHEMA, ensure_table, open_catalog, snapshot_offsets
-from services.trades import Row, Trade, to_arrow
+from services.common import ConfigError
+from services.iceberg import OFFSETS_PROPERTY, expire_snapshots, snapshot_offsets
 from services.writes import (
     WriteConfig,
     WriteMode,
@@ -22,40 +21,14 @@ from services.writes import (
     write,
 )
 
-TOPIC = "market.trades.raw"
-T0 = 1_700_000_000_000  # ms, the start of a 10 s bucket
+from tests.support.trades_table import T0, TOPIC, new_table, trades
+
 BUCKET_US = 10_000_000
-
-
-def trades(ids: range, symbol: str = "BTCUSDT", price: str = "100.5", time_ms: int = T0, step_ms: int = 10) -> pa.Table:
-    """A trade per id, at ``time_ms + id * step_ms`` (a trade's time is fixed by its id)."""
-    rows = [
-        Row(
-            Trade(symbol, tid, Decimal(price), Decimal("1"), "buy", time_ms + tid * step_ms, time_ms + tid * step_ms),
-            time_ms,
-            TOPIC,
-            0,
-            tid,
-        )
-        for tid in ids
-    ]
-    return to_arrow(rows, TRADES_ARROW_SCHEMA)
 
 
 @pytest.fixture
 def table(tmp_path: Path) -> Table:
-    cfg = CommonConfig.from_env(
-        {
-            "KAFKA_BOOTSTRAP": "127.0.0.1:1",
-            "RAW_TOPIC": TOPIC,
-            "RAW_TOPIC_PARTITIONS": "1",
-            "DLQ_TOPIC": "market.trades.dlq",
-            "ICEBERG_CATALOG_URI": f"sqlite:///{tmp_path}/catalog.db",
-            "ICEBERG_WAREHOUSE": f"file://{tmp_path}/warehouse",
-            "ICEBERG_TABLE": "market.trades",
-        }
-    )
-    return ensure_table(open_catalog(cfg, writer=True), cfg)
+    return new_table(tmp_path)
 
 
 def props(offset: int) -> dict[str, str]:
@@ -149,3 +122,38 @@ def test_rewrites_keep_one_row_per_key_and_the_offsets_map(table: Table, mode: W
     else:
         # new keys are appended; a flush replacing keys rewrites the files holding them
         assert operations == ["append", "overwrite", "overwrite"]
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_an_append_applies_the_staged_updates_to_the_metadata_only_once_per_change(
+    table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyiceberg's own Transaction recomputes (and deep-copies, O(snapshots)) the table metadata on every
+    # read of table_metadata: about twenty per append
+    import pyiceberg.table
+
+    calls = []
+    real = pyiceberg.table.update_table_metadata
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    write(table, trades(range(10)), props(10), WriteConfig())
+    monkeypatch.setattr(pyiceberg.table, "update_table_metadata", counted)
+    write(table, trades(range(10, 20)), props(20), WriteConfig())
+    assert len(calls) <= 3
+    assert keys(table) == [("BTCUSDT", i) for i in range(20)]
+
+
+def test_expiry_keeps_the_current_snapshot_its_offsets_and_every_row(table: Table) -> None:
+    for start in range(0, 50, 10):
+        write(table, trades(range(start, start + 10)), props(start + 10), WriteConfig())
+    snapshots = table.snapshots()
+    assert expire_snapshots(table, older_than_ms=snapshots[2].timestamp_ms) == 2  # strictly older only
+    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000) == 2
+    assert [s.snapshot_id for s in table.snapshots()] == [snapshots[-1].snapshot_id]
+    assert snapshot_offsets(table) == ({f"{TOPIC}:0": 50}, snapshots[-1].snapshot_id)
+    assert keys(table) == [("BTCUSDT", i) for i in range(50)]
