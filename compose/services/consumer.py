@@ -82,7 +82,7 @@ from .iceberg import (
 )
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 from .record_format import RecordFormat, trade_parser
-from .trades import Batch, BatchBuffer, PositionGuard, Row, clamp_offset, resume_offset, to_arrow
+from .trades import Batch, BatchBuffer, PositionGuard, Row, StallWatch, clamp_offset, resume_offset, to_arrow
 from .writes import WriteConfig, latest_per_key, write
 
 log = logging.getLogger("consumer")
@@ -103,8 +103,10 @@ SUMMARY_EVERY_S = 10.0
 # (the current snapshot holds them all) but no longer snapshot by snapshot.
 EXPIRE_EVERY_S = 10.0
 SNAPSHOT_RETENTION_S = 60.0
-# no record fetched for this long while the topic has more past our position: the client is stalled
+# records waiting past the offsets taken in and none taken for this long: the Kafka client is stalled
+# (StallWatch, checked every STALL_CHECK_S)
 STALL_S = 20.0
+STALL_CHECK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,7 @@ class Consumer:
         self.producer: AIOKafkaProducer | None = None
         self.assignment: set[TopicPartition] = set()
         self.guard = PositionGuard()
+        self.stall_watch = StallWatch(STALL_S)
         self.dropped_unpositioned = 0
         # offsets reached by flushes but not yet committed to Kafka (commit failed, or unsafe mode)
         self.pending_commit: dict[TopicPartition, int] = {}
@@ -582,10 +585,11 @@ class Consumer:
         assert self.consumer is not None
         interval = self.cfg.flush_interval_ms / 1000
         next_flush = time.monotonic() + interval
-        last_records = time.monotonic()
+        next_stall_check = time.monotonic() + STALL_CHECK_S
         while not self.shutdown.requested:
             # while flushes fail, stop fetching once the buffer is large: memory stays bounded
             if self.flush_failing and len(self.buffer) >= 5 * self.cfg.flush_max_rows:
+                self.stall_watch.reset()  # not fetching on purpose
                 await self.shutdown.wait(interval)
             else:
                 wait_ms = max(1, min(100, int((next_flush - time.monotonic()) * 1000)))
@@ -596,21 +600,20 @@ class Consumer:
                     await self.shutdown.wait(0.5)
                     continue
                 self.states.set("fetch", "ok")
-                now = time.monotonic()
-                if data:
-                    last_records = now
-                elif now - last_records >= STALL_S and await self._behind():
-                    # seen after a broker restart: the client stays connected, fetches nothing, and never
-                    # recovers; new clients resume from the table's offsets map, so nothing is written twice
-                    await self._reconnect(f"no record for {now - last_records:.0f}s though the topic has more")
-                    last_records = time.monotonic()
-                    continue
                 for tp, records in data.items():
                     for rec in records:
                         if not self.guard.accept(tp.topic, tp.partition, rec.offset):
                             self.dropped_unpositioned += 1
                             continue
                         self.buffer.add(tp.topic, tp.partition, rec.offset, rec.timestamp, rec.key, rec.value)
+                if time.monotonic() >= next_stall_check:
+                    stalled = await self._stalled(time.monotonic())
+                    next_stall_check = time.monotonic() + STALL_CHECK_S
+                    if stalled:
+                        # seen after a broker restart: the client stays connected, fetches nothing, and never
+                        # recovers; new clients resume from the table's offsets map, so nothing is written twice
+                        await self._reconnect(f"{', '.join(stalled)}: records waiting, none taken in {STALL_S:.0f}s")
+                        continue
             now = time.monotonic()
             if self.reappend is not None and now >= self.reappend[1]:
                 await self._reappend()
@@ -632,19 +635,24 @@ class Consumer:
                 )
                 self._summary_at, self._summary_rows = now, 0
 
-    async def _behind(self) -> bool:
-        """Whether an assigned partition holds records past this consumer's position."""
+    async def _stalled(self, now: float) -> list[str]:
+        """Partitions whose records wait while none was taken in for STALL_S (StallWatch); ``now`` is
+        monotonic time."""
         consumer = self.consumer
-        if consumer is None or not self.assignment:
-            return False
-        tps = sorted(self.assignment)
+        taken = self.guard.positions()
+        if consumer is None or not taken or not self.watchdog.ok:
+            # Kafka itself not answering (or nothing positioned yet) says nothing about the client
+            self.stall_watch.reset()
+            return []
+        ends: dict[tuple[str, int], int] | None
         try:
-            ends = await self._kafka_wait("end offsets", consumer.end_offsets(tps))
-            positions = {tp: await self._kafka_wait("position", consumer.position(tp)) for tp in tps}
-        except Exception as exc:  # the broker not answering is not a stalled client: the fetch loop retries
-            self.states.set("stall check", "failing", describe(exc), logging.WARNING)
-            return False
-        return any(ends[tp] > positions[tp] for tp in tps)
+            answer = await self._kafka_wait("end offsets", consumer.end_offsets([TopicPartition(*k) for k in taken]))
+            ends = {(tp.topic, tp.partition): offset for tp, offset in answer.items()}
+            self.states.set("stall check", "ok")
+        except Exception as exc:  # Kafka answers the watchdog but not this client: counted as not moving
+            self.states.set("stall check", "client not answering", describe(exc), logging.WARNING)
+            ends = None
+        return [tp_key(*key) for key in self.stall_watch.check(taken, ends, now)]
 
     async def _reconnect(self, why: str) -> None:
         """Write what is buffered, then replace the Kafka clients (a new member of the group)."""
@@ -656,6 +664,9 @@ class Consumer:
             await close_quietly("DLQ producer", self.producer.stop(), 1.0)
         self.consumer = self.producer = None
         self.assignment = set()
+        # the new client is positioned anew (on_assigned); nothing it fetches before that is taken in
+        self.guard.clear()
+        self.stall_watch.reset()
         if not await self._start_kafka():
             self.shutdown.event.set()
 
