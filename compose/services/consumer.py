@@ -360,7 +360,10 @@ class Consumer:
             "snapshot_id": snapshot_id,
         }
         self._summary_rows += len(rows)
-        if dlq_count or reason not in {"interval", "max_rows"} or self.stats["flushes"] == 1:
+        if took_ms > STALL_CHECK_S * 1000:
+            # nothing is fetched meanwhile: a slow flush looks like a stalled consumer from outside
+            log.warning("flush (%s) of %d rows took %.1fs, nothing fetched meanwhile", reason, len(rows), took_ms / 1e3)
+        elif dlq_count or reason not in {"interval", "max_rows"} or self.stats["flushes"] == 1:
             log.info(
                 "flush (%s): %d rows, %d to DLQ, snapshot %s, offsets %s, %.0f ms",
                 reason,
@@ -387,7 +390,7 @@ class Consumer:
             log.warning("snapshot expiry failed: %s", describe(exc))
             return
         if count:
-            log.info("expired %d old snapshots (metadata only)", count)
+            log.info("expired %d old snapshots (metadata only) in %.2fs", count, time.monotonic() - self._expired_at)
 
     async def _reappend(self) -> None:
         """UNSAFE_REAPPEND_AFTER_MS: the last batch once more, as a late copy of a retried commit."""
