@@ -565,10 +565,9 @@ class Consumer:
                 # the broker's minimum: a restart after kill -9 waits this long for the old member
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=1000,
-                # a fetch answers once 16 KiB are there or 50 ms passed: with the default of one byte the
-                # loop fetched a few records at a time, hundreds of fetches a second at 1,000 records/s,
-                # costing this process and the broker a third more CPU per record (50 ms adds ~25 ms to the
-                # consumer stage at low rates, against a 500 ms flush interval)
+                # a fetch answers once 16 KiB are there or 50 ms passed: with the default of one byte each
+                # pass of the loop fetched a few records, a third more CPU per record in this process
+                # (50 ms adds ~25 ms to the consumer stage at low rates, against a 500 ms flush interval)
                 fetch_max_wait_ms=50,
                 fetch_min_bytes=16 * 1024,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
