@@ -15,11 +15,12 @@ PYTEST := $(PY) -m pytest
 CONFIG ?=  # pipeline.toml for gate-production [default: $PIPELINE_CHECK_CONFIG, ./pipeline.toml, compose/pipeline.toml]
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
-        test-e2e test-e2e-rest test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience bench clean \
+        test-e2e test-e2e-rest test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience \
+        test-e2e-cluster bench clean \
         gate-production
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
 setup: $(STAMPS)/venv $(STAMPS)/kafka $(STAMPS)/lakehouse $(STAMPS)/toxiproxy-$(TOXIPROXY_VERSION) $(STAMPS)/chromium $(STAMPS)/promtool ## create .venv, install the project, fetch the Kafka and lakehouse jars, build Toxiproxy, install Chromium, get promtool (once)
 
@@ -89,8 +90,12 @@ test: setup ## unit tests, the verdict matrix and the lakehouse profile e2e (rea
 	$(PYTEST) -n auto tests/unit
 	$(PYTEST) $(TEST_E2E)
 
-test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios
-	$(PYTEST) -m "e2e and not resilience" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
+test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault scenarios and the cluster profile
+	$(PYTEST) -m "e2e and not resilience and not cluster" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
+
+# -rP: each passed test's output
+test-e2e-cluster: setup ## the cluster profile: 3 brokers, RF 3 / min ISR 2, a validation, a broker killed mid-run, Trogdor
+	$(PYTEST) -rP -m cluster tests/e2e
 
 # -rP: each passed scenario's output, which names its fault and recovery time
 test-e2e-resilience: setup ## faults while canaries flow: kills, restarts, network latency and cuts, outages

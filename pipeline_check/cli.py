@@ -114,8 +114,9 @@ def stack_down(stack_file: Path | None, profile: str | None, run_dir: Path | Non
     """Stop every service, dependents first."""
     from pipeline_check.stack import LocalStack
 
-    LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir).down()
-    out.print("stack down")
+    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir, follow=profile is None)
+    local.down()
+    out.print(f"stack {local.spec.name!r} down ({local.spec.label}, run dir {local.spec.run_dir})")
 
 
 @stack.command("status")
@@ -123,14 +124,17 @@ def stack_down(stack_file: Path | None, profile: str | None, run_dir: Path | Non
 @profile_option
 @run_dir_option
 def stack_status(stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
-    """State, health, pid, uptime and restarts of each service."""
+    """State, health, pid, uptime and restarts of each service; exit 1 unless each one runs and is healthy
+    (an optional service nobody started aside)."""
     from pipeline_check.stack import LocalStack
 
-    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir)
-    table = Table("service", "state", "health", "pid", "uptime", "restarts", "port(s)", title=local.spec.name)
-    for s in local.status():
+    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir, follow=profile is None)
+    title = f"{local.spec.name} ({local.spec.label}, run dir {local.spec.run_dir})"
+    table = Table("service", "state", "health", "pid", "uptime", "restarts", "port(s)", title=escape(title))
+    statuses = local.status()
+    for s in statuses:
         health = "-" if s.healthy is None else ("[green]healthy[/]" if s.healthy else "[red]unhealthy[/]")
-        ports = ", ".join(str(p) for n, p in local.spec.ports.items() if n.split("_")[0] == s.name)
+        ports = ", ".join(str(p) for p in local.spec.ports_of(s.name).values())
         table.add_row(
             s.name + (" (optional)" if s.optional else ""),
             s.state,
@@ -141,6 +145,10 @@ def stack_status(stack_file: Path | None, profile: str | None, run_dir: Path | N
             ports,
         )
     out.print(table)
+    problems = [s.problem for s in statuses if not s.ok]
+    if problems:
+        err.print(escape(f"not running and healthy: {', '.join(problems)}"), soft_wrap=True)
+        raise SystemExit(ExitCode.VERDICT_FAILED)
 
 
 def _service_command(name: str, doc: str) -> None:
@@ -152,7 +160,7 @@ def _service_command(name: str, doc: str) -> None:
     def command(service: str, stack_file: Path | None, profile: str | None, run_dir: Path | None) -> None:
         from pipeline_check.stack import LocalStack
 
-        local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir)
+        local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir, follow=profile is None)
         report = getattr(local, name)(service)
         seconds = f" (healthy in {report.seconds:.1f}s)" if report is not None else ""
         out.print(f"{service}: {name} done{seconds}")
@@ -179,7 +187,8 @@ def stack_logs(service: str, lines: int, stack_file: Path | None, profile: str |
     """Print the end of one service's log."""
     from pipeline_check.stack import LocalStack
 
-    click.echo(LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir).logs(service, lines))
+    local = LocalStack.open(_stack_file(stack_file, profile), run_dir=run_dir, follow=profile is None)
+    click.echo(local.logs(service, lines))
 
 
 @cli.command()

@@ -31,6 +31,7 @@ MARKERS = {
     "freshness": "judges data freshness SLAs",
     "resilience": "stops, kills or restarts services during a run",
     "stack": "checks the stack itself: start order, health, restarts",
+    "cluster": "runs on the cluster profile (three Kafka brokers, Trogdor): make test-e2e-cluster",
 }
 
 

@@ -6,11 +6,20 @@ range, then DuckDB reads just those Parquet files, filters, orders (trade_time d
 limits. Decimals leave DuckDB as text with the column's 8-digit scale, so they are never floats.
 
 Access and id format (api_access.py, off by default): API_KEYS, API_KEY_HEADER, API_RATE_LIMIT, API_ID_FORMAT.
+Time form (api_time.py): API_TIME_FORMAT=ms (default) | s | float_s | us | ns | iso | iso_naive, both for the
+time fields of answers and for the start_time / end_time parameters.
 
 Deliberate faults (faults.py), off by default and logged at WARNING on start:
-  UNSAFE_API_OLDEST_FIRST=1   pages are ordered oldest first (trade_time, trade_id ascending)
-  UNSAFE_API_PAGE_CAP=100     every page holds at most 100 rows whatever ``limit`` asks; meta.limit
-                              still echoes the request, so the cut is silent
+  UNSAFE_API_OLDEST_FIRST=1        pages are ordered oldest first (trade_time, trade_id ascending)
+  UNSAFE_API_PAGE_CAP=100          every page holds at most 100 rows whatever ``limit`` asks; meta.limit
+                                   still echoes the request, so the cut is silent
+  UNSAFE_API_PRICE_ORDER=1         pages are ordered by price, highest first (with PAGE_CAP: an answer that
+                                   cannot be paged by time)
+  UNSAFE_API_IGNORE_END_TIME=1     end_time is accepted and echoed but not applied: answers hold everything
+                                   from start_time on (newest first, up to ``limit``)
+  UNSAFE_API_RETRACT_FRACTION=0.2  such a share of trades (a keyed hash of the trade id) is no longer returned
+                                   UNSAFE_API_RETRACT_AFTER_MS (default 2000) after the API first returned
+                                   it; the table keeps it. Remembered in memory: a restart returns it again
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -32,6 +42,7 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import Table
 
 from .api_access import ApiAccess, IdFormat
+from .api_time import TimeError, TimeFormat
 from .common import (
     CommonConfig,
     HttpTask,
@@ -43,7 +54,7 @@ from .common import (
     run_main,
     setup_logging,
 )
-from .faults import ApiFaults
+from .faults import ApiFaults, Retractions
 from .iceberg import open_catalog
 from .table_cache import TableCache
 
@@ -52,25 +63,23 @@ log = logging.getLogger("api")
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 500
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
-# epoch ms accepted for start_time/end_time: 0 .. 9999-12-31
-MAX_EPOCH_MS = 253_402_300_799_999
 
 PARAM_HINTS = {
     "symbol": "required, 2-20 letters or digits, e.g. BTCUSDT",
-    "start_time": "must be epoch milliseconds",
-    "end_time": "must be epoch milliseconds",
     "limit": f"must be an integer between 1 and {MAX_LIMIT}",
 }
 
-COLUMNS = """
+
+def columns(form: TimeFormat) -> str:
+    """The answer's columns; times in the API's form."""
+    names = ("event_time", "trade_time", "ingest_time")
+    times = ",".join(f"\n    {form.sql(f'src.{name}')} AS {name}" for name in names)
+    return f"""
     symbol,
     trade_id,
     CAST(price AS VARCHAR) AS price,
     CAST(quantity AS VARCHAR) AS quantity,
-    side,
-    epoch_ms(event_time) AS event_time,
-    epoch_ms(trade_time) AS trade_time,
-    epoch_ms(ingest_time) AS ingest_time
+    side,{times}
 """
 
 
@@ -82,6 +91,7 @@ class ApiConfig:
     faults: ApiFaults
     access: ApiAccess = field(default_factory=ApiAccess)
     id_format: IdFormat | None = None
+    time_format: TimeFormat = field(default_factory=TimeFormat)
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -92,6 +102,7 @@ class ApiConfig:
             faults=ApiFaults.from_env(MAX_LIMIT),
             access=ApiAccess.from_env(),
             id_format=IdFormat.from_env(),
+            time_format=TimeFormat.from_env(),
         )
 
 
@@ -99,12 +110,17 @@ class BadRequest(Exception):
     """A parameter problem found after FastAPI's own parsing (400)."""
 
 
+class BadParameter(Exception):
+    """A parameter FastAPI passes as text but the API cannot read (422, as FastAPI's own)."""
+
+
 class TableReader:
     """Opens the catalog lazily (the consumer creates it) and reads the table per request."""
 
-    def __init__(self, cfg: CommonConfig, faults: ApiFaults) -> None:
+    def __init__(self, cfg: CommonConfig, faults: ApiFaults, time_format: TimeFormat) -> None:
         self.cfg = cfg
         self.faults = faults
+        self.columns = columns(time_format)
         self.cache = TableCache(lambda: open_catalog(cfg, writer=False), cfg.iceberg_table)
         # one DuckDB database; each request takes a cursor of its own (connect() costs ~35 ms, a cursor ~0.2)
         self._duckdb = duckdb.connect()
@@ -119,30 +135,31 @@ class TableReader:
             return self._duckdb.cursor()
 
     def trades(
-        self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int
+        self, symbol: str, start_us: int | None, end_us: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to ``limit`` rows of ``symbol`` with trade_time in [start_us, end_us) (epoch µs)."""
         table = self.load()
         snapshot = table.current_snapshot()
         if snapshot is None:
             return [], None
         row_filter: BooleanExpression = EqualTo("symbol", symbol)  # type: ignore[call-arg,arg-type]
-        if start_ms is not None:
-            row_filter = And(row_filter, GreaterThanOrEqual("trade_time", start_ms * 1000))  # type: ignore[call-arg,arg-type]
-        if end_ms is not None:
-            row_filter = And(row_filter, LessThan("trade_time", end_ms * 1000))  # type: ignore[call-arg,arg-type]
+        if start_us is not None:
+            row_filter = And(row_filter, GreaterThanOrEqual("trade_time", start_us))  # type: ignore[call-arg,arg-type]
+        if end_us is not None:
+            row_filter = And(row_filter, LessThan("trade_time", end_us))  # type: ignore[call-arg,arg-type]
         plan = self.cache.plan(table, snapshot)
         if plan.files is None:
             tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id).plan_files())
         else:
-            tasks = plan.tasks(symbol, _us(start_ms), _us(end_ms))
+            tasks = plan.tasks(symbol, start_us, end_us)
         where = ["symbol = $symbol"]
-        params: dict[str, Any] = {"symbol": symbol, "limit": self.faults.page_size(limit)}
-        if start_ms is not None:
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if start_us is not None:
             where.append("trade_time >= make_timestamptz($start_us)")
-            params["start_us"] = start_ms * 1000
-        if end_ms is not None:
+            params["start_us"] = start_us
+        if end_us is not None:
             where.append("trade_time < make_timestamptz($end_us)")
-            params["end_us"] = end_ms * 1000
+            params["end_us"] = end_us
         query_tail = f"WHERE {' AND '.join(where)} {self.faults.order_by()} LIMIT $limit"
         con = self._cursor()
         try:
@@ -152,21 +169,17 @@ class TableReader:
             if all(p is not None for p in paths) and not any(t.delete_files for t in tasks):
                 # fast path: DuckDB reads only the pruned files, with projection and top-N pushdown
                 params["files"] = paths
-                sql = f"SELECT {COLUMNS} FROM read_parquet($files) {query_tail}"
+                sql = f"SELECT {self.columns} FROM read_parquet($files) AS src {query_tail}"
             else:
                 # object stores or delete files: let pyiceberg materialise the (filtered) rows
                 con.register("trades", ArrowScan(table.metadata, table.io, table.schema(), row_filter).to_table(tasks))
-                sql = f"SELECT {COLUMNS} FROM trades {query_tail}"
+                sql = f"SELECT {self.columns} FROM trades AS src {query_tail}"
             cursor = con.execute(sql, params)
             names = [d[0] for d in cursor.description]
             rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
         finally:
             con.close()
         return rows, snapshot.snapshot_id
-
-
-def _us(ms: int | None) -> int | None:
-    return None if ms is None else ms * 1000
 
 
 def _local_file(uri: str) -> str | None:
@@ -191,7 +204,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(cfg: ApiConfig) -> FastAPI:
-    reader = TableReader(cfg.common, cfg.faults)
+    reader = TableReader(cfg.common, cfg.faults, cfg.time_format)
+    retractions = Retractions.of(cfg.faults)
     app = FastAPI(title="market-data query API", docs_url=None, redoc_url=None, openapi_url=None)
     if cfg.access.keys or cfg.access.rate_limit:
         app.middleware("http")(cfg.access.middleware())
@@ -212,6 +226,19 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(BadParameter)
+    async def bad_parameter(_: Request, exc: BadParameter) -> JSONResponse:
+        return _error(422, str(exc))
+
+    def query_time(name: str, raw: str | None) -> int | None:
+        """A start_time / end_time parameter in the API's time form, as epoch µs."""
+        if raw is None:
+            return None
+        try:
+            return cfg.time_format.parse(raw)
+        except TimeError as exc:
+            raise BadParameter(f"{name}={raw} (query): {exc} (API_TIME_FORMAT={cfg.time_format.form})") from None
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -246,22 +273,27 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     @app.get("/v1/trades")
     def trades(
         symbol: str = Query(..., min_length=1, max_length=40),
-        start_time: int | None = Query(None, ge=0, le=MAX_EPOCH_MS),
-        end_time: int | None = Query(None, ge=0, le=MAX_EPOCH_MS),
+        start_time: str | None = Query(None, max_length=64),
+        end_time: str | None = Query(None, max_length=64),
         limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     ) -> JSONResponse:
         sym = symbol.strip().upper()
         if not SYMBOL_RE.match(sym):
             raise BadRequest(f"symbol={symbol} (query): {PARAM_HINTS['symbol']}")
-        if start_time is not None and end_time is not None and start_time >= end_time:
+        start_us, end_us = query_time("start_time", start_time), query_time("end_time", end_time)
+        if start_us is not None and end_us is not None and start_us >= end_us:
             raise BadRequest(
                 f"start_time={start_time} (query): must be before end_time={end_time} (start inclusive, end exclusive)"
             )
+        page = cfg.faults.page_size(limit)
         try:
-            rows, snapshot_id = reader.trades(sym, start_time, end_time, limit)
+            rows, snapshot_id = reader.trades(
+                sym, start_us, cfg.faults.end_time(end_us), retractions.fetch_size(sym, page)
+            )
         except Exception as exc:
             log.warning("query failed: %s", describe(exc))
             return JSONResponse({"error": _unavailable(cfg.common, exc)}, status_code=503)
+        rows = retractions.shown(sym, rows, page, time.monotonic())
         if cfg.id_format is not None:
             for row in rows:
                 row["trade_id"] = cfg.id_format(row["trade_id"])
@@ -273,8 +305,8 @@ def create_app(cfg: ApiConfig) -> FastAPI:
                     "limit": limit,
                     "snapshot_id": snapshot_id,
                     "symbol": sym,
-                    "start_time": start_time,
-                    "end_time": end_time,
+                    "start_time": None if start_us is None else cfg.time_format.render(start_us),
+                    "end_time": None if end_us is None else cfg.time_format.render(end_us),
                 },
             }
         )
@@ -292,7 +324,12 @@ async def main() -> int:
     http = HttpTask(create_app(cfg), cfg.host, cfg.port, "API_PORT")
     await http.start()
     log.info(
-        "query API on http://%s:%d (table %s, %s)", cfg.host, cfg.port, cfg.common.iceberg_table, cfg.access.describe()
+        "query API on http://%s:%d (table %s, times as %s, %s)",
+        cfg.host,
+        cfg.port,
+        cfg.common.iceberg_table,
+        cfg.time_format.form,
+        cfg.access.describe(),
     )
     await shutdown.wait()
     await http.stop()

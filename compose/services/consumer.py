@@ -32,6 +32,15 @@ committed as usual unless a switch says otherwise:
   UNSAFE_REAPPEND_AFTER_MS=1500   the last batch is appended again, once, after the stream has been
                                   quiet that long (a retried commit landing late)
   UNSAFE_NEVER_COMMIT=1           the table is written as usual; Kafka offsets are never committed
+  UNSAFE_KEEP_EVERY_N=5           one trade in every 5 consecutive trade ids (which one by a keyed hash)
+                                  is written; the others are acknowledged and lost (80 % here)
+  UNSAFE_REWRITE_FRACTION=0.2     such a share of committed trades is rewritten UNSAFE_REWRITE_AFTER_MS
+                                  (default 2000) after its commit, with its price one unit off, by an
+                                  Iceberg OVERWRITE that keeps symbol and trade id (table_faults.py)
+  UNSAFE_DELETE_FRACTION=0.2      such a share of committed trades is deleted UNSAFE_DELETE_AFTER_MS
+                                  (default 2000) after its commit and appended again, unchanged,
+                                  UNSAFE_RESTORE_AFTER_MS (default 3000) after the delete
+Rewrites, deletes and restores not yet due when the consumer stops are never made.
 A batch held for tens of seconds needs no switch: FLUSH_INTERVAL_MS=20000 holds rows and offsets and
 commits both every 20 s (raise FLUSH_MAX_ROWS above 20 s worth of trades, or a full buffer flushes early).
 """
@@ -68,7 +77,7 @@ from .common import (
     setup_logging,
     utc_ms,
 )
-from .faults import ConsumerFaults
+from .faults import ConsumerFaults, LateChange, LateChanges
 from .iceberg import (
     OFFSETS_PROPERTY,
     TRADES_ARROW_SCHEMA,
@@ -82,6 +91,7 @@ from .iceberg import (
 )
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 from .record_format import RecordFormat, trade_parser
+from .table_faults import apply_late
 from .trades import Batch, BatchBuffer, PositionGuard, Row, StallWatch, clamp_offset, resume_offset, to_arrow
 from .writes import WriteConfig, latest_per_key, write
 
@@ -100,9 +110,12 @@ SUMMARY_EVERY_S = 10.0
 # table snapshot by snapshot (pipeline-check's Iceberg probe polls every 0.1-1 s) must find every
 # snapshot it has not read yet; one minute is 60 times a 1 s poll interval and at two commits a
 # second keeps ~120-140 snapshots (~30 ms per commit). A reader away for longer still reads every row
-# (the current snapshot holds them all) but no longer snapshot by snapshot.
+# (the current snapshot holds them all) but no longer snapshot by snapshot. The newest
+# SNAPSHOT_KEEP_LAST stay whatever their age: when commits are rare they cost nothing, and a reader
+# looking back over the last batches of a quiet table still finds them.
 EXPIRE_EVERY_S = 10.0
 SNAPSHOT_RETENTION_S = 60.0
+SNAPSHOT_KEEP_LAST = 100
 # records waiting past the offsets taken in and none taken for this long: the Kafka client is stalled
 # (StallWatch, checked every STALL_CHECK_S)
 STALL_S = 20.0
@@ -201,6 +214,8 @@ class Consumer:
         self.redelivery: pa.Table | None = None
         # UNSAFE_REAPPEND_AFTER_MS: the last batch written and when to append it again
         self.reappend: tuple[pa.Table, float] | None = None
+        # UNSAFE_REWRITE_* / UNSAFE_DELETE_*: changes to committed rows, due later
+        self.late = LateChanges(cfg.faults)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         if self.consumer is not None and partitions:
@@ -244,6 +259,7 @@ class Consumer:
             "unsafe_skip_idempotence": self.cfg.unsafe_skip_idempotence,
             "write_mode": self.cfg.write.mode.value,
             "faults": [line.split(":", 1)[0] for line in self.cfg.faults.warnings()],
+            "late_changes_pending": len(self.late),
         }
         return kafka_ok and catalog_ok, body
 
@@ -340,6 +356,7 @@ class Consumer:
                 self.redelivery = written
             if self.cfg.faults.reappend_after_ms is not None:
                 self.reappend = (written, time.monotonic() + self.cfg.faults.reappend_after_ms / 1000)
+            self.late.committed(rows, time.monotonic())
         self.flush_failing = False
         self.states.set("flush", "ok")
         for (topic, partition), offset in batch.offsets.items():
@@ -384,7 +401,10 @@ class Consumer:
         table = self.table
         try:
             count = await asyncio.to_thread(
-                expire_snapshots, table, older_than_ms=utc_ms() - int(SNAPSHOT_RETENTION_S * 1000)
+                expire_snapshots,
+                table,
+                older_than_ms=utc_ms() - int(SNAPSHOT_RETENTION_S * 1000),
+                keep_last=SNAPSHOT_KEEP_LAST,
             )
         except Exception as exc:  # maintenance only: the next round retries
             log.warning("snapshot expiry failed: %s", describe(exc))
@@ -403,6 +423,20 @@ class Consumer:
                 log.warning("re-append of the last batch failed: %s", describe(exc))
                 return
         log.warning("UNSAFE_REAPPEND_AFTER_MS: appended the last %d rows again (snapshot %s)", len(rows), snapshot_id)
+
+    async def _late_changes(self, changes: list[LateChange]) -> None:
+        """UNSAFE_REWRITE_* / UNSAFE_DELETE_*: commit the changes now due to rows committed earlier."""
+        for change in changes:
+            async with self.lock:
+                assert self.table is not None
+                try:
+                    snapshot_id = await asyncio.to_thread(apply_late, self.table, change)
+                except Exception as exc:  # the fault gives up on these rows; the pipeline itself is unaffected
+                    log.warning("late %s of %d rows failed: %s", change.kind.value, len(change.rows), describe(exc))
+                    self.late.done(change, time.monotonic(), applied=False)
+                    continue
+            self.late.done(change, time.monotonic())
+            log.warning("late %s of %d committed rows (snapshot %s)", change.kind.value, len(change.rows), snapshot_id)
 
     def _flush_failed(self, step: str, exc: BaseException) -> bool:
         self.flush_failing = True
@@ -624,6 +658,8 @@ class Consumer:
             now = time.monotonic()
             if self.reappend is not None and now >= self.reappend[1]:
                 await self._reappend()
+            if self.late:
+                await self._late_changes(self.late.due(now))
             if len(self.buffer) >= self.cfg.flush_max_rows:
                 await self.flush(reason="max_rows")
                 next_flush = time.monotonic() + interval

@@ -129,8 +129,9 @@ def transaction(table: Table, *, autocommit: bool = False) -> Transaction:
     return _Transaction(table, autocommit=autocommit)
 
 
-def expire_snapshots(table: Table, *, older_than_ms: int) -> int:
-    """Drop snapshots committed before ``older_than_ms`` from the table metadata; returns how many.
+def expire_snapshots(table: Table, *, older_than_ms: int, keep_last: int) -> int:
+    """Drop snapshots committed before ``older_than_ms`` from the table metadata, but for the newest
+    ``keep_last``; returns how many.
 
     Every commit rewrites the metadata JSON with the whole snapshot list, so without expiry appends slow
     down by the minute. Only metadata entries go: data and manifest files stay (the retained snapshots
@@ -139,8 +140,12 @@ def expire_snapshots(table: Table, *, older_than_ms: int) -> int:
     current = table.current_snapshot()
     if current is None:
         return 0
-    keep = current.snapshot_id
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < older_than_ms and s.snapshot_id != keep]
+    snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    old = [
+        s.snapshot_id
+        for s in snapshots[: max(0, len(snapshots) - keep_last)]
+        if s.timestamp_ms < older_than_ms and s.snapshot_id != current.snapshot_id
+    ]
     if old:
         ExpireSnapshots(transaction(table, autocommit=True)).by_ids(old).commit()
     return len(old)

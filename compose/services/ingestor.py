@@ -15,6 +15,10 @@ closed) — then flush the producer.
 
 With RECORD_FORMAT=avro (record_format.py) each frame is produced as an Avro record of the registered
 schema instead; a frame that does not fit it is logged and counted ("rejected" in /health), not produced.
+
+The producer (producers.py): PRODUCER_CLIENT=aiokafka (default) | confluent (librdkafka, CRC32 partitioner),
+KAFKA_COMPRESSION=lz4 (default) | none | gzip | snappy | zstd; acks=all with idempotence, unless the
+deliberate fault UNSAFE_PRODUCER_ACKS=1 (acks=1, idempotence off: records lost across a leader change).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK
 
@@ -52,6 +55,7 @@ from .common import (
 )
 from .feed_modes import MODES, FeedMode
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
+from .producers import Producer, ProducerSettings, make_producer
 from .record_format import AvroEncoder, RecordError, RecordFormat
 
 log = logging.getLogger("ingestor")
@@ -74,6 +78,7 @@ class IngestorConfig:
     feed: FeedMode
     ca_file: str | None  # PEM CA(s) a wss:// feed is trusted through, re-read on every connect
     record_format: RecordFormat
+    producer: ProducerSettings
 
     @classmethod
     def from_env(cls) -> IngestorConfig:
@@ -92,6 +97,7 @@ class IngestorConfig:
             ),
             ca_file=env_str("FEED_CA_FILE", "") or None,
             record_format=RecordFormat.from_env(common.raw_topic),
+            producer=ProducerSettings.from_env(),
         )
 
     def feed_tls(self) -> ssl.SSLContext | None:
@@ -121,7 +127,7 @@ class Ingestor:
         self.shutdown = shutdown
         self.watchdog = KafkaWatchdog(cfg.common.kafka_bootstrap, "ingestor-health")
         self.states = StateLog(log)
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: Producer | None = None
         self.ws: ClientConnection | None = None
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.in_flight = 0
@@ -159,6 +165,7 @@ class Ingestor:
             "feed": "connected" if self.ws is not None else "disconnected",
             "feed_url": self.cfg.feed_url,
             "feed_mode": self.cfg.feed.mode,
+            "producer": self.cfg.producer.describe(),
             "topic": self.cfg.common.raw_topic,
             "in_flight": self.in_flight,
             **self.stats,
@@ -171,13 +178,12 @@ class Ingestor:
             return False
         backoff = 0.2
         while not self.shutdown.requested:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.cfg.common.kafka_bootstrap,
-                client_id="ingestor",
-                acks="all",
-                enable_idempotence=True,
+            producer = make_producer(
+                self.cfg.producer,
+                self.cfg.common.kafka_bootstrap,
+                "ingestor",
                 linger_ms=5,
-                max_batch_size=256 * 1024,
+                batch_bytes=256 * 1024,
             )
             try:
                 await producer.start()
@@ -323,6 +329,8 @@ class Ingestor:
 async def main() -> int:
     setup_logging("ingestor")
     cfg = load_config(IngestorConfig.from_env)
+    for line in cfg.producer.warnings():
+        log.warning("%s", line)
     shutdown = Shutdown()
     shutdown.install()
     service = Ingestor(cfg, shutdown)
@@ -332,7 +340,12 @@ async def main() -> int:
     await http.start()
     service.watchdog.start()
     log.info(
-        "ingestor: %s -> %s, health on %s:%d", cfg.feed_url, cfg.common.raw_topic, cfg.health_host, cfg.health_port
+        "ingestor: %s -> %s (%s), health on %s:%d",
+        cfg.feed_url,
+        cfg.common.raw_topic,
+        cfg.producer.describe(),
+        cfg.health_host,
+        cfg.health_port,
     )
     feed_task: asyncio.Task[None] | None = None
     try:

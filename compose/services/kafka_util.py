@@ -1,4 +1,8 @@
-"""Kafka helpers shared by ingestor and consumer: topic creation and a reachability watchdog."""
+"""Kafka helpers shared by ingestor and consumer: topic creation and a reachability watchdog.
+
+Topics are created with TOPIC_REPLICATION_FACTOR replicas (default 1: the single broker) and, when set,
+TOPIC_MIN_INSYNC_REPLICAS (the cluster profile: 3 and 2, so an acks=all write survives one node's loss).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from .common import CommonConfig, Shutdown, StateLog, describe
+from .common import CommonConfig, Shutdown, StateLog, describe, env_int, env_optional_int, fail, load_config
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +55,40 @@ async def close_quietly(what: str, closing: Awaitable[Any], timeout: float) -> N
         log.info("%s: not closed cleanly: %s", what, describe(exc))
 
 
-async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -> bool:
-    """Create the raw topic (RAW_TOPIC_PARTITIONS) and the DLQ topic (1 partition) if missing.
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    """How the services create their topics: replicas and the writes acks=all waits for."""
 
-    Retries until Kafka answers (logging once per state change); False if shutdown came first.
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None  # None: the broker's default
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TopicSettings:
+        replicas = env_int("TOPIC_REPLICATION_FACTOR", 1, minimum=1, maximum=32, env=env)
+        min_isr = env_optional_int("TOPIC_MIN_INSYNC_REPLICAS", minimum=1, maximum=32, env=env)
+        if min_isr is not None and min_isr > replicas:
+            fail(
+                "TOPIC_MIN_INSYNC_REPLICAS",
+                str(min_isr),
+                f"must be at most TOPIC_REPLICATION_FACTOR ({replicas}): acks=all writes would always fail",
+            )
+        return cls(replicas, min_isr)
+
+    def new_topic(self, name: str, partitions: int) -> NewTopic:
+        configs = {} if self.min_insync_replicas is None else {"min.insync.replicas": str(self.min_insync_replicas)}
+        return NewTopic(
+            name, num_partitions=partitions, replication_factor=self.replication_factor, topic_configs=configs
+        )
+
+
+async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -> bool:
+    """Create the raw topic (RAW_TOPIC_PARTITIONS) and the DLQ topic (1 partition) if missing, with
+    ``TopicSettings`` from the environment (a bad value ends the service with exit code 2).
+
+    Retries until Kafka answers, and until enough brokers run for the replicas (logging once per state
+    change); False if shutdown came first.
     """
+    topics = load_config(TopicSettings.from_env)
     states = StateLog(log)
     backoff = 0.1
     while not shutdown.requested:
@@ -62,28 +96,41 @@ async def ensure_topics(cfg: CommonConfig, shutdown: Shutdown, client_id: str) -
         try:
             await asyncio.wait_for(admin.start(), PROBE_TIMEOUT_S * 2)
             existing = set(await admin.list_topics())
-            wanted = [
-                NewTopic(cfg.raw_topic, num_partitions=cfg.raw_topic_partitions, replication_factor=1),
-                NewTopic(cfg.dlq_topic, num_partitions=1, replication_factor=1),
-            ]
+            wanted = [topics.new_topic(cfg.raw_topic, cfg.raw_topic_partitions), topics.new_topic(cfg.dlq_topic, 1)]
             missing = [t for t in wanted if t.name not in existing]
             if missing:
                 # create one by one: a TopicAlreadyExists on one (a concurrent creator) must not hide
                 # an error on the other
                 for topic in missing:
-                    try:
-                        await admin.create_topics([topic])
-                        log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
-                    except TopicAlreadyExistsError:
-                        pass
+                    response = await admin.create_topics([topic])
+                    _, code, *message = response.topic_errors[0]
+                    if code == TopicAlreadyExistsError.errno:
+                        continue
+                    if code:  # e.g. fewer brokers registered than replicas asked for: retried
+                        raise for_code(code)(f"creating {topic.name}: {''.join(message)}")
+                    log.info(
+                        "created topic %s (%d partitions, %d replicas%s)",
+                        topic.name,
+                        topic.num_partitions,
+                        topic.replication_factor,
+                        f", min.insync.replicas {topics.min_insync_replicas}" if topics.min_insync_replicas else "",
+                    )
             meta = await admin.describe_topics([cfg.raw_topic])
-            have = len(meta[0]["partitions"]) if meta else 0
-            if have and have != cfg.raw_topic_partitions:
+            partitions = meta[0]["partitions"] if meta else []
+            if partitions and len(partitions) != cfg.raw_topic_partitions:
                 log.warning(
                     "topic %s has %d partitions, RAW_TOPIC_PARTITIONS=%d; using the existing topic",
                     cfg.raw_topic,
-                    have,
+                    len(partitions),
                     cfg.raw_topic_partitions,
+                )
+            replicas = {len(p["replicas"]) for p in partitions}
+            if replicas and replicas != {topics.replication_factor}:
+                log.warning(
+                    "topic %s has %s replicas per partition, TOPIC_REPLICATION_FACTOR=%d; using the existing topic",
+                    cfg.raw_topic,
+                    "/".join(map(str, sorted(replicas))),
+                    topics.replication_factor,
                 )
             return True
         except Exception as exc:  # any failure: Kafka not up yet, retry

@@ -1,8 +1,9 @@
 """The local stack driver: runs the services of a stack.toml as processes, in dependency order.
 
 State (pids, ports, restarts) lives in ``<run_dir>/state.json`` so ``stack up`` in one command and
-``stack status`` / ``stack down`` in the next see the same stack. Each service runs in its own process
-group (so stopping it stops whatever it spawned) and logs to ``<run_dir>/logs/<service>.log``.
+``stack status`` / ``stack down`` in the next see the same stack; the home records which stack runs there
+(``stack.record``). Each service runs in its own process group (so stopping it stops whatever it spawned)
+and logs to ``<run_dir>/logs/<service>.log``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from pipeline_check.errors import ServiceStartError, StackError
+from pipeline_check.errors import PipelineCheckError, ServiceStartError, StackError
 from pipeline_check.files import write_atomically
 from pipeline_check.polling import poll
 from pipeline_check.stack.health import HEALTH_CHECKS, Health
 from pipeline_check.stack.prepare import PREPARERS
+from pipeline_check.stack.record import RECORD_FILE, clear_record, read_record, write_record
 from pipeline_check.stack.spec import ServiceSpec, StackSpec, load_stack
 
 STOP_TIMEOUT = 20.0
@@ -56,6 +59,20 @@ class ServiceStatus:
     restarts: int
     optional: bool
 
+    @property
+    def ok(self) -> bool:
+        """Running and healthy, or an optional service nobody started."""
+        if self.state == "running":
+            return self.healthy is True
+        return self.optional and self.state == "stopped"
+
+    @property
+    def problem(self) -> str:
+        """What is wrong, for a one-line summary (empty when ``ok``)."""
+        if self.ok:
+            return ""
+        return f"{self.name} ({'unhealthy' if self.state == 'running' else self.state})"
+
 
 @dataclass(frozen=True, slots=True)
 class StartReport:
@@ -63,6 +80,16 @@ class StartReport:
 
     name: str
     seconds: float
+
+
+def _saved(spec: StackSpec) -> dict[str, Any]:
+    """What ``<run_dir>/state.json`` says, if it is this stack's (another stack file that ran in the folder
+    before says nothing about this one)."""
+    path = spec.run_dir / "state.json"
+    if not path.exists():
+        return {}
+    saved: dict[str, Any] = json.loads(path.read_text())
+    return saved if saved.get("file", str(spec.file)) == str(spec.file) else {}
 
 
 class LocalStack:
@@ -74,52 +101,96 @@ class LocalStack:
         self._logs = spec.run_dir / "logs"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._state = {name: _ServiceState() for name in spec.services}
-        if self._state_file.exists():
-            saved = json.loads(self._state_file.read_text())
-            for name, item in saved.get("services", {}).items():
-                if name in self._state:
-                    self._state[name] = _ServiceState(**item)
+        for name, item in _saved(spec).get("services", {}).items():
+            if name in self._state:
+                self._state[name] = _ServiceState(**item)
 
     @classmethod
     def open(
-        cls, file: Path | None = None, *, run_dir: Path | None = None, ports: Mapping[str, int] | None = None
+        cls,
+        file: Path | None = None,
+        *,
+        run_dir: Path | None = None,
+        ports: Mapping[str, int] | None = None,
+        follow: bool = False,
     ) -> LocalStack:
-        """The stack of ``file`` in ``run_dir``, on the ports it already runs on unless ``ports`` says."""
+        """The stack of ``file`` in ``run_dir``, on the ports it already runs on unless ``ports`` says.
+
+        While the home records another stack (a profile) as running: refused, or with ``follow`` that
+        stack instead (commands that name no profile act on whatever runs)."""
         spec = load_stack(file, run_dir=run_dir, ports=ports)
-        state_file = spec.run_dir / "state.json"
-        if state_file.exists():
-            saved_ports: dict[str, int] = json.loads(state_file.read_text()).get("ports", {})
-            stack = cls(spec)
-            running = [s.name for s in stack.status(check_health=False) if s.state == "running"]
+        other = cls(spec).other_running()
+        if other is not None:
+            if not follow:
+                raise StackError(other.refusal(f"not {spec.label}"))
+            spec = other.spec
+        saved_ports: dict[str, int] = _saved(spec).get("ports", {})
+        if saved_ports:
+            running = cls(spec).running()
             if ports and running and any(saved_ports.get(k) != v for k, v in ports.items()):
                 raise StackError(
                     f"the stack in {spec.run_dir} already runs ({', '.join(running)}) on ports {saved_ports}; "
                     "run `pipeline-check stack down` before choosing other ports"
                 )
-            if not ports and saved_ports:
-                spec = load_stack(file, run_dir=run_dir, ports=saved_ports)
+            if not ports:
+                spec = load_stack(spec.file, run_dir=spec.run_dir, ports=saved_ports, home=spec.home)
         return cls(spec)
+
+    def running(self) -> list[str]:
+        """The services whose process runs, in start order."""
+        return [name for name in self.spec.start_order() if self._running(name)]
+
+    def other_running(self) -> LocalStack | None:
+        """The other stack the home records as running (with a service that runs), or None."""
+        record = read_record(self.spec.record_dir)
+        if record is None or record.names(self.spec):
+            return None
+        try:
+            other = LocalStack(load_stack(record.file, run_dir=record.run_dir, home=self.spec.record_dir))
+        except PipelineCheckError as exc:
+            raise StackError(
+                f"{record.path} says {record.label} runs in {record.run_dir}, which cannot be read ({exc}); "
+                "if nothing of it runs, delete that file"
+            ) from None
+        return other if other.running() else None
+
+    def refusal(self, why: str) -> str:
+        """Why a command cannot act beside this (running) stack, and what to do."""
+        return (
+            f"{self.spec.label} runs in {self.spec.run_dir} ({', '.join(self.running())}; recorded in "
+            f"{self.spec.record_dir / RECORD_FILE}), {why}: `pipeline-check stack down` stops it and commands "
+            "that name no profile act on it (give them the same --run-dir, if any)"
+        )
 
     # -- whole stack -------------------------------------------------------------------------------
 
     def up(self, with_optional: Iterable[str] = ()) -> list[StartReport]:
         """Start every non-optional service (plus ``with_optional``) in dependency order, each healthy
-        before its dependents start. On a failure everything is stopped and the error raised."""
+        before its dependents start; the stopped members of a ``group`` are spawned together, then each
+        waited for (a Raft quorum answers only once most of its voters run). On a failure everything is
+        stopped and the error raised."""
         extra = set(with_optional)
         unknown = extra - set(self.spec.services)
         if unknown:
             raise StackError(f"unknown service(s) {sorted(unknown)}; services: {', '.join(self.spec.services)}")
         wanted = {n for n, s in self.spec.services.items() if not s.optional} | extra
-        reports = []
+        order = self.spec.start_order(wanted)
+        reports: list[StartReport] = []
         try:
-            for name in self.spec.start_order(wanted):
-                if self._running(name) and self.health(name).ok:
+            for name in order:
+                if any(r.name == name for r in reports) or (self._running(name) and self.health(name).ok):
                     continue
-                reports.append(self.start(name))
+                together = [n for n in self._group_of(name, order) if n == name or not self._running(n)]
+                reports.extend(self._start_together(together))
         except BaseException:
             self.down()
             raise
         return reports
+
+    def _group_of(self, name: str, among: list[str]) -> list[str]:
+        """``name`` and the members of its group in ``among``, in that order (just ``name`` without a group)."""
+        group = self.spec.services[name].group
+        return [n for n in among if n == name or (group is not None and self.spec.services[n].group == group)]
 
     def reset(self) -> list[StartReport]:
         """Back to the declared stack: restart services running with overridden variables, start
@@ -130,11 +201,15 @@ class LocalStack:
         return reports + self.up()
 
     def down(self, names: Iterable[str] | None = None) -> None:
-        """Stop every service (or just ``names``), dependents first."""
-        only = None if names is None else set(names)
-        for name in reversed(self.spec.start_order()):
-            if only is None or name in only:
-                self.stop(name)
+        """Stop every service (or just ``names``), dependents first; the members of a ``group`` together
+        (the last voter of a quorum stopped alone waits in vain for the others to accept its shutdown)."""
+        wanted = [n for n in reversed(self.spec.start_order()) if names is None or n in set(names)]
+        done: set[str] = set()
+        for name in wanted:
+            if name not in done:
+                together = self._group_of(name, wanted)
+                self.stop_together(together)
+                done.update(together)
 
     def status(self, *, check_health: bool = True) -> list[ServiceStatus]:
         """State, health, pid, uptime and restarts of each service, in start order."""
@@ -161,15 +236,35 @@ class LocalStack:
 
     def start(self, name: str, env: Mapping[str, str] | None = None) -> StartReport:
         """Spawn ``name`` (``env`` overrides its variables for this start) and wait until healthy."""
+        return self._start_together([name], env)[0]
+
+    def _start_together(self, names: list[str], env: Mapping[str, str] | None = None) -> list[StartReport]:
+        """Spawn each of ``names``, then wait until each is healthy."""
+        began = time.monotonic()
+        for name in names:
+            self._spawn(name, env)
+        reports = []
+        for name in names:
+            self.wait_healthy(name, self.spec.services[name].start_timeout)
+            self._state[name].healthy_at = time.time()
+            self._save()
+            reports.append(StartReport(name, time.monotonic() - began))
+        return reports
+
+    def _spawn(self, name: str, env: Mapping[str, str] | None) -> None:
+        """Prepare and start ``name``'s process, recording the stack as running in its home."""
         service = self._service(name)
         if self._running(name):
             raise StackError(f"service {name!r} is already running (pid {self._state[name].pid})")
         for dep in service.depends_on:
             if not self._running(dep):
                 raise StackError(f"service {name!r} depends on {dep!r}, which is not running; start it first")
-        began = time.monotonic()
+        other = self.other_running()
+        if other is not None:
+            raise StackError(other.refusal(f"so {self.spec.label} cannot start there"))
+        write_record(self.spec)
         if service.prepare:
-            PREPARERS[service.prepare](self.spec, service)
+            PREPARERS[service.prepare.step](self.spec, service)
         self._logs.mkdir(parents=True, exist_ok=True)
         log_path = self._logs / f"{name}.log"
         with log_path.open("ab") as log:
@@ -203,10 +298,6 @@ class LocalStack:
         st.starts += 1
         st.env_overrides = dict(env or {})
         self._save()
-        self.wait_healthy(name, service.start_timeout)
-        st.healthy_at = time.time()
-        self._save()
-        return StartReport(name, time.monotonic() - began)
 
     def wait_healthy(self, name: str, timeout: float) -> Health:
         """Poll the health check until it passes; raise with the log tail if the process dies or time runs out."""
@@ -225,9 +316,11 @@ class LocalStack:
 
         healthy = poll(attempt, timeout, initial=0.05)
         if healthy is None:
+            stopped = [n for n in self._group_of(name, list(self.spec.services)) if not self._running(n)]
+            hint = f"; it becomes healthy with its group {service.group!r}, of which {', '.join(stopped)} do not run"
             raise ServiceStartError(
                 name,
-                f"not healthy after {timeout:.0f}s ({last.detail})",
+                f"not healthy after {timeout:.0f}s ({last.detail}){hint if stopped else ''}",
                 self._exit_code(name),
                 self.logs(name),
                 str(self._log_path(name)),
@@ -236,10 +329,17 @@ class LocalStack:
 
     def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the service's process group; SIGKILL what is left after ``timeout``."""
-        if self._signal(name, signal.SIGTERM) and poll(lambda: not self._running(name), timeout) is None:
-            self._signal(name, signal.SIGKILL)
-            poll(lambda: not self._running(name), 5.0)
-        self._forget(name)
+        self.stop_together([name], timeout)
+
+    def stop_together(self, names: list[str], timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM each service's process group at once; SIGKILL what is left of them after ``timeout``."""
+        signalled = [n for n in names if self._signal(n, signal.SIGTERM)]
+        if poll(lambda: not any(self._running(n) for n in signalled), timeout) is None:
+            for name in signalled:
+                self._signal(name, signal.SIGKILL)
+            poll(lambda: not any(self._running(n) for n in signalled), 5.0)
+        for name in names:
+            self._forget(name)
 
     def kill(self, name: str) -> None:
         """SIGKILL the service's process group: no shutdown hooks run (a crash)."""
@@ -347,10 +447,13 @@ class LocalStack:
         st = self._state[name]
         st.pid = st.create_time = st.started_at = st.healthy_at = None
         self._save()
+        if not self.running():
+            clear_record(self.spec)
 
     def _save(self) -> None:
         data = {
             "stack": self.spec.name,
+            "file": str(self.spec.file),
             "ports": dict(self.spec.ports),
             "services": {name: asdict(st) for name, st in self._state.items()},
         }

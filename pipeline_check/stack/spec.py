@@ -4,7 +4,8 @@ A stack file may extend another (``[stack] extends = "../stack.toml"``): the bas
 file's tables are merged into it key by key (a service's ``env`` gains variables; lists and values are
 replaced). A profile is such a file: ``--profile lakehouse`` is ``profiles/lakehouse.toml`` beside the
 stack file. Services run from the folder of the base file, and ``run_dir`` is relative to the file that
-sets it.
+sets it. The *home* is the run folder that records which stack runs there (``stack.record``): the
+``run_dir`` given, else the one the base file names, so every profile of a stack file shares it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,15 +24,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline_check.errors import ConfigError, StackError
 
 HealthKind = Literal["kafka", "http", "tcp"]
+PrepareStep = Literal["kafka-kraft", "toxiproxy", "trogdor"]  # stack.prepare.PREPARERS
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_RUN_DIR = "../.stack"  # relative to the base file
+
+
 class _StackSection(_Strict):
     name: str
-    run_dir: str = "../.stack"
+    run_dir: str = DEFAULT_RUN_DIR
     toxiproxy: str | None = None  # the API of the stack's Toxiproxy, whose proxies network faults act on
     extends: str | None = None  # consumed while reading; kept so a typo elsewhere still gets named
 
@@ -41,6 +46,13 @@ class _ProxyModel(_Strict):
     upstream: str
 
 
+class _PrepareModel(_Strict):
+    step: PrepareStep
+    template: str | None = None  # relative to the base file's folder
+    folder: str | None = None  # where the step writes
+    vars: dict[str, str] = {}  # the template's {vars.NAME}
+
+
 class _ServiceModel(_Strict):
     command: list[str] = Field(min_length=1)
     depends_on: list[str] = []
@@ -48,7 +60,19 @@ class _ServiceModel(_Strict):
     env: dict[str, str] = {}
     start_timeout: float = Field(default=30.0, gt=0)
     optional: bool = False
-    prepare: str | None = None
+    prepare: PrepareStep | _PrepareModel | None = None
+    group: str | None = None  # services that only become healthy together (a Raft quorum)
+
+
+class _TrogdorModel(_Strict):
+    coordinator: str  # host:port of the coordinator's REST API
+    agents: dict[str, str] = Field(min_length=1)  # node name -> host:port of its REST API
+
+    @model_validator(mode="after")
+    def _names_differ(self) -> _TrogdorModel:
+        if COORDINATOR_NODE in self.agents:
+            raise ValueError(f"an agent may not be named {COORDINATOR_NODE!r}: that is the coordinator's node")
+        return self
 
 
 class _StackModel(_Strict):
@@ -57,6 +81,7 @@ class _StackModel(_Strict):
     env: dict[str, str] = {}
     exports: dict[str, str] = {}
     proxies: dict[str, _ProxyModel] = {}
+    trogdor: _TrogdorModel | None = None
     services: dict[str, _ServiceModel] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -66,6 +91,27 @@ class _StackModel(_Strict):
                 if dep not in self.services:
                     raise ValueError(f"services.{name}.depends_on names unknown service {dep!r}")
         return self
+
+
+COORDINATOR_NODE = "coordinator"  # the Trogdor coordinator's node name in the platform file
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareSpec:
+    """A step a service needs before its process starts (``prepare =``), placeholders filled in."""
+
+    step: PrepareStep
+    template: str | None = None
+    folder: Path | None = None
+    vars: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TrogdorSpec:
+    """Trogdor's platform: the coordinator's and each agent's REST address (host:port)."""
+
+    coordinator: str
+    agents: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +126,8 @@ class ServiceSpec:
     env: Mapping[str, str]
     start_timeout: float
     optional: bool
-    prepare: str | None
+    prepare: PrepareSpec | None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +145,46 @@ class StackSpec:
     # network links the stack's Toxiproxy carries: name -> (listen, upstream) address
     proxies: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     toxiproxy: str | None = None  # its API URL
+    trogdor: TrogdorSpec | None = None
+    home: Path | None = None  # the run folder that records what runs there; None: run_dir
 
     @property
     def kafka_libs(self) -> Path:
         return Path(str(self.placeholders["kafka_libs"]))
 
-    def render(self, setting: str, text: str) -> str:
-        """Fill ``{python}``, ``{compose_dir}``, ``{run_dir}``, ``{kafka_libs}``, ``{tools}``, ``{port.NAME}``."""
-        return _render(self.placeholders, f"{self.file.name}:{setting}", text)
+    @property
+    def record_dir(self) -> Path:
+        """Where ``stack.record`` keeps which stack runs: the home, else the run folder itself."""
+        return self.home or self.run_dir
+
+    @property
+    def profile(self) -> str | None:
+        """The profile's name when the file is ``profiles/NAME.toml`` beside the base file, else None."""
+        if self.file.parent == self.compose_dir / "profiles":
+            return self.file.stem
+        return None
+
+    @property
+    def label(self) -> str:
+        """How messages name this stack: its profile, the default stack, or its file."""
+        if self.profile is not None:
+            return f"profile {self.profile!r}"
+        return "the default stack" if self.file.parent == self.compose_dir else f"stack file {self.file}"
+
+    def render(self, setting: str, text: str, **extra: object) -> str:
+        """Fill ``{python}``, ``{compose_dir}``, ``{stack_file}``, ``{run_dir}``, ``{kafka_libs}``, ``{tools}``,
+        ``{port.NAME}`` (and ``extra``, e.g. a prepare step's ``{vars.NAME}``)."""
+        return _render({**self.placeholders, **extra}, f"{self.file.name}:{setting}", text)
+
+    def ports_of(self, service: str) -> dict[str, int]:
+        """The ports named after ``service`` (``kafka2``, ``kafka2_controller``; a hyphen in the service's
+        name is an underscore in the port's), each given to the service with the longest such name."""
+
+        def owner(port: str) -> str | None:
+            named = [s for s in self.services if port == (key := s.replace("-", "_")) or port.startswith(f"{key}_")]
+            return max(named, key=len, default=None)
+
+        return {name: port for name, port in self.ports.items() if owner(name) == service}
 
     def start_order(self, names: set[str] | None = None) -> list[str]:
         """Dependencies first, ties in file order; ``names`` plus what they depend on."""
@@ -153,7 +232,7 @@ def _render(placeholders: Mapping[str, object], setting: str, text: str) -> str:
             setting,
             text,
             f"has an unknown placeholder ({exc})",
-            "use {python}, {compose_dir}, {run_dir}, {kafka_libs}, {tools} or {port.NAME}",
+            "use {python}, {compose_dir}, {stack_file}, {run_dir}, {kafka_libs}, {tools} or {port.NAME}",
         ) from None
 
 
@@ -186,8 +265,9 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _read(file: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
-    """The raw data of ``file`` with the files it extends merged under it, and the base file's folder."""
+def _read(file: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path, str | None]:
+    """The raw data of ``file`` with the files it extends merged under it, the base file's folder and the
+    ``run_dir`` the base file names (None: the default)."""
     if file in chain:
         raise ConfigError(
             "stack.extends", str(file), "extends itself (through " + ", ".join(map(str, chain)) + ")", "break the cycle"
@@ -202,14 +282,15 @@ def _read(file: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Pat
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("stack file", str(file), f"is not valid TOML ({exc})", "fix the syntax") from None
     stack = raw.get("stack")
+    own_run_dir = None
     if isinstance(stack, dict):
         if isinstance(stack.get("run_dir"), str):  # relative to the file that says it
-            stack["run_dir"] = str(file.parent / stack["run_dir"])
+            stack["run_dir"] = own_run_dir = str(file.parent / stack["run_dir"])
         parent = stack.pop("extends", None)
         if isinstance(parent, str):
-            base, compose_dir = _read((file.parent / parent).resolve(), (*chain, file))
-            return _merge(base, raw), compose_dir
-    return raw, file.parent
+            base, compose_dir, base_run_dir = _read((file.parent / parent).resolve(), (*chain, file))
+            return _merge(base, raw), compose_dir, base_run_dir
+    return raw, file.parent, own_run_dir
 
 
 def load_stack(
@@ -219,11 +300,13 @@ def load_stack(
     ports: Mapping[str, int] | None = None,
     kafka_libs: Path | None = None,
     service_env: Mapping[str, Mapping[str, str]] | None = None,
+    home: Path | None = None,
 ) -> StackSpec:
     """Read and validate ``file``; ``run_dir``, ``ports`` and ``service_env`` (extra variables per
-    service, e.g. to run a deliberately broken stack) override what it says."""
+    service, e.g. to run a deliberately broken stack) override what it says; ``home`` is the run folder
+    that records what runs (default: ``run_dir`` when given, else the one the base file names)."""
     file = (file or default_stack_file()).resolve()
-    raw, compose_dir = _read(file)
+    raw, compose_dir, base_run_dir = _read(file)
     try:
         model = _StackModel.model_validate(raw)
     except ValidationError as exc:
@@ -242,14 +325,19 @@ def load_stack(
         resolved_ports[name] = port
     if run_dir is None:
         env_dir = os.environ.get("PIPELINE_CHECK_STACK_DIR")
-        run_dir = Path(env_dir) if env_dir else compose_dir / model.stack.run_dir
+        run_dir = Path(env_dir) if env_dir else None
+    if run_dir is None:
+        home = home or compose_dir / (base_run_dir or DEFAULT_RUN_DIR)
+        run_dir = compose_dir / model.stack.run_dir
     run_dir = run_dir.resolve()
+    home = (home or run_dir).resolve()
     libs = kafka_libs or Path(os.environ.get("PIPELINE_CHECK_KAFKA_LIBS", compose_dir / "kafka" / "libs"))
     # tools `make setup` builds (Toxiproxy's server), beside the project's .venv
     tools = Path(os.environ.get("PIPELINE_CHECK_TOOLS", compose_dir.parent / ".tools" / "bin"))
     placeholders = {
         "python": sys.executable,
         "compose_dir": str(compose_dir),
+        "stack_file": str(file),
         "run_dir": str(run_dir),
         "kafka_libs": str(libs.resolve()),
         "tools": str(tools.resolve()),
@@ -279,7 +367,8 @@ def load_stack(
             },
             start_timeout=svc.start_timeout,
             optional=svc.optional,
-            prepare=svc.prepare,
+            prepare=_prepare(svc.prepare, f"services.{name}.prepare", fill, compose_dir),
+            group=svc.group,
         )
         for name, svc in model.services.items()
     }
@@ -289,6 +378,12 @@ def load_stack(
         for name, p in model.proxies.items()
     }
     toxiproxy = fill("stack.toxiproxy", model.stack.toxiproxy) if model.stack.toxiproxy else None
+    trogdor = None
+    if model.trogdor is not None:
+        trogdor = TrogdorSpec(
+            fill("trogdor.coordinator", model.trogdor.coordinator),
+            {name: fill(f"trogdor.agents.{name}", address) for name, address in model.trogdor.agents.items()},
+        )
     spec = StackSpec(
         model.stack.name,
         file,
@@ -300,6 +395,29 @@ def load_stack(
         exports,
         proxies,
         toxiproxy,
+        trogdor,
+        home,
     )
     spec.start_order()  # fail early on cycles
     return spec
+
+
+def _prepare(
+    model: PrepareStep | _PrepareModel | None, setting: str, fill: Callable[[str, str], str], compose_dir: Path
+) -> PrepareSpec | None:
+    """``prepare = "step"`` or a table with the step's template, folder and vars, placeholders filled."""
+    if model is None:
+        return None
+    if isinstance(model, str):
+        return PrepareSpec(model)
+    template = None
+    if model.template is not None:
+        template = model.template
+        if not (compose_dir / template).is_file():
+            raise ConfigError(f"{setting}.template", template, f"is not a file in {compose_dir}", "fix the path")
+    return PrepareSpec(
+        model.step,
+        template,
+        Path(fill(f"{setting}.folder", model.folder)) if model.folder is not None else None,
+        {k: fill(f"{setting}.vars.{k}", v) for k, v in model.vars.items()},
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,19 +69,24 @@ class AfterInjected:
         self.thread.join(timeout=60)
 
 
-@pytest.fixture(scope="module")
-def lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The lakehouse profile's stack for the module (Kafka, S3, REST catalog, registry, consumer, ingestor,
-    API) on free ports, stopped after it."""
-    declared = load_stack(PROFILE)
-    local = LocalStack(
-        load_stack(PROFILE, run_dir=tmp_path_factory.mktemp("lakehouse"), ports=free_ports(list(declared.ports)))
-    )
+@contextmanager
+def profile_stack(profile: Path, run_dir: Path) -> Iterator[LocalStack]:
+    """The stack of ``profile`` up in ``run_dir`` on free ports; stopped after."""
+    declared = load_stack(profile)
+    local = LocalStack(load_stack(profile, run_dir=run_dir, ports=free_ports(list(declared.ports))))
     try:
         local.up()
         yield local
     finally:
         local.down()
+
+
+@pytest.fixture(scope="module")
+def lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The lakehouse profile's stack for the module (Kafka, S3, REST catalog, registry, consumer, ingestor,
+    API) on free ports, stopped after it."""
+    with profile_stack(PROFILE, tmp_path_factory.mktemp("lakehouse")) as local:
+        yield local
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 from services.common import Shutdown
 from services.consumer import STALL_S, Consumer, ConsumerConfig
 
-from tests.support.trades_table import TOPIC
+from tests.unit.test_services_writes import TOPIC
 
 
 class StalledClient:

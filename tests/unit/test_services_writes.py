@@ -9,8 +9,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from pyiceberg.table import Table
-from services.common import ConfigError
-from services.iceberg import OFFSETS_PROPERTY, expire_snapshots, snapshot_offsets
+from services.common import CommonConfig, ConfigError
+from services.iceberg import (
+    OFFSETS_PROPERTY,
+    TRADES_ARROW_SCHEMA,
+    ensure_table,
+    expire_snapshots,
+    open_catalog,
+    snapshot_offsets,
+)
+from services.trades import Row, Trade, to_arrow
 from services.writes import (
     WriteConfig,
     WriteMode,
@@ -21,9 +29,45 @@ from services.writes import (
     write,
 )
 
-from tests.support.trades_table import T0, TOPIC, new_table, trades
-
+TOPIC = "market.trades.raw"
+T0 = 1_700_000_000_000  # ms, the start of a 10 s bucket
 BUCKET_US = 10_000_000
+
+
+def trades(ids: range, symbol: str = "BTCUSDT", price: str = "100.5", time_ms: int = T0, step_ms: int = 10) -> pa.Table:
+    """A trade per id, at ``time_ms + id * step_ms`` (a trade's time is fixed by its id)."""
+    rows = [
+        Row(
+            Trade(symbol, tid, Decimal(price), Decimal("1"), "buy", time_ms + tid * step_ms, time_ms + tid * step_ms),
+            time_ms,
+            TOPIC,
+            0,
+            tid,
+        )
+        for tid in ids
+    ]
+    return to_arrow(rows, TRADES_ARROW_SCHEMA)
+
+
+def config(folder: Path) -> CommonConfig:
+    """The services' settings for a SQL catalog and warehouse in ``folder``."""
+    return CommonConfig.from_env(
+        {
+            "KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "RAW_TOPIC": TOPIC,
+            "RAW_TOPIC_PARTITIONS": "1",
+            "DLQ_TOPIC": "market.trades.dlq",
+            "ICEBERG_CATALOG_URI": f"sqlite:///{folder}/catalog.db",
+            "ICEBERG_WAREHOUSE": f"file://{folder}/warehouse",
+            "ICEBERG_TABLE": "market.trades",
+        }
+    )
+
+
+def new_table(folder: Path) -> Table:
+    """An empty trades table in a SQL catalog in ``folder``."""
+    cfg = config(folder)
+    return ensure_table(open_catalog(cfg, writer=True), cfg)
 
 
 @pytest.fixture
@@ -147,7 +191,7 @@ def test_expiring_many_snapshots_costs_one_metadata_update(table: Table, monkeyp
     for start in range(30):
         write(table, trades(range(start, start + 1)), props(start + 1), WriteConfig())
     calls = count_metadata_updates(monkeypatch)
-    assert expire_snapshots(table, older_than_ms=table.snapshots()[-1].timestamp_ms) == 29
+    assert expire_snapshots(table, older_than_ms=table.snapshots()[-1].timestamp_ms, keep_last=1) == 29
     assert len(calls) <= 3
 
 
@@ -170,8 +214,9 @@ def test_expiry_keeps_the_current_snapshot_its_offsets_and_every_row(table: Tabl
     for start in range(0, 50, 10):
         write(table, trades(range(start, start + 10)), props(start + 10), WriteConfig())
     snapshots = table.snapshots()
-    assert expire_snapshots(table, older_than_ms=snapshots[2].timestamp_ms) == 2  # strictly older only
-    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000) == 2
+    assert expire_snapshots(table, older_than_ms=snapshots[2].timestamp_ms, keep_last=0) == 2  # strictly older
+    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000, keep_last=2) == 1
+    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000, keep_last=0) == 1
     assert [s.snapshot_id for s in table.snapshots()] == [snapshots[-1].snapshot_id]
     assert snapshot_offsets(table) == ({f"{TOPIC}:0": 50}, snapshots[-1].snapshot_id)
     assert keys(table) == [("BTCUSDT", i) for i in range(50)]
