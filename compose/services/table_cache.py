@@ -28,6 +28,7 @@ from pyiceberg.types import PrimitiveType
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+# plans kept, by snapshot id: requests that loaded the previous snapshot may still plan it after a commit
 PLANS_KEPT = 4
 
 
@@ -42,7 +43,8 @@ class PlannedFile:
     time_high_us: int | None
 
     def may_hold(self, symbol: str, start_us: int | None, end_us: int | None) -> bool:
-        """Whether rows of ``symbol`` with start <= trade_time < end may be in the file."""
+        """Whether rows of ``symbol`` with start <= trade_time < end may be in the file (string bounds may be
+        truncated, to a prefix below and an incremented prefix above: still bounds)."""
         if self.symbol_low is not None and symbol < self.symbol_low:
             return False
         if self.symbol_high is not None and symbol > self.symbol_high:
@@ -91,7 +93,8 @@ class _Bounds:
 
 def metadata_pointer(catalog: Catalog, identifier: str) -> Callable[[], str | None] | None:
     """A read of the table's current metadata location (one indexed query) on a SQL catalog; None for
-    other catalogs."""
+    other catalogs. (pipeline-check's Iceberg probe reads the same pointer; the system under test does not
+    import the validator.)"""
     if not isinstance(catalog, SqlCatalog):
         return None
     namespace, _, name = identifier.rpartition(".")
