@@ -94,7 +94,7 @@ from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 from .record_format import RecordFormat, trade_parser
 from .table_faults import apply_late
 from .table_shape import TableShape
-from .trades import Batch, BatchBuffer, PositionGuard, Row, clamp_offset, resume_offset, to_arrow
+from .trades import Batch, BatchBuffer, PositionGuard, Row, StallWatch, clamp_offset, resume_offset, to_arrow
 from .writes import WriteConfig, latest_per_key, write
 
 log = logging.getLogger("consumer")
@@ -106,14 +106,22 @@ SHUTDOWN_FLUSH_S = 2.5
 # a DLQ produce or offset commit that takes longer is retried at the next flush
 KAFKA_WAIT_S = 5.0
 SUMMARY_EVERY_S = 10.0
-# Snapshot expiry (metadata only): keep the newest EXPIRE_KEEP_LAST snapshots and any younger than
-# EXPIRE_AFTER_S, checked every EXPIRE_EVERY_S. Without it every append rewrites an ever longer
-# snapshot list and slows down (measured: ~90 ms at 50 snapshots, ~400 ms at 300).
-EXPIRE_EVERY_S = 30.0
-EXPIRE_AFTER_S = 60.0
-EXPIRE_KEEP_LAST = 100
-# no record fetched for this long while the topic has more past our position: the client is stalled
+# Snapshot expiry (metadata only): snapshots older than SNAPSHOT_RETENTION_S go, checked every
+# EXPIRE_EVERY_S. Each commit costs O(snapshots kept) (the metadata JSON lists them all; ~0.2 ms of CPU
+# per snapshot measured), so history is kept as short as its readers allow: a reader that follows the
+# table snapshot by snapshot (pipeline-check's Iceberg probe polls every 0.1-1 s) must find every
+# snapshot it has not read yet; one minute is 60 times a 1 s poll interval and at two commits a
+# second keeps ~120-140 snapshots (~30 ms per commit). A reader away for longer still reads every row
+# (the current snapshot holds them all) but no longer snapshot by snapshot. The newest
+# SNAPSHOT_KEEP_LAST stay whatever their age: when commits are rare they cost nothing, and a reader
+# looking back over the last batches of a quiet table still finds them.
+EXPIRE_EVERY_S = 10.0
+SNAPSHOT_RETENTION_S = 60.0
+SNAPSHOT_KEEP_LAST = 100
+# records waiting past the offsets taken in and none taken for this long: the Kafka client is stalled
+# (StallWatch, checked every STALL_CHECK_S)
 STALL_S = 20.0
+STALL_CHECK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +195,7 @@ class Consumer:
         self.producer: AIOKafkaProducer | None = None
         self.assignment: set[TopicPartition] = set()
         self.guard = PositionGuard()
+        self.stall_watch = StallWatch(STALL_S)
         self.dropped_unpositioned = 0
         # offsets reached by flushes but not yet committed to Kafka (commit failed, or unsafe mode)
         self.pending_commit: dict[TopicPartition, int] = {}
@@ -372,7 +381,10 @@ class Consumer:
             "snapshot_id": snapshot_id,
         }
         self._summary_rows += len(rows)
-        if dlq_count or reason not in {"interval", "max_rows"} or self.stats["flushes"] == 1:
+        if took_ms > STALL_CHECK_S * 1000:
+            # nothing is fetched meanwhile: a slow flush looks like a stalled consumer from outside
+            log.warning("flush (%s) of %d rows took %.1fs, nothing fetched meanwhile", reason, len(rows), took_ms / 1e3)
+        elif dlq_count or reason not in {"interval", "max_rows"} or self.stats["flushes"] == 1:
             log.info(
                 "flush (%s): %d rows, %d to DLQ, snapshot %s, offsets %s, %.0f ms",
                 reason,
@@ -395,14 +407,14 @@ class Consumer:
             count = await asyncio.to_thread(
                 expire_snapshots,
                 table,
-                keep_last=EXPIRE_KEEP_LAST,
-                older_than_ms=utc_ms() - int(EXPIRE_AFTER_S * 1000),
+                older_than_ms=utc_ms() - int(SNAPSHOT_RETENTION_S * 1000),
+                keep_last=SNAPSHOT_KEEP_LAST,
             )
         except Exception as exc:  # maintenance only: the next round retries
             log.warning("snapshot expiry failed: %s", describe(exc))
             return
         if count:
-            log.info("expired %d old snapshots (metadata only)", count)
+            log.info("expired %d old snapshots (metadata only) in %.2fs", count, time.monotonic() - self._expired_at)
 
     async def _reappend(self) -> None:
         """UNSAFE_REAPPEND_AFTER_MS: the last batch once more, as a late copy of a retried commit."""
@@ -591,7 +603,11 @@ class Consumer:
                 # the broker's minimum: a restart after kill -9 waits this long for the old member
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=1000,
-                fetch_max_wait_ms=100,
+                # a fetch answers once 16 KiB are there or 50 ms passed: with the default of one byte each
+                # pass of the loop fetched a few records, a third more CPU per record in this process
+                # (50 ms adds ~25 ms to the consumer stage at low rates, against a 500 ms flush interval)
+                fetch_max_wait_ms=50,
+                fetch_min_bytes=16 * 1024,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             # set before start(): the first assignment (and its listener) runs inside start()
@@ -614,10 +630,11 @@ class Consumer:
         assert self.consumer is not None
         interval = self.cfg.flush_interval_ms / 1000
         next_flush = time.monotonic() + interval
-        last_records = time.monotonic()
+        next_stall_check = time.monotonic() + STALL_CHECK_S
         while not self.shutdown.requested:
             # while flushes fail, stop fetching once the buffer is large: memory stays bounded
             if self.flush_failing and len(self.buffer) >= 5 * self.cfg.flush_max_rows:
+                self.stall_watch.reset()  # not fetching on purpose
                 await self.shutdown.wait(interval)
             else:
                 wait_ms = max(1, min(100, int((next_flush - time.monotonic()) * 1000)))
@@ -628,21 +645,20 @@ class Consumer:
                     await self.shutdown.wait(0.5)
                     continue
                 self.states.set("fetch", "ok")
-                now = time.monotonic()
-                if data:
-                    last_records = now
-                elif now - last_records >= STALL_S and await self._behind():
-                    # seen after a broker restart: the client stays connected, fetches nothing, and never
-                    # recovers; new clients resume from the table's offsets map, so nothing is written twice
-                    await self._reconnect(f"no record for {now - last_records:.0f}s though the topic has more")
-                    last_records = time.monotonic()
-                    continue
                 for tp, records in data.items():
                     for rec in records:
                         if not self.guard.accept(tp.topic, tp.partition, rec.offset):
                             self.dropped_unpositioned += 1
                             continue
                         self.buffer.add(tp.topic, tp.partition, rec.offset, rec.timestamp, rec.key, rec.value)
+                if time.monotonic() >= next_stall_check:
+                    stalled = await self._stalled(time.monotonic())
+                    next_stall_check = time.monotonic() + STALL_CHECK_S
+                    if stalled:
+                        # seen after a broker restart: the client stays connected, fetches nothing, and never
+                        # recovers; new clients resume from the table's offsets map, so nothing is written twice
+                        await self._reconnect(f"{', '.join(stalled)}: records waiting, none taken in {STALL_S:.0f}s")
+                        continue
             now = time.monotonic()
             if self.reappend is not None and now >= self.reappend[1]:
                 await self._reappend()
@@ -666,19 +682,24 @@ class Consumer:
                 )
                 self._summary_at, self._summary_rows = now, 0
 
-    async def _behind(self) -> bool:
-        """Whether an assigned partition holds records past this consumer's position."""
+    async def _stalled(self, now: float) -> list[str]:
+        """Partitions whose records wait while none was taken in for STALL_S (StallWatch); ``now`` is
+        monotonic time."""
         consumer = self.consumer
-        if consumer is None or not self.assignment:
-            return False
-        tps = sorted(self.assignment)
+        taken = self.guard.positions()
+        if consumer is None or not taken or not self.watchdog.ok:
+            # Kafka itself not answering (or nothing positioned yet) says nothing about the client
+            self.stall_watch.reset()
+            return []
+        ends: dict[tuple[str, int], int] | None
         try:
-            ends = await self._kafka_wait("end offsets", consumer.end_offsets(tps))
-            positions = {tp: await self._kafka_wait("position", consumer.position(tp)) for tp in tps}
-        except Exception as exc:  # the broker not answering is not a stalled client: the fetch loop retries
-            self.states.set("stall check", "failing", describe(exc), logging.WARNING)
-            return False
-        return any(ends[tp] > positions[tp] for tp in tps)
+            answer = await self._kafka_wait("end offsets", consumer.end_offsets([TopicPartition(*k) for k in taken]))
+            ends = {(tp.topic, tp.partition): offset for tp, offset in answer.items()}
+            self.states.set("stall check", "ok")
+        except Exception as exc:  # Kafka answers the watchdog but not this client: counted as not moving
+            self.states.set("stall check", "client not answering", describe(exc), logging.WARNING)
+            ends = None
+        return [tp_key(*key) for key in self.stall_watch.check(taken, ends, now)]
 
     async def _reconnect(self, why: str) -> None:
         """Write what is buffered, then replace the Kafka clients (a new member of the group)."""
@@ -690,6 +711,9 @@ class Consumer:
             await close_quietly("DLQ producer", self.producer.stop(), 1.0)
         self.consumer = self.producer = None
         self.assignment = set()
+        # the new client is positioned anew (on_assigned); nothing it fetches before that is taken in
+        self.guard.clear()
+        self.stall_watch.reset()
         if not await self._start_kafka():
             self.shutdown.event.set()
 

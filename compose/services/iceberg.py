@@ -11,7 +11,10 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import TableUpdate
+from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.types import (
     DecimalType,
     IntegerType,
@@ -101,13 +104,38 @@ def ensure_table(catalog: Catalog, cfg: CommonConfig, schema: Schema = TRADES_SC
         return catalog.load_table(cfg.iceberg_table)
 
 
-def expire_snapshots(table: Table, *, keep_last: int, older_than_ms: int) -> int:
-    """Drop old snapshots from the table metadata; returns how many.
+class _Transaction(Transaction):
+    """pyiceberg's transaction, computing its table metadata once per change.
 
-    Every commit rewrites the metadata JSON with the whole snapshot list, so at two commits a second
-    appends slow down by the minute. Only metadata entries go: data and manifest files stay (the
-    retained snapshots still reference them), and the current snapshot - which carries the offsets
-    map - is always kept.
+    pyiceberg 0.12 (pinned) re-applies the staged updates to the table's metadata and deep-copies the
+    result on every read of ``Transaction.table_metadata``: some twenty reads per append, each copying
+    every snapshot, were most of the consumer's CPU. The staged updates and the table's metadata are
+    immutable and replaced (never changed in place) whenever they change, so the result is reused
+    until either object is replaced.
+    """
+
+    _memo: tuple[TableMetadata, tuple[TableUpdate, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        base, updates, memo = self._table.metadata, self._updates, self._memo
+        if memo is None or memo[0] is not base or memo[1] is not updates:
+            memo = self._memo = (base, updates, super().table_metadata)
+        return memo[2]
+
+
+def transaction(table: Table, *, autocommit: bool = False) -> Transaction:
+    """A transaction on ``table`` (``table.transaction()``, without the repeated metadata copies)."""
+    return _Transaction(table, autocommit=autocommit)
+
+
+def expire_snapshots(table: Table, *, older_than_ms: int, keep_last: int) -> int:
+    """Drop snapshots committed before ``older_than_ms`` from the table metadata, but for the newest
+    ``keep_last``; returns how many.
+
+    Every commit rewrites the metadata JSON with the whole snapshot list, so without expiry appends slow
+    down by the minute. Only metadata entries go: data and manifest files stay (the retained snapshots
+    still reference them), and the current snapshot - which carries the offsets map - is always kept.
     """
     current = table.current_snapshot()
     if current is None:
@@ -119,7 +147,7 @@ def expire_snapshots(table: Table, *, keep_last: int, older_than_ms: int) -> int
         if s.timestamp_ms < older_than_ms and s.snapshot_id != current.snapshot_id
     ]
     if old:
-        table.maintenance.expire_snapshots().by_ids(old).commit()
+        ExpireSnapshots(transaction(table, autocommit=True)).by_ids(old).commit()
     return len(old)
 
 

@@ -292,6 +292,10 @@ class PositionGuard:
     def is_positioned(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._next
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to process of every positioned partition."""
+        return dict(self._next)
+
     def accept(self, topic: str, partition: int, offset: int) -> bool:
         """True when the record is the next one to process (offsets may skip forward, never back)."""
         expected = self._next.get((topic, partition))
@@ -299,6 +303,45 @@ class PositionGuard:
             return False
         self._next[(topic, partition)] = offset + 1
         return True
+
+
+class StallWatch:
+    """Which partitions a stalled Kafka client is failing, from checks every few seconds.
+
+    A partition is stalled when records have been waiting past the offset this consumer will process
+    next (the log end is beyond it) and that offset has not moved for ``after`` seconds. The offsets
+    are the ones actually taken in (PositionGuard), not the client's position: the client can move
+    its position past records it never handed over, and a check of its position then sees nothing.
+    A client that does not answer the log-end request (while Kafka itself does) counts as not moving.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        # partition -> (next offset, when records were first seen waiting past it)
+        self._waiting: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def check(
+        self, taken: dict[tuple[str, int], int], ends: dict[tuple[str, int], int] | None, now: float
+    ) -> list[tuple[str, int]]:
+        """The stalled partitions among ``taken`` ({partition: next offset to process}); ``ends`` are the
+        log end offsets, None when the client did not answer."""
+        stalled = []
+        for key, offset in taken.items():
+            if ends is not None and ends.get(key, offset) <= offset:
+                self._waiting.pop(key, None)  # nothing waiting: an idle partition is not stalled
+                continue
+            seen = self._waiting.get(key)
+            if seen is None or seen[0] != offset:
+                self._waiting[key] = (offset, now)
+            elif now - seen[1] >= self.after:
+                stalled.append(key)
+        for key in set(self._waiting) - set(taken):
+            del self._waiting[key]
+        return stalled
+
+    def reset(self) -> None:
+        """Forget what was seen (new clients, or fetching stopped on purpose)."""
+        self._waiting.clear()
 
 
 def resume_offset(snapshot_offset: int | None, committed: int | None, *, unsafe: bool) -> int | None:

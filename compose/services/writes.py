@@ -43,6 +43,7 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import FileScanTask, Table, Transaction
 
 from .common import ConfigError, env_bool, env_choice, env_int
+from .iceberg import transaction
 
 KEY = ("symbol", "trade_id")
 _INDEX = "__row"
@@ -83,7 +84,8 @@ def write(table: Table, rows: pa.Table, properties: dict[str, str], cfg: WriteCo
     elif cfg.mode is WriteMode.OVERWRITE:
         overwrite_buckets(table, rows, properties, cfg.bucket_ms * 1000)
     else:
-        table.append(rows, snapshot_properties=properties)
+        with transaction(table) as tx:
+            tx.append(rows, snapshot_properties=properties)
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -176,9 +178,10 @@ def upsert(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
             replaced.append(task)
             kept.append(_sorted(rest))
     if not replaced:
-        table.append(batch, snapshot_properties=properties)
+        with transaction(table) as tx:
+            tx.append(batch, snapshot_properties=properties)
         return
-    with table.transaction() as tx:
+    with transaction(table) as tx:
         _replace_files(tx, table, row_filter, replaced, [*(k for k in kept if len(k)), batch], properties)
 
 
@@ -189,7 +192,7 @@ def overwrite_buckets(table: Table, rows: pa.Table, properties: dict[str, str], 
     tasks = list(table.scan(row_filter=row_filter).plan_files())
     # whole files are replaced, so every row they hold is read, not only the bucket's
     merged = latest_per_key(rows, _read(table, tasks))
-    with table.transaction() as tx:
+    with transaction(table) as tx:
         _replace_files(tx, table, row_filter, tasks, split_by_bucket(merged, touched, bucket_us), properties)
 
 

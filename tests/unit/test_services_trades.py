@@ -12,6 +12,7 @@ from services.trades import (
     BatchBuffer,
     InvalidRecord,
     PositionGuard,
+    StallWatch,
     clamp_offset,
     parse_decimal,
     parse_trade,
@@ -218,6 +219,43 @@ def test_guard_drops_records_until_the_partition_is_positioned() -> None:
     assert guard.accept(TOPIC, 0, 10)  # gaps (e.g. control records) move forward
     guard.forget(TOPIC, 0)
     assert not guard.accept(TOPIC, 0, 11)
+
+
+P0, P1 = (TOPIC, 0), (TOPIC, 1)
+
+
+def test_a_partition_stalls_when_records_wait_and_none_is_taken_in() -> None:
+    watch = StallWatch(after=20.0)
+    # the client's position may sit at the log end while records it never handed over wait: what counts
+    # is the offset taken in (the guard's), not the position
+    assert watch.check({P0: 100}, {P0: 160}, now=0.0) == []
+    assert watch.check({P0: 100}, {P0: 170}, now=19.9) == []
+    assert watch.check({P0: 100}, {P0: 180}, now=20.0) == [P0]
+    # progress starts the count again
+    assert watch.check({P0: 120}, {P0: 180}, now=25.0) == []
+    assert watch.check({P0: 120}, {P0: 180}, now=44.0) == []
+    assert watch.check({P0: 120}, {P0: 180}, now=45.0) == [P0]
+
+
+def test_an_idle_partition_never_stalls_and_its_first_records_are_given_time() -> None:
+    watch = StallWatch(after=20.0)
+    for now in range(0, 300, 5):  # nothing produced for minutes
+        assert watch.check({P0: 100, P1: 7}, {P0: 100, P1: 7}, now=float(now)) == []
+    # records arrive after the idle stretch: not a stall until they have waited 20 s
+    assert watch.check({P0: 100, P1: 7}, {P0: 130, P1: 7}, now=300.0) == []
+    assert watch.check({P0: 100, P1: 7}, {P0: 130, P1: 7}, now=315.0) == []
+    assert watch.check({P0: 100, P1: 7}, {P0: 130, P1: 7}, now=320.0) == [P0]
+
+
+def test_a_client_that_does_not_answer_counts_as_not_moving_and_reset_forgets() -> None:
+    watch = StallWatch(after=20.0)
+    assert watch.check({P0: 100}, None, now=0.0) == []
+    assert watch.check({P0: 100}, None, now=20.0) == [P0]
+    watch.reset()  # new clients
+    assert watch.check({P0: 100}, None, now=21.0) == []
+    # a partition no longer ours is forgotten
+    assert watch.check({P1: 5}, {P1: 9}, now=22.0) == []
+    assert watch.check({P0: 100, P1: 5}, {P0: 200, P1: 9}, now=45.0) == [P1]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ import pyarrow as pa
 import pytest
 from pyiceberg.table import Table
 from services.common import CommonConfig, ConfigError
-from services.iceberg import OFFSETS_PROPERTY, TRADES_ARROW_SCHEMA, ensure_table, open_catalog, snapshot_offsets
+from services.iceberg import (
+    OFFSETS_PROPERTY,
+    TRADES_ARROW_SCHEMA,
+    ensure_table,
+    expire_snapshots,
+    open_catalog,
+    snapshot_offsets,
+)
 from services.trades import Row, Trade, to_arrow
 from services.writes import (
     WriteConfig,
@@ -42,9 +49,9 @@ def trades(ids: range, symbol: str = "BTCUSDT", price: str = "100.5", time_ms: i
     return to_arrow(rows, TRADES_ARROW_SCHEMA)
 
 
-def new_table(folder: Path) -> Table:
-    """An empty trades table in a SQL catalog in ``folder``."""
-    cfg = CommonConfig.from_env(
+def config(folder: Path) -> CommonConfig:
+    """The services' settings for a SQL catalog and warehouse in ``folder``."""
+    return CommonConfig.from_env(
         {
             "KAFKA_BOOTSTRAP": "127.0.0.1:1",
             "RAW_TOPIC": TOPIC,
@@ -55,6 +62,11 @@ def new_table(folder: Path) -> Table:
             "ICEBERG_TABLE": "market.trades",
         }
     )
+
+
+def new_table(folder: Path) -> Table:
+    """An empty trades table in a SQL catalog in ``folder``."""
+    cfg = config(folder)
     return ensure_table(open_catalog(cfg, writer=True), cfg)
 
 
@@ -154,3 +166,57 @@ def test_rewrites_keep_one_row_per_key_and_the_offsets_map(table: Table, mode: W
     else:
         # new keys are appended; a flush replacing keys rewrites the files holding them
         assert operations == ["append", "overwrite", "overwrite"]
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_an_append_applies_the_staged_updates_to_the_metadata_only_once_per_change(
+    table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyiceberg's own Transaction recomputes (and deep-copies, O(snapshots)) the table metadata on every
+    # read of table_metadata: about twenty per append
+    calls = count_metadata_updates(monkeypatch)
+    write(table, trades(range(10)), props(10), WriteConfig())
+    calls.clear()
+    write(table, trades(range(10, 20)), props(20), WriteConfig())
+    assert len(calls) <= 3
+    assert keys(table) == [("BTCUSDT", i) for i in range(20)]
+
+
+def test_expiring_many_snapshots_costs_one_metadata_update(table: Table, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyiceberg's ExpireSnapshots reads the transaction's metadata twice per snapshot id, and its own
+    # Transaction deep-copies all of it on each read: O(expired x kept) CPU, 7 s for 200 of 300 snapshots,
+    # tens of seconds for a few hundred more, blocking the consumer's fetch loop (its flush awaits it)
+    for start in range(30):
+        write(table, trades(range(start, start + 1)), props(start + 1), WriteConfig())
+    calls = count_metadata_updates(monkeypatch)
+    assert expire_snapshots(table, older_than_ms=table.snapshots()[-1].timestamp_ms, keep_last=1) == 29
+    assert len(calls) <= 3
+
+
+def count_metadata_updates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time a transaction applies its updates to the table metadata."""
+    import pyiceberg.table
+
+    calls: list[int] = []
+    real = pyiceberg.table.update_table_metadata
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pyiceberg.table, "update_table_metadata", counted)
+    return calls
+
+
+def test_expiry_keeps_the_current_snapshot_its_offsets_and_every_row(table: Table) -> None:
+    for start in range(0, 50, 10):
+        write(table, trades(range(start, start + 10)), props(start + 10), WriteConfig())
+    snapshots = table.snapshots()
+    assert expire_snapshots(table, older_than_ms=snapshots[2].timestamp_ms, keep_last=0) == 2  # strictly older
+    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000, keep_last=2) == 1
+    assert expire_snapshots(table, older_than_ms=snapshots[-1].timestamp_ms + 60_000, keep_last=0) == 1
+    assert [s.snapshot_id for s in table.snapshots()] == [snapshots[-1].snapshot_id]
+    assert snapshot_offsets(table) == ({f"{TOPIC}:0": 50}, snapshots[-1].snapshot_id)
+    assert keys(table) == [("BTCUSDT", i) for i in range(50)]
