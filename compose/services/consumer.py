@@ -41,6 +41,7 @@ committed as usual unless a switch says otherwise:
                                   (default 2000) after its commit and appended again, unchanged,
                                   UNSAFE_RESTORE_AFTER_MS (default 3000) after the delete
 Rewrites, deletes and restores not yet due when the consumer stops are never made.
+Table shape (table_shape.py, off by default): TABLE_ID_FORMAT=BINANCE-{id} writes trade_id as that text.
 A batch held for tens of seconds needs no switch: FLUSH_INTERVAL_MS=20000 holds rows and offsets and
 commits both every 20 s (raise FLUSH_MAX_ROWS above 20 s worth of trades, or a full buffer flushes early).
 """
@@ -92,6 +93,7 @@ from .iceberg import (
 from .kafka_util import KafkaWatchdog, close_quietly, ensure_topics
 from .record_format import RecordFormat, trade_parser
 from .table_faults import apply_late
+from .table_shape import TableShape
 from .trades import Batch, BatchBuffer, PositionGuard, Row, StallWatch, clamp_offset, resume_offset, to_arrow
 from .writes import WriteConfig, latest_per_key, write
 
@@ -134,6 +136,7 @@ class ConsumerConfig:
     write: WriteConfig
     faults: ConsumerFaults
     record_format: RecordFormat
+    shape: TableShape
 
     @classmethod
     def from_env(cls) -> ConsumerConfig:
@@ -149,6 +152,7 @@ class ConsumerConfig:
             write=WriteConfig.from_env(),
             faults=ConsumerFaults.from_env(common.raw_topic_partitions),
             record_format=RecordFormat.from_env(common.raw_topic),
+            shape=TableShape.from_env(),
         )
 
 
@@ -285,13 +289,13 @@ class Consumer:
         if self.table is not None:
             return self.table.refresh()
         catalog = open_catalog(self.cfg.common, writer=True)
-        return ensure_table(catalog, self.cfg.common)
+        return ensure_table(catalog, self.cfg.common, self.cfg.shape.schema)
 
     def _write_sync(self, rows: list[Row], offsets: dict[tuple[str, int], int]) -> tuple[int, pa.Table]:
         """Write the rows (with the previous flush's when re-delivering) as one commit carrying the
         merged offsets map; returns (snapshot id, the rows as Arrow)."""
         assert self.table is not None
-        arrow = to_arrow(rows, TRADES_ARROW_SCHEMA)
+        arrow = self.cfg.shape.rows(to_arrow(rows, TRADES_ARROW_SCHEMA))
         payload = arrow if self.redelivery is None else latest_per_key(arrow, self.redelivery)
         new = {tp_key(t, p): o for (t, p), o in offsets.items()}
         for attempt in range(3):

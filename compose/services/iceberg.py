@@ -86,8 +86,8 @@ def open_catalog(cfg: CommonConfig, *, writer: bool) -> Catalog:
     return load_catalog("local", **props)
 
 
-def ensure_table(catalog: Catalog, cfg: CommonConfig) -> Table:
-    """Load the trades table, creating namespace and table on first start."""
+def ensure_table(catalog: Catalog, cfg: CommonConfig, schema: Schema = TRADES_SCHEMA) -> Table:
+    """Load the trades table, creating namespace and table (of ``schema``) on first start."""
     try:
         return catalog.load_table(cfg.iceberg_table)
     except NoSuchTableError:
@@ -97,7 +97,7 @@ def ensure_table(catalog: Catalog, cfg: CommonConfig) -> Table:
     except NamespaceAlreadyExistsError:
         pass
     try:
-        table = catalog.create_table(cfg.iceberg_table, schema=TRADES_SCHEMA, properties=TABLE_PROPERTIES)
+        table = catalog.create_table(cfg.iceberg_table, schema=schema, properties=TABLE_PROPERTIES)
         log.info("created Iceberg table %s at %s", cfg.iceberg_table, table.location())
         return table
     except TableAlreadyExistsError:

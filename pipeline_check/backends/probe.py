@@ -17,13 +17,14 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.tags import RunId
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.trace.book import Ref
 from pipeline_check.verdict.response_times import ResponseTimes
 
-__all__ = ["Probe", "ProbeContext", "Recorder", "Ref", "TimedProbe"]
+__all__ = ["PlacingProbe", "Probe", "ProbeContext", "Recorder", "Ref", "TimedProbe", "placement_of"]
 
 
 class Recorder(Protocol):
@@ -118,3 +119,20 @@ class TimedProbe(Protocol):
     """A probe that times every request it makes (the API probe): ``api.response`` judges these times."""
 
     responses: ResponseTimes
+
+
+@runtime_checkable
+class PlacingProbe(Protocol):
+    """A probe of a partitioned stage that can say where a record keyed by a canary's symbol lands (the Kafka
+    topic probe: its partitioner, configured or inferred): canary symbols are chosen to cover every partition
+    under it, and coverage is judged knowing whether canaries could be steered. Asked once, after ``start``."""
+
+    async def placement(self) -> Placement: ...
+
+
+async def placement_of(probe: Probe, partitions: int) -> Placement:
+    """Where a record keyed by a canary's symbol lands on the probe's stage (``partitions`` of them): what a
+    :class:`PlacingProbe` says, else the standard key partitioner."""
+    if isinstance(probe, PlacingProbe):
+        return await probe.placement()
+    return Placement.standard(partitions)

@@ -54,18 +54,40 @@ def check_regex(value: str) -> str:
     return value
 
 
-class TagSettings(PluginSettings):
-    """The settings of a stage whose records carry the tag in a field (``tag_field``, set by each probe)."""
+class TagFormSettings(PluginSettings):
+    """How a stage writes the tag when not as itself: a pattern or a regex around its digits."""
 
-    tag_field: Annotated[str, AfterValidator(check_path)]
     tag_pattern: Annotated[str, AfterValidator(check_pattern)] | None = None
     tag_regex: Annotated[str, AfterValidator(check_regex)] | None = None
 
     @model_validator(mode="after")
-    def _one_way(self) -> TagSettings:
+    def _one_way(self) -> TagFormSettings:
         if self.tag_pattern is not None and self.tag_regex is not None:
             raise ValueError("tag_pattern and tag_regex are both set; set one of them")
         return self
+
+
+class TagSettings(TagFormSettings):
+    """The settings of a stage whose records carry the tag in a field (``tag_field``, set by each probe)."""
+
+    tag_field: Annotated[str, AfterValidator(check_path)]
+
+
+def text_tag(pattern: str | None, regex: str | None) -> Callable[[str], int | None]:
+    """A getter for the tag in a text by ``tag_pattern`` (matching the whole text) or ``tag_regex`` (searched)."""
+    if pattern is not None:
+        compiled = _pattern_regex(pattern)
+        find = compiled.match
+    else:
+        compiled = _regex(regex or "")
+        find = compiled.search
+    group: str | int = "tag" if "tag" in compiled.groupindex else 1
+
+    def read(value: str) -> int | None:
+        found = find(value)
+        return None if found is None else _number(found.group(group))
+
+    return read
 
 
 def tag_reader(settings: TagSettings, where: str) -> TagReader:
@@ -73,20 +95,11 @@ def tag_reader(settings: TagSettings, where: str) -> TagReader:
     field = compile_path(f"{where}.tag_field", settings.tag_field)
     if settings.tag_pattern is None and settings.tag_regex is None:
         return lambda record: _number(field(record))
-    if settings.tag_pattern is not None:
-        compiled = _pattern_regex(settings.tag_pattern)
-        find = compiled.match
-    else:
-        compiled = _regex(settings.tag_regex or "")
-        find = compiled.search
-    group: str | int = "tag" if "tag" in compiled.groupindex else 1
+    text = text_tag(settings.tag_pattern, settings.tag_regex)
 
     def read(record: Any) -> int | None:
         value = field(record)
-        if not isinstance(value, str):
-            return None
-        found = find(value)
-        return None if found is None else _number(found.group(group))
+        return text(value) if isinstance(value, str) else None
 
     return read
 

@@ -21,7 +21,6 @@ import numpy.typing as npt
 
 from pipeline_check.canary.tags import RunId
 
-SCALE = 10**8  # Binance sends prices and quantities with 8 decimals
 TRADE_FIELDS = ("e", "E", "s", "t", "p", "q", "T", "m", "M")  # the keys of ``Trade.to_dict``
 
 
@@ -113,7 +112,12 @@ class TradeFactory:
         self._background_rng = random.Random(seed ^ 0x5EED)
         self._background_symbols = background_symbols
         self._background_id = 1_000_000_000
-        self._background_price = base_price * SCALE
+        # background trades are declared like canaries: ``scale`` decimals, at most ``precision`` digits
+        unit, self._background_top = 10**scale, 10**precision - 1
+        self._background_floor = min(unit, self._background_top)  # 1.0, or the largest value that fits
+        self._background_step = max(1, unit // 20)  # prices walk by up to 0.05
+        self._background_qty = (max(1, unit // 100_000), min(2 * unit, self._background_top))  # 0.00001 to 2.0
+        self._background_price = min(base_price * unit, self._background_top)
 
     def use_symbols(self, symbols: tuple[str, ...]) -> None:
         """Ride canaries on ``symbols`` (chosen once the partitions are known, before injection)."""
@@ -135,15 +139,17 @@ class TradeFactory:
         )
 
     def background(self, time_ms: int) -> Trade:
-        """The next untagged trade (ids far below the canary range)."""
+        """The next untagged trade (ids far below the canary range), in the canaries' decimal type."""
         rng = self._background_rng
         self._background_id += 1
-        self._background_price = max(SCALE, self._background_price + rng.randint(-5_000_000, 5_000_000))
+        step = self._background_step
+        walked = self._background_price + rng.randint(-step, step)
+        self._background_price = min(self._background_top, max(self._background_floor, walked))
         return Trade(
             symbol=rng.choice(self._background_symbols),
             trade_id=self._background_id,
-            price=decimal_text(self._background_price),
-            quantity=decimal_text(rng.randint(1_000, 2 * SCALE)),
+            price=decimal_text(self._background_price, self.scale),
+            quantity=decimal_text(rng.randint(*self._background_qty), self.scale),
             buyer_is_maker=rng.random() < 0.5,
             time_ms=time_ms,
         )

@@ -30,6 +30,7 @@ from pipeline_check.verdict.events import (
     RunStarted,
 )
 from pipeline_check.verdict.figures import PassiveFigures, ResponseFigures
+from pipeline_check.verdict.measurements import listed
 from pipeline_check.verdict.results import format_value
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.summary import RunSummary
@@ -299,10 +300,16 @@ class ConsoleReporter:
                 )
 
     def _coverage(self, summary: RunSummary) -> None:
+        """One line at any partition count: the seen/delivered figures per partition are in the JSON and HTML."""
+        parts = []
         for stage in summary.stages:
             if stage.shards:
-                parts = ", ".join(f"p{c.shard} {c.seen}/{c.delivered}" for c in stage.shards)
-                self.console.print(Text(f"coverage of {stage.name} partitions (seen/delivered): {parts}"))
+                empty = [c.shard for c in stage.shards if not c.seen]
+                part = f"{stage.name} {len(stage.shards) - len(empty)}/{len(stage.shards)} partitions"
+                parts.append(part + (f" (none in {listed([f'p{p}' for p in empty])})" if empty else ""))
+        if parts:
+            where = "(seen/delivered per partition in the JSON/HTML report)"
+            self.console.print(Text(f"coverage: {', '.join(parts)} {where}"))
 
     def _problems(self, summary: RunSummary) -> None:
         if summary.lost:

@@ -20,8 +20,8 @@ import numpy as np
 
 from pipeline_check.backends.capabilities import INJECTORS, PROBES
 from pipeline_check.backends.injector import Injector, InjectorContext
-from pipeline_check.backends.probe import Probe, ProbeContext
-from pipeline_check.canary.coverage import covering_symbols
+from pipeline_check.backends.probe import Probe, ProbeContext, placement_of
+from pipeline_check.canary.coverage import Placement, covering_symbols, landing
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.config.scenarios import injects_nothing
@@ -101,6 +101,7 @@ class Run:
         self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
         self._settle = 0.0
         self._coverage_caveat = ""
+        self._steered: tuple[str, Placement] | None = None  # the stage canary symbols were chosen for
 
     async def events(self) -> AsyncIterator[Event]:
         """Run and report; ``EndpointError`` if a stage or the source cannot be reached."""
@@ -125,7 +126,7 @@ class Run:
             for probe in self.probes:
                 attempted.append(probe)
                 await probe.start()
-            self._choose_symbols()
+            await self._choose_symbols()
             await self.injector.start()
             self._adopt_source_symbols()
             for note in self.notes.notes():
@@ -174,7 +175,11 @@ class Run:
         m = measurements(
             summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
         )
-        if self._coverage_caveat and m.coverage.count:
+        if self._steered is not None and not self._coverage_caveat:
+            stage, placement = self._steered
+            shard_of, _ = self.book.refs(stage)
+            self._coverage_caveat = landing(stage, placement, self.factory.symbols, self.factory.symbol_index, shard_of)
+        if self._coverage_caveat and m.coverage.out_of:
             caveat = f"{m.coverage.detail}; {self._coverage_caveat}"
             m = dataclasses.replace(m, coverage=dataclasses.replace(m.coverage, detail=caveat))
         results: list[CheckResult] = []
@@ -195,17 +200,20 @@ class Run:
         )
         yield finished
 
-    def _choose_symbols(self) -> None:
+    async def _choose_symbols(self) -> None:
         """Canaries spread over every partition of the first sharded stage the validator does not write
-        itself (it spreads its own writes round-robin); explicit ``canary_symbols`` win."""
+        itself (it spreads its own writes round-robin), under the partitioner its probe finds; explicit
+        ``canary_symbols`` win."""
         messages = self.config.messages
         if messages.canary_symbols:
             return
         fed = self.injector.feeds_stage
-        for stage in self.route.stages:
+        for stage, probe in zip(self.route.stages, self.probes, strict=True):
             shards = self.book.shards.get(stage)
             if shards and stage != fed:
-                self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
+                placement = await placement_of(probe, max(shards) + 1)
+                self.factory.use_symbols(covering_symbols(messages.symbol, placement))
+                self._steered = (stage, placement)
                 return
 
     def _fault_runner(self) -> FaultRunner | None:

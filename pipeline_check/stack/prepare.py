@@ -69,7 +69,7 @@ def prepare_kafka_kraft(spec: StackSpec, service: ServiceSpec) -> None:
         java, "-cp", f"{libs}/*",
         f"-Dlog4j2.configurationFile={spec.compose_dir / 'kafka' / 'log4j2.properties'}",
         "kafka.tools.StorageTool", "format", "--ignore-formatted",
-        "-t", cluster_file.read_text().strip(), "-c", str(properties),
+        f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(properties),  # an id may start with "-"
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:

@@ -6,7 +6,7 @@ terms through :func:`measurements`."""
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,17 +185,28 @@ def _seen_verb(stage: str) -> str:
 
 
 def _coverage_tally(s: RunSummary) -> Tally:
+    """Partitions without a canary, out of every probed stage's; the detail stays one short line at any partition
+    count (the seen/delivered figures per partition are in the JSON and HTML reports)."""
     sharded = [st for st in s.stages if st.shards]
     if not sharded:
         return Tally(0, 0, "", not_applicable="no probed stage has partitions")
-    empty = [(st.name, c.shard) for st in sharded for c in st.shards if c.seen == 0]
     total = sum(len(st.shards) for st in sharded)
-    parts = "; ".join(
-        f"{st.name}: " + ", ".join(f"p{c.shard} {c.seen} seen/{c.delivered} delivered" for c in st.shards)
-        for st in sharded
+    reached = "; ".join(
+        f"{st.name}: {sum(1 for c in st.shards if c.seen)} of {len(st.shards)} partitions reached" for st in sharded
     )
-    if empty:
-        names = ", ".join(f"{stage} partition {shard}" for stage, shard in empty)
-        why = "; canaries never reached them: does the pipeline key records by something else than the symbol?"
-        return Tally(len(empty), total, f"no canary in {names}{why} ({parts})")
-    return Tally(0, total, parts)
+    empty = {st.name: [c.shard for c in st.shards if c.seen == 0] for st in sharded}
+    missing = sum(map(len, empty.values()))
+    if missing:
+        names = "; ".join(
+            f"{stage} partition{'s' if len(shards) > 1 else ''} {listed(shards)}"
+            for stage, shards in empty.items()
+            if shards
+        )
+        return Tally(missing, total, f"no canary in {names} ({reached})")
+    return Tally(0, total, reached)
+
+
+def listed(items: Sequence[object], shown: int = 10) -> str:
+    """``3, 17, 21``: the first ``shown``, then how many more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(map(str, items[:shown])) + more

@@ -2,21 +2,23 @@
 
 The injector appends every trade to a named in-process "pipe"; each probe watches one stage of that
 pipe and sees a canary ``delay`` seconds after it was sent, except the canaries its settings drop; it
-can duplicate, corrupt and retract canaries, and declare partitions, so every verdict the engine gives
-can be produced on purpose in well under a second.
+can duplicate, corrupt and retract canaries, and declare partitions (canaries land on them round robin, or by a
+key partitioner's hash of their symbol), so every verdict the engine gives can be produced on purpose in well under
+a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from pipeline_check.backends.capabilities import INJECTORS, PROBES
 from pipeline_check.backends.injector import InjectorContext
 from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.trades import TRADE_FIELDS, Trade
 from pipeline_check.core.errors import EndpointError
@@ -81,6 +83,8 @@ class MemoryStageSettings(PluginSettings):
     retract: tuple[int, ...] = ()  # ... that show up, then are gone
     shards: int = 0  # partitions to declare; canary seq lands on seq % shards
     empty_shard: int | None = None  # a partition canaries never land on
+    landing: Literal["murmur2", "crc32", "fnv1a"] | None = None  # canaries land by this hash of their symbol
+    claims: Literal["murmur2", "crc32", "fnv1a", "round_robin"] | None = None  # the partitioner placement() says
     fields: Fields = Field(default_factory=dict)
 
 
@@ -113,6 +117,13 @@ class MemoryProbe:
     def resolution(self) -> float:
         return 0.005
 
+    async def placement(self) -> Placement:
+        from pipeline_check.backends.kafka.partitioners import configured  # Kafka only where a test asks for it
+
+        claims = self.settings.claims
+        shards = self.settings.shards
+        return Placement.standard(shards) if claims is None else configured(claims, shards, "memory.claims")
+
     def _look(self) -> None:
         s, ctx = self.settings, self.ctx
         now = ctx.clock.now()
@@ -125,7 +136,7 @@ class MemoryProbe:
                 continue
             ref = None
             if s.shards:
-                shard = seq % s.shards
+                shard = _hashed(s.landing, trade.symbol, s.shards) if s.landing else seq % s.shards
                 ref = Ref(shard if shard != s.empty_shard else (shard + 1) % s.shards, seq)
             copies = 2 if seq in s.duplicate else 1
             view = bool(s.retract)
@@ -143,3 +154,9 @@ class MemoryProbe:
                     {k: record.get(spec.split(":")[0]) for k, spec in s.fields.items()},
                     s.fields,
                 )
+
+
+def _hashed(partitioner: str, symbol: str, shards: int) -> int:
+    from pipeline_check.backends.kafka.partitioners import HASHES
+
+    return HASHES[partitioner](symbol.encode(), shards)

@@ -78,11 +78,13 @@ def build_run(
     thresholds: Sequence[str] = DEFAULT_THRESHOLDS,
     config: Mapping[str, Any] | None = None,
     compare: bool = True,
+    partitions: int = 1,
 ) -> SyntheticRun:
     """Canary ``seq`` is injected at ``T0 + seq / rate`` and seen at each stage ``hops[stage]`` (plus
     ``seq % 10`` ms) after its upstream. ``lost`` maps a seq to the last stage it reaches (``source``:
     none); ``duplicates`` lists seqs seen twice per stage; ``corrupt`` seqs hold a wrong price; with
-    ``compare`` every delivered canary's price is compared at the last stage."""
+    ``compare`` every delivered canary's price is compared at the last stage. Canary ``seq`` sits on kafka
+    partition ``seq % partitions``."""
     lost = lost or {}
     duplicates = duplicates or {}
     run = RunId.new(now=WALL_OFFSET + T0)
@@ -90,7 +92,7 @@ def build_run(
     route = route_of(stages)
     book = TraceBook(run, TradeFactory(run, seed=7, count=count, symbols=("CANARYUSDT",)), route, clock)
     if "kafka" in stages:
-        book.declare_shards("kafka", [0])
+        book.declare_shards("kafka", range(partitions))
     for seq in range(count):
         times = {SOURCE: T0 + seq / rate}
         book.inject(seq, times[SOURCE])
@@ -100,7 +102,7 @@ def build_run(
             at = times[route.upstream[stage]] + hops[stage] + (seq % 10) / 1000
             times[stage] = at
             for _ in range(2 if seq in duplicates.get(stage, ()) else 1):
-                book.seen(stage, run.tag(seq), at, ref=Ref(0, seq))
+                book.seen(stage, run.tag(seq), at, ref=Ref(seq % partitions, seq))
         if compare and route.final in reach:
             sent = book.factory.canary(seq, int(book.sent_ms[seq])).price
             held = "0.00000002" if seq in corrupt else sent

@@ -80,7 +80,7 @@ def test_delete_removes_exactly_the_runs_canaries(config: Path) -> None:
     settings, where = iceberg_settings(load_config(config, {}))
     table, found = plan(settings, where, Selection.of_run(str(NEW)))
     before = table.current_snapshot()
-    done = delete(table, settings.tag_column, found)
+    done = delete(table, settings, found, where)
     assert (done.rows, done.left) == (8, 0)
     assert ids(table) == [1, 2, 3, 4, 5, *(OLD.tag(s) for s in range(5))]  # real trades and the other run stay
     # one commit: a delete snapshot drops the file of only canaries, an overwrite rewrites the mixed one
@@ -137,5 +137,5 @@ def test_a_config_without_an_iceberg_stage_or_an_integer_tag_column(config: Path
         config.read_text().replace('catalog_name = "local"', 'catalog_name = "local"\ntag_column = "note"')
     )
     settings, where = iceberg_settings(load_config(text_tag, {}))
-    with pytest.raises(ConfigError, match=r"stages.iceberg.tag_column='note' .*is string in market.trades"):
+    with pytest.raises(ConfigError, match=r"stages.iceberg.tag_column='note' .*is a string column of market.trades"):
         plan(settings, where, Selection.every_canary())

@@ -47,3 +47,21 @@ def test_a_smaller_declared_type_keeps_its_own_digits() -> None:
     assert factory.canary(0, 0).price == "99999999.99"
     assert factory.canary(1, 0).price == "0.01"
     assert len(factory.canary(2, 0).price.replace(".", "")) == 10
+
+
+@pytest.mark.parametrize(("precision", "scale", "top"), [(18, 8, "9999999999.99999999"), (10, 2, "99999999.99"),
+                                                          (6, 4, "99.9999"), (4, 0, "9999")])  # fmt: skip
+def test_background_trades_are_in_the_canaries_decimal_type(precision: int, scale: int, top: str) -> None:
+    factory = TradeFactory(RunId(9), seed=5, count=3, symbols=("A",), precision=precision, scale=scale)
+    trades = [factory.background(0) for _ in range(2000)]
+    for value in [t.price for t in trades] + [t.quantity for t in trades]:
+        whole, _, decimals = value.partition(".")
+        assert len(decimals) == scale and len((whole + decimals).lstrip("0")) <= precision, value
+        assert 0 < float(value) <= float(top), value
+    assert len({t.price for t in trades}) > 20  # the price still walks
+
+
+def test_background_trades_at_the_default_type_are_unchanged() -> None:
+    factory = TradeFactory(RunId(9), seed=5, count=3, symbols=("A",))
+    first = factory.background(0)
+    assert (first.price, first.quantity) == ("64999.97236483", "1.16067936")  # as before scale applied

@@ -235,8 +235,26 @@ def test_console_summary(lossy: SyntheticRun) -> None:
     assert "1 canary corrupted" in text and "price expected '" in text
     assert "offered 100.0/s, achieved 99.0/s" in text
     assert "probe resolution: kafka 100.0ms" in text
-    assert "coverage of kafka partitions (seen/delivered): p0 199/197" in text
+    assert "coverage: kafka 1/1 partitions (seen/delivered per partition in the JSON/HTML report)" in text
     assert lines[-1] == "FAILED: 2 passed, 3 failed in 12.5s (exit 1)"
+
+
+@pytest.mark.parametrize(("count", "line"), [
+    (1000, "coverage: kafka 200/200 partitions (seen/delivered"),
+    (150, "coverage: kafka 150/200 partitions (none in p150, p151, p152, p153, p154, p155, p156, p157, p158, p159 and "
+          "40 more) (seen/delivered"),
+])  # fmt: skip
+def test_console_coverage_is_one_line_at_200_partitions(make_run: MakeRun, count: int, line: str) -> None:
+    run = make_run(count=count, partitions=200, thresholds=("coverage == 100%",))
+    text = console_text(run)
+    assert [x for x in text.splitlines() if x.startswith("coverage:")] == [x for x in text.splitlines() if line in x]
+    assert sum(line in x for x in text.splitlines()) == 1
+    assert "p7 " not in text and "p7/" not in text and "199/" not in text  # no per-partition figures
+    (check,) = run.results
+    assert check.detail.endswith("(kafka: 150 of 200 partitions reached)" if count == 150 else "200 partitions reached")
+    assert len(check.detail) < 200
+    doc_shards = [(c.shard, c.seen) for c in run.summary.stage["kafka"].shards]  # the JSON's per-partition detail
+    assert len(doc_shards) == 200 and doc_shards[7] == (7, 5 if count == 1000 else 1)
 
 
 def test_console_passed(make_run: MakeRun) -> None:

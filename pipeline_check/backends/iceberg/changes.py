@@ -46,16 +46,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestEntry, ManifestEntryStatus
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.typedef import Record
-from pyiceberg.types import IntegerType, LongType
 
-from pipeline_check.core.errors import ConfigError, PipelineCheckError
+from pipeline_check.backends.iceberg.tag_filter import TagFilter
+from pipeline_check.core.errors import PipelineCheckError
 
 POSITION_PATH_ID = 2147483546  # the spec's reserved field id of a position delete file's file_path
 
@@ -163,12 +162,14 @@ class _Reads:
 class ChangeFeed:
     """The canary rows of one table, carried from snapshot to snapshot (see the module docstring).
 
-    Starts before the table's first snapshot; :meth:`seek` jumps to a snapshot by reading its state."""
+    Starts before the table's first snapshot; :meth:`seek` jumps to a snapshot by reading its state. ``tags``
+    finds the canary rows (default: the tag itself in an integer ``tag_column``)."""
 
-    def __init__(self, tag_column: str, lo: int, hi: int, columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self, tag_column: str, lo: int, hi: int, columns: Sequence[str] = (), *, tags: TagFilter | None = None
+    ) -> None:
         self.tag_column = tag_column
-        self.lo = lo
-        self.hi = hi
+        self.tags = tags or TagFilter(tag_column, lo, hi)
         self.columns = tuple(dict.fromkeys((tag_column, *columns)))
         self.snapshot_id: int | None = None  # the state the feed holds
         self._sequence = 0  # that snapshot's sequence number (0 on v1 tables and before any snapshot)
@@ -281,13 +282,12 @@ class ChangeFeed:
     def _read_data(self, table: Table, entry: ManifestEntry) -> _DataFile | None:
         """The canary rows of an added data file, None when it holds none."""
         file = entry.data_file
-        if not self._may_hold_range(table, file):
+        if not self.tags.may_hold(table, file):
             return None
-        rows = _in_range(self._scan(table, file, self.columns), self.tag_column, self.lo, self.hi)
+        rows = self.tags.select(self._scan(table, file, self.columns))
         if rows is None:
             return None
-        positions, values = rows
-        canaries = {pos: _Row(row[self.tag_column], row) for pos, row in zip(positions, values, strict=True)}
+        canaries = {pos: _Row(tag, row) for pos, tag, row in zip(*rows, strict=True)}
         return _DataFile(_sequence(entry), file.spec_id, file.partition, canaries)
 
     def _read_positions(self, table: Table, entry: ManifestEntry, paths: set[str]) -> list[tuple[str, int]]:
@@ -315,29 +315,14 @@ class ChangeFeed:
                 f"equality deletes are counted when their columns include {self.tag_column!r} and are all among "
                 f"the columns read {list(self.columns)}",
             )  # fmt: skip
-        if not self._may_hold_range(table, file):
+        if not self.tags.may_hold(table, file):
             return None
-        rows = _in_range(self._scan(table, file, names), self.tag_column, self.lo, self.hi)
+        rows = self.tags.select(self._scan(table, file, names))
         if rows is None:
             return None
-        keys = frozenset(tuple(row[name] for name in names) for row in rows[1])
+        keys = frozenset(tuple(row[name] for name in names) for row in rows[2])
         unpartitioned = table.metadata.specs()[file.spec_id].is_unpartitioned()
         return _EqualityDelete(_sequence(entry), file.spec_id, file.partition, unpartitioned, names, keys)
-
-    def _may_hold_range(self, table: Table, file: DataFile) -> bool:
-        """False when the file's tag statistics prove it holds no tag of the range."""
-        column = table.metadata.schema().find_field(self.tag_column)
-        kind = column.field_type
-        if not isinstance(kind, IntegerType | LongType):
-            raise ConfigError(
-                "stages.iceberg.tag_column", self.tag_column, f"is a {kind} column of {'.'.join(table.name())}",
-                "name the column that carries the canary tag (an integer: long or int)",
-            )  # fmt: skip
-        lower = (file.lower_bounds or {}).get(column.field_id)
-        upper = (file.upper_bounds or {}).get(column.field_id)
-        if lower is not None and int(from_bytes(kind, lower)) > self.hi:
-            return False
-        return upper is None or int(from_bytes(kind, upper)) >= self.lo
 
     @staticmethod
     def _scan(table: Table, file: DataFile, names: tuple[str, ...]) -> pa.Table:
@@ -423,13 +408,3 @@ class ChangeFeed:
 def _sequence(entry: ManifestEntry) -> int:
     """An entry's data sequence number (inherited from its manifest when the entry leaves it out)."""
     return entry.sequence_number or 0
-
-
-def _in_range(rows: pa.Table, tag_column: str, lo: int, hi: int) -> tuple[list[int], list[dict[str, Any]]] | None:
-    """The positions and values of the rows whose tag is in [lo, hi], None when there are none."""
-    tags = rows.column(tag_column)
-    mask = pc.fill_null(pc.and_(pc.greater_equal(tags, lo), pc.less_equal(tags, hi)), False)
-    positions = pc.indices_nonzero(mask)
-    if len(positions) == 0:
-        return None
-    return positions.to_pylist(), rows.take(positions).to_pylist()

@@ -29,20 +29,22 @@ from pyiceberg.table import Table
 
 from pipeline_check.backends.iceberg.changes import ChangeFeed, LiveRows, SnapshotChange
 from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer
+from pipeline_check.backends.iceberg.tag_filter import TagFilter
 from pipeline_check.backends.look_times import LookTimes
 from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.fidelity import Fields
+from pipeline_check.canary.tag_readers import TagFormSettings
 from pipeline_check.core.durations import Duration
 from pipeline_check.core.errors import ConfigError, EndpointError, PipelineCheckError
 from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.core.redaction import redact
 
 
-class IcebergSettings(PluginSettings):
+class IcebergSettings(TagFormSettings):
     catalog: dict[str, str]  # pyiceberg catalog properties (type, uri, warehouse, credentials...)
     catalog_name: str = "default"
     table: str = Field(pattern=r"^[\w.]+\.\w+$")
-    tag_column: str = "trade_id"
+    tag_column: str = "trade_id"  # the tag itself (long, int), or text around it with tag_pattern / tag_regex
     fields: Fields = Field(default_factory=dict)
     # a column whose values order the rows per key (e.g. kafka_offset): ordering is judged on it
     order_column: str | None = None
@@ -61,7 +63,8 @@ class IcebergProbe:
         extra = (settings.order_column,) if settings.order_column else ()
         self._columns = tuple(dict.fromkeys((settings.tag_column, *settings.fields, *extra)))
         self._table: Table | None = None
-        self._feed = ChangeFeed(settings.tag_column, ctx.run.lo, ctx.run.hi, self._columns)
+        self._tags = tag_filter(settings, ctx.run.lo, ctx.run.hi, f"stages.{ctx.stage}")
+        self._feed = ChangeFeed(settings.tag_column, ctx.run.lo, ctx.run.hi, self._columns, tags=self._tags)
         self._pointer: Callable[[], str | None] | None = None  # the metadata location, where cheap to read
         self._rest: RestMetadata | None = None  # conditional loads, on a REST catalog
         self._reader = MetadataReader()
@@ -172,6 +175,12 @@ class IcebergProbe:
                     setting, missing if len(missing) > 1 else missing[0],
                     f"table {self.settings.table} has no such column", f"columns: {', '.join(columns)}",
                 )  # fmt: skip
+        self._tags.check(table.schema(), self.settings.table)
+        if not self._tags.prunes:
+            self.ctx.note(
+                f"{where}.tag_regex has no literal start (^PREFIX): file statistics cannot skip other runs' files, "
+                "so every data file a snapshot adds is read"
+            )
 
 
 class RestMetadata:
@@ -244,6 +253,11 @@ class RestMetadata:
         loaded, new = self._reader.parse(json.dumps(metadata))
         self._etag, self._etag_location = response.headers.get("ETag"), location
         return Table(table.name(), loaded, location, table.io, table.catalog), new
+
+
+def tag_filter(settings: IcebergSettings, lo: int, hi: int, where: str) -> TagFilter:
+    """The canary rows of tags ``[lo, hi]`` in the stage's table, as its settings say the tag is written."""
+    return TagFilter(settings.tag_column, lo, hi, pattern=settings.tag_pattern, regex=settings.tag_regex, where=where)
 
 
 def open_table(settings: IcebergSettings, where: str) -> Table:

@@ -8,24 +8,30 @@ shipping task, so records of one partition keep their send order.
 
 Records are JSON, or with ``format = "avro"`` Avro in the Confluent wire format (``codecs.settings``: the schema
 registered under ``<topic>-value`` or a configured subject, or a local ``.avsc`` with a given id); every format
-setting left out is taken from ``stages.kafka``.
+setting left out is taken from ``stages.kafka``. They are Binance trades, or with ``[source.record]`` records of the
+pipeline's own shape (``template``), bound to the writer schema at start; background trades take the same shape.
+Batches are compressed with ``compression`` (none, gzip, snappy, lz4, zstd).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from pipeline_check.backends.injector import InjectorContext
-from pipeline_check.backends.kafka.codecs.avro import AvroCodec, EncodeError, trade_record
+from pipeline_check.backends.kafka.codecs.avro import AvroCodec, EncodeError, to_comparable, trade_record
 from pipeline_check.backends.kafka.codecs.record_format import FormatSettings, close_codec, writer_codec
+from pipeline_check.backends.kafka.compression import Compression, producer_codec
 from pipeline_check.backends.kafka.connect import missing_topic, reach
+from pipeline_check.backends.kafka.template import Binder, Render, check_template, flat, template_fields
 from pipeline_check.canary.trades import TRADE_FIELDS, Trade
 from pipeline_check.core.durations import NonNegativeDuration
 from pipeline_check.core.errors import ConfigError, EndpointError
@@ -34,7 +40,9 @@ from pipeline_check.core.plugins import PluginSettings
 BATCH_BYTES = 256 * 1024
 MAX_QUEUED = 8  # full batches waiting for the shipping task before ``send`` waits: bounded memory
 IN_FLIGHT = 64  # shipped batches not yet acknowledged before ``send`` waits
-_SAMPLE = Trade("CANARYUSDT", 1 << 62, "65000.10000000", "0.00100000", True, 1_700_000_000_000)
+# checked against the writer schema at start: one decimal, so any schema scale above 0 holds them
+_SAMPLE = Trade("CANARYUSDT", 1 << 62, "65000.5", "1.5", True, 1_700_000_000_000, seq=0)
+_BACKGROUND = Trade("BTCUSDT", 1_000_000_001, "65000.5", "1.5", False, 1_700_000_000_000)
 
 
 class KafkaSettings(FormatSettings):
@@ -49,6 +57,9 @@ class KafkaSettings(FormatSettings):
     # how long a batch waits for more canaries before it ships; 0 ships at once, and batches still fill
     # while the previous one is in flight, so a longer linger only adds to the Kafka latency measured
     linger: NonNegativeDuration = 0.0
+    compression: Compression = "none"  # the codec of every batch written
+    # [source.record]: the pipeline's own record shape, canary fields mapped into it (template.py)
+    record: Annotated[dict[str, Any], AfterValidator(check_template)] | None = None
 
 
 class KafkaInjector:
@@ -60,7 +71,7 @@ class KafkaInjector:
 
     @classmethod
     def sent_fields(cls, settings: KafkaSettings) -> tuple[str, ...]:
-        return TRADE_FIELDS
+        return TRADE_FIELDS if settings.record is None else template_fields(settings.record)
 
     def __init__(self, settings: KafkaSettings, ctx: InjectorContext) -> None:
         self.stage = settings
@@ -79,14 +90,18 @@ class KafkaInjector:
         self._shipper: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._codec: AvroCodec | None = None  # format = "avro"
+        self._render: Render | None = None  # [source.record], bound to the writer schema at start
 
     async def start(self) -> None:
-        if self.stage.format == "avro":
-            self._codec = await asyncio.to_thread(writer_codec, self.stage, self.stage.topic, "source")
-            self._encode(_SAMPLE)  # a schema the canaries do not fit stops the run before it starts
+        compression = producer_codec(self.stage.compression, "source.compression")
+        await asyncio.to_thread(self.prepare)
         # batches are closed before they are handed over, so the producer's own linger never applies
         self._producer = producer = AIOKafkaProducer(
-            bootstrap_servers=self.stage.bootstrap, acks="all", enable_idempotence=True, max_batch_size=BATCH_BYTES
+            bootstrap_servers=self.stage.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_batch_size=BATCH_BYTES,
+            compression_type=compression,
         )
         try:
             await reach(producer.start(), self.stage.bootstrap, "source.bootstrap")
@@ -143,16 +158,42 @@ class KafkaInjector:
             await self._producer.stop()
         close_codec(self._codec)
 
+    def prepare(self) -> None:
+        """The writer codec and the template bound to its schema, checked on a canary and a background trade: a
+        schema the records do not fit stops the run before it starts. Blocking (registry calls)."""
+        if self.stage.format == "avro":
+            self._codec = writer_codec(self.stage, self.stage.topic, "source")
+        if self.stage.record is not None:
+            codec = self._codec
+            described = f"schema id {codec.schema_id} for topic {self.stage.topic}" if codec else "JSON records"
+            self._render = Binder(codec.schema if codec else None, described).bind(self.stage.record)
+        self._encode(_SAMPLE)
+        self._encode(_BACKGROUND)
+
+    def sent_record(self, trade: Trade) -> Mapping[str, object]:
+        """What the record of ``trade`` carried, as the fidelity diff compares it (the template's fields, nested
+        ones also by dotted path; without a template, the trade)."""
+        if self._render is None:
+            return trade.to_dict()
+        return flat(to_comparable(self._render(trade)))  # type: ignore[no-any-return]
+
     def _encode(self, trade: Trade) -> bytes:
+        render = self._render
         if self._codec is None:
-            return trade.to_json().encode()
+            if render is None:
+                return trade.to_json().encode()
+            return json.dumps(render(trade), separators=(",", ":")).encode()
         try:
-            return self._codec.encode(trade_record(trade.to_dict()))
+            return self._codec.encode(trade_record(trade.to_dict()) if render is None else render(trade))
         except EncodeError as exc:
+            setting, fix = (
+                ("source.schema", f"use a schema whose records have the trade fields {', '.join(TRADE_FIELDS)}")
+                if render is None
+                else ("source.record", "map each field to a value its type holds")
+            )
             raise ConfigError(
-                "source.schema", self._codec.schema.get("name", "<schema>"), f"canaries do not fit it: {exc}",
-                f"use a schema whose records have the trade fields {', '.join(TRADE_FIELDS)}",
-            ) from None  # fmt: skip
+                setting, self._codec.schema.get("name", "<schema>"), f"canaries do not fit it: {exc}", fix
+            ) from None
 
     # -- batching ------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline_check.backends.kafka.compression import decoding
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
 
 READ_TIMEOUT = 2.0  # seconds to wait for records known to exist (a slow fetch, a control record)
@@ -24,13 +25,17 @@ class RecordReader:
         self.partitions: list[TopicPartition] = []
         self._consumer: AIOKafkaConsumer | None = None  # made in start: an unstarted client warns when collected
 
-    async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            await reach(admin.start(), self.bootstrap, self.setting)
-            self.partitions = await topic_partitions(admin, self.bootstrap, self.topic, self.setting)
-        finally:
-            await admin.close()
+    async def start(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Connect and assign every partition (``partitions``, when the caller knows them already)."""
+        if partitions is not None:
+            self.partitions = partitions
+        else:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            try:
+                await reach(admin.start(), self.bootstrap, self.setting)
+                self.partitions = await topic_partitions(admin, self.bootstrap, self.topic, self.setting)
+            finally:
+                await admin.close()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
         )
@@ -73,7 +78,8 @@ class RecordReader:
         deadline = time.monotonic() + timeout
         try:
             while wanted and time.monotonic() < deadline:
-                batches = await consumer.getmany(*wanted, timeout_ms=100)
+                with decoding(self.setting.rsplit(".", 1)[0] + ".topic", self.topic):
+                    batches = await consumer.getmany(*wanted, timeout_ms=100)
                 for tp, records in batches.items():
                     stop = wanted.get(tp, (0, 0))[1]
                     found[tp] += [r for r in records if r.offset < stop]

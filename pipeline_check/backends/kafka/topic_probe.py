@@ -16,7 +16,7 @@ import asyncio
 import json
 from typing import Annotated, Any, ClassVar
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import AfterValidator, Field
 
@@ -28,9 +28,13 @@ from pipeline_check.backends.kafka.codecs.avro import (
     to_comparable,
 )
 from pipeline_check.backends.kafka.codecs.record_format import FormatSettings, close_codec, reader_codec
+from pipeline_check.backends.kafka.compression import decoding
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
+from pipeline_check.backends.kafka.partitioners import Partitioner, topic_placement
+from pipeline_check.backends.kafka.template import flat
 from pipeline_check.backends.look_times import LookTimes
 from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.tag_readers import TagSettings, tag_reader
 from pipeline_check.core.jsonpath import check_path
@@ -44,6 +48,7 @@ class KafkaTopicSettings(FormatSettings, TagSettings):
     topic: str = Field(min_length=1)
     tag_field: Annotated[str, AfterValidator(check_path)] = "t"  # JMESPath into the decoded record
     fields: Fields = Field(default_factory=dict)
+    partitioner: Partitioner = "auto"  # how the producer places keyed records (partitioners.py)
 
 
 class KafkaTopicProbe:
@@ -57,6 +62,7 @@ class KafkaTopicProbe:
         self._looks = LookTimes()
         self._codec: AvroCodec | None = None  # format = "avro"
         self._undecodable = 0
+        self._partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap
@@ -86,6 +92,7 @@ class KafkaTopicProbe:
             raise
         for tp in partitions:
             consumer.seek(tp, ends[tp])
+        self._partitions = partitions
         self.ctx.recorder.declare_shards(self.ctx.stage, [tp.partition for tp in partitions])
         self.ctx.recorder.declare_ordered(self.ctx.stage)
 
@@ -116,9 +123,20 @@ class KafkaTopicProbe:
     def resolution(self) -> float:
         return self._looks.median
 
+    async def placement(self) -> Placement:
+        """Where records keyed by a canary's symbol land: the configured partitioner, or the one the topic's
+        records show (``auto``); asked once, by a run that chooses canary symbols for this topic."""
+        settings, where = self.settings, f"stages.{self.ctx.stage}"
+        found = await topic_placement(
+            settings.partitioner, settings.bootstrap, settings.topic, self._partitions, f"{where}.partitioner"
+        )
+        self.ctx.note(found.finding)
+        return found
+
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
-        batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS * 5, max_records=10_000)
+        with decoding(f"stages.{stage}.topic", self.settings.topic):
+            batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS * 5, max_records=10_000)
         now = self.ctx.clock.now()
         self._looks.look(now)
         for tp, records in batches.items():
@@ -129,7 +147,7 @@ class KafkaTopicProbe:
                     continue
                 first = recorder.seen(stage, tag, now, source_ms=record.timestamp, ref=Ref(tp.partition, record.offset))
                 if first and fields and isinstance(message, dict):
-                    recorder.diff(stage, tag, message, fields)
+                    recorder.diff(stage, tag, flat(message), fields)
 
     def _decode(self, value: bytes | None) -> Any:
         """The record as a document, or None when it is not one of the stage's format."""

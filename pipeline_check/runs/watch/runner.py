@@ -24,6 +24,7 @@ from typing import Any
 
 from pipeline_check.backends.capabilities import INJECTORS
 from pipeline_check.backends.injector import Injector, InjectorContext
+from pipeline_check.backends.probe import placement_of
 from pipeline_check.canary.coverage import covering_symbols
 from pipeline_check.canary.tags import MAX_SEQ, RunId
 from pipeline_check.canary.trades import Trade, TradeFactory
@@ -150,7 +151,7 @@ class Watch:
         inject: asyncio.Task[None] | None = None
         try:
             self.active = await self._start_generation(self._first_run)
-            self._choose_symbols()
+            await self._choose_symbols(self.active)
             self.injector = await self._start_injector()
             inject = asyncio.create_task(self._inject(), name="watch:inject")
             self.running = True
@@ -189,16 +190,17 @@ class Watch:
             raise
         return injector
 
-    def _choose_symbols(self) -> None:
+    async def _choose_symbols(self, probes: ProbeSet) -> None:
         """As a validation run does: canaries cover every partition of the first sharded stage the
-        source does not write itself; explicit ``canary_symbols`` win."""
+        source does not write itself, under the partitioner its probe finds; explicit ``canary_symbols`` win."""
         messages = self.config.messages
         if messages.canary_symbols:
             return
-        for stage in self.config.route.stages:
+        for stage, probe in zip(probes.stages, probes.probes, strict=True):
             shards = self.ring.shards.get(stage)
             if shards and stage != self._injector_cls.feeds_stage:
-                self.ring.content.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
+                placement = await placement_of(probe, max(shards) + 1)
+                self.ring.content.use_symbols(covering_symbols(messages.symbol, placement))
                 return
 
     # -- the loop ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import json
 import struct
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -257,7 +258,7 @@ def trade_record(trade: Mapping[str, Any]) -> dict[str, Any]:
 def to_comparable(record: Mapping[str, Any]) -> dict[str, Any]:
     """Decoded Avro values as the fidelity diff compares them: Decimal stays Decimal (decimal-exact), a datetime
     becomes epoch milliseconds (an int, or an exact Decimal when it has a sub-millisecond part, so it is never
-    rounded into a match), an enum stays its symbol; nested records, arrays and maps likewise."""
+    rounded into a match), a UUID its text, an enum stays its symbol; nested records, arrays and maps likewise."""
     return {name: _comparable(value) for name, value in record.items()}
 
 
@@ -266,6 +267,8 @@ def _comparable(value: Any) -> Any:
         aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         ms, rest = divmod(aware - EPOCH, _MS)
         return ms if not rest else ms + Decimal(rest // dt.timedelta(microseconds=1)) / 1000
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, Mapping):
         return {k: _comparable(v) for k, v in value.items()}
     if isinstance(value, list):
