@@ -189,8 +189,26 @@ class PipelineConfig(_Model):
         if chosen is not None:
             texts += [(f"scenarios.{scenario}.thresholds", t) for t in chosen.thresholds]
         for setting, text in texts:
-            self._check_mode(parse_threshold(text, stages, setting), setting, passive)
+            threshold = parse_threshold(text, stages, setting)
+            self._check_mode(threshold, setting, passive)
+            if not passive:
+                self._check_rate_floor(threshold, setting, scenario)
         return parse_thresholds(texts, stages)
+
+    def _check_rate_floor(self, t: Threshold, setting: str, scenario: str | None) -> None:
+        """An absolute throughput floor above the rate the run injects at can only be missed: the validator
+        would never ask for it, and the shortfall would be its own."""
+        if t.metric != "throughput" or t.relative or t.op not in (">", ">="):
+            return
+        rate = self.load_for(scenario).rate
+        if rate > t.value or (t.op == ">=" and rate == t.value):
+            return
+        own = scenario is not None and self.scenario(scenario).load.rate is not None
+        where = f"scenarios.{scenario}.load.rate" if own else "load.rate"
+        raise ConfigError(
+            where, rate, f"is below the {t.text!r} floor ({setting}): the run would never inject that fast",
+            f"inject at {'more than' if t.op == '>' else 'at least'} {t.value:g}/s, or lower the floor",
+        )  # fmt: skip
 
     def passive_thresholds(self) -> tuple[str, ...]:
         """``[passive] thresholds``, or by default the last stage's freshness and each consumer group's lag."""
