@@ -44,7 +44,7 @@ class FieldDiff:
 
     @property
     def text(self) -> str:
-        """``price expected '1.5', got '1.6'`` and, for a later change, ``(changed from '1.5' 2.1s after first seen)``."""
+        """``price expected '1.5', got '1.6'``; for a later change ``(changed from '1.5' 2.1s after ...)``."""
         line = f"{self.field} expected {self.expected}, got {self.actual}"
         if self.changed_after_s is None:
             return line

@@ -10,9 +10,9 @@ still holds its send time.
 
 Probes write through the narrow :class:`~pipeline_check.backends.probe.Recorder` interface (``seen``,
 ``diff``, ``placed_at``, ``cannot_observe``, ``declare_shards``) and read only what they need through
-named methods (pending send-time windows, what is due from upstream, references recorded upstream). Storage is columnar (numpy arrays
-indexed by sequence), so a million-canary run fits in memory and every statistic is one vectorised pass.
-Times are monotonic seconds of the run's :class:`~pipeline_check.core.clock.Clock`; source-reported times
+named methods (pending send-time windows, what is due from upstream, references recorded upstream).
+Storage is columnar (numpy arrays indexed by sequence), so a million-canary run fits in memory and every
+statistic is one vectorised pass. Times are monotonic seconds of the run's :class:`~pipeline_check.core.clock.Clock`; source-reported times
 (broker timestamp, snapshot time) are kept beside them in wall-clock milliseconds, never instead of them.
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.canary.fidelity import FieldDiff, compare
-from pipeline_check.canary.time_forms import Instant
 from pipeline_check.canary.tags import RunId, parse
+from pipeline_check.canary.time_forms import Instant
 from pipeline_check.canary.trades import Trade, TradeFactory
 from pipeline_check.core.clock import Clock
 from pipeline_check.trace.stages import SOURCE, Route
@@ -143,7 +143,9 @@ class StageColumns:
             found.append(FieldDiff(stage, tag, name, expected, actual, previous, after_s))
         return first_version, found
 
-    def placed(self, i: int, stage: str, tag: int, sent_ms: int, field: str, instant: Instant, shown: str) -> FieldDiff | None:
+    def placed(
+        self, i: int, stage: str, tag: int, sent_ms: int, field: str, instant: Instant, shown: str
+    ) -> FieldDiff | None:
         """Its time field read as ``instant``: a difference (naming ``field``) when that is not its send time
         at the precision of the field's form, and then its first sighting has no measured latency (the
         probe looked for it at its send time, not where it was)."""
@@ -265,7 +267,8 @@ class TraceBook:
         seq = self._seq(tag)
         if seq is None or seq >= self.injected:
             return
-        moved = self._columns[stage].placed(seq, stage, self.run.tag(seq), int(self.sent_ms[seq]), field, instant, shown)
+        column = self._columns[stage]
+        moved = column.placed(seq, stage, self.run.tag(seq), int(self.sent_ms[seq]), field, instant, shown)
         if moved is not None and all(d.stage != stage or d.field != field for d in self.diffs.get(seq, ())):
             self.diffs.setdefault(seq, []).append(moved)
 

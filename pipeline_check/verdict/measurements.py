@@ -162,7 +162,8 @@ def _run_tallies(s: RunSummary) -> dict[str, Tally]:
         ),
         "corrupted": Tally(
             s.corrupted, s.compared_canaries, f"{s.corrupted} canaries with differing fields",
-            inconclusive=None if s.compared else "no stage compares fields (set `fields` on a stage): nothing was compared",
+            inconclusive=None if s.compared
+            else "no stage compares fields (set `fields` on a stage): nothing was compared",
             verb="corrupted", population="compared",
         ),
         "retracted": _blind(
@@ -211,7 +212,8 @@ def _stage_tallies(s: RunSummary, book: TraceBook, st: StageSummary) -> dict[str
             blind.get("retracted") and f"{name} {blind['retracted']}",
         ),
         "incomplete": Tally(
-            st.incomplete, s.delivered, f"{name}: {s.delivered - st.incomplete:,} of {s.delivered:,} {_seen_verb(name)}",
+            st.incomplete, s.delivered,
+            f"{name}: {s.delivered - st.incomplete:,} of {s.delivered:,} {_seen_verb(name)}",
             not_applicable=None if name != s.final else f"{name} is the last stage: what it misses is lost",
             verb="incomplete", population="delivered",
         ),

@@ -172,7 +172,9 @@ VERBS = {"lost": "lost", "duplicates": "duplicated", "corrupted": "corrupted", "
 
 
 def tally(count: int, out_of: int = 100, **kw: str) -> dict[str, Tally]:
-    return {name: Tally(count, out_of, "detail", verb=verb, population="injected", **kw) for name, verb in VERBS.items()}
+    return {
+        name: Tally(count, out_of, "detail", verb=verb, population="injected", **kw) for name, verb in VERBS.items()
+    }
 
 
 TENTHS = [i / 10 for i in range(1, 101)]  # 0.1 .. 10.0 s; p99 = 9.9 s
