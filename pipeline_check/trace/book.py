@@ -13,7 +13,8 @@ Probes write through the narrow :class:`~pipeline_check.backends.probe.Recorder`
 named methods (pending send-time windows, what is due from upstream, references recorded upstream).
 Storage is columnar (numpy arrays indexed by sequence), so a million-canary run fits in memory and every
 statistic is one vectorised pass. Times are monotonic seconds of the run's
-:class:`~pipeline_check.core.clock.Clock`; source-reported times (broker timestamp, snapshot time) are kept beside them in wall-clock milliseconds, never instead of them.
+:class:`~pipeline_check.core.clock.Clock`; source-reported times (broker timestamp, snapshot time) are
+kept beside them in wall-clock milliseconds, never instead of them.
 """
 
 from __future__ import annotations
