@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import string
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,8 +137,9 @@ def _iso(text: str, naive: dt.tzinfo) -> Instant | None:
     return Instant((moment - EPOCH) / dt.timedelta(milliseconds=1), unit)
 
 
-def used_forms(names: Iterable[str]) -> set[str]:
-    """The forms of the time placeholders among ``names``."""
+def forms_in(template: str) -> set[str]:
+    """The forms of the time placeholders a query template uses (``{start_iso}`` -> ``iso``)."""
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     return {name.split("_", 1)[1] for name in names if name in TIME_PLACEHOLDERS}
 
 

@@ -141,16 +141,20 @@ class IcebergProbe:
         return self._reader.load(table, location)
 
     def _record(self, seen_at: float, changes: list[SnapshotChange]) -> None:
+        """Each snapshot's live row counts (a count of 0 after a sighting: gone; back above 0: restored),
+        then every canary row version it wrote (an append, an overwrite's or update's rewritten row, a
+        compaction's copy), compared with what was sent: a row rewritten with other values is corrupted."""
         recorder, stage, settings = self.ctx.recorder, self.ctx.stage, self.settings
         for change in changes:
             self._live.apply(change)
             for tag in change.delta:
                 live = self._live.counts.get(tag, 0)
-                first = recorder.seen(
+                recorder.seen(
                     stage, tag, seen_at, copies=live, source_ms=change.timestamp_ms, ref=self._ref(change, tag)
                 )
-                if first and settings.fields and tag in change.rows:
-                    recorder.diff(stage, tag, change.rows[tag], settings.fields)
+            if settings.fields:
+                for tag, row in change.rows.items():
+                    recorder.diff(stage, tag, row, settings.fields, at=seen_at)
 
     def _ref(self, change: SnapshotChange, tag: int) -> Ref:
         """Where the canary became live: the snapshot, or its ordering column's value when one is named."""
