@@ -86,7 +86,7 @@ def read_time(value: object, naive: dt.tzinfo = dt.UTC) -> Instant | None:
         moment = value if value.tzinfo else value.replace(tzinfo=naive)
         return Instant((moment - EPOCH) / dt.timedelta(milliseconds=1), 0.001)
     if isinstance(value, int):
-        return _integer(value)
+        return _number(Decimal(value))
     if isinstance(value, float | Decimal):
         return _number(Decimal(str(value)))
     if isinstance(value, str):
@@ -99,28 +99,22 @@ def read_time(value: object, naive: dt.tzinfo = dt.UTC) -> Instant | None:
     return None
 
 
-def _ms_per_unit(size: float) -> float:
-    """Milliseconds per unit of an epoch number of this size: seconds, milli-, micro- or nanoseconds."""
+def _per_ms(size: float) -> Decimal:
+    """Units per millisecond of an epoch number of this size: seconds (0.001), milli-, micro- or nanoseconds."""
     if size < _SECONDS_BELOW:
-        return 1000.0
+        return Decimal("0.001")
     if size < _MILLIS_BELOW:
-        return 1.0
-    return 0.001 if size < _MICROS_BELOW else 0.000001
-
-
-def _integer(value: int) -> Instant:
-    unit = _ms_per_unit(abs(value))
-    return Instant(value * unit, unit)
+        return Decimal(1)
+    return Decimal(1000) if size < _MICROS_BELOW else Decimal(1_000_000)
 
 
 def _number(number: Decimal) -> Instant | None:
+    """Exact arithmetic: nanoseconds since 1970 are beyond what a float holds to the unit."""
     if not number.is_finite():
         return None
-    if number == number.to_integral_value():
-        return _integer(int(number))
-    unit = _ms_per_unit(float(abs(number)))
-    if unit < 1000:  # a fraction of a millisecond (or finer): the form's unit stands
-        return Instant(float(number) * unit, unit)
+    per = _per_ms(float(abs(number)))
+    if number == number.to_integral_value() or per >= 1:  # an integer, or a fraction of a ms: the form's unit
+        return Instant(float(number / per), float(1 / per))
     decimals = max(0, -int(number.as_tuple().exponent))  # float seconds: as precise as their digits
     return Instant(float(number * 1000), 1000 * 10.0**-decimals)
 

@@ -96,6 +96,7 @@ class MemoryStageSettings(PluginSettings):
     partitions: int = 0
     swap: tuple[int, ...] = ()
     look_every: float = Field(default=0.005, gt=0)  # seconds between looks: the stage's resolution
+    batch: float = Field(default=0.0, ge=0)  # canaries show up together, at the next multiple of this (a commit)
     fields: Fields = Field(default_factory=dict)
 
 
@@ -147,7 +148,7 @@ class MemoryProbe:
         s, ctx = self.settings, self.ctx
         now = ctx.clock.now()
         pipe = PIPES[s.pipe]
-        while self._cursor < len(pipe) and pipe[self._cursor][0] + s.delay <= now:
+        while self._cursor < len(pipe) and self._due(pipe[self._cursor][0]) <= now:
             _, trade = pipe[self._cursor]
             self._cursor += 1
             seq = trade.seq
@@ -166,6 +167,12 @@ class MemoryProbe:
                 record["p"] = "0.00000002"
             self._compare(trade, record, now)
         self._later(now)
+
+    def _due(self, sent: float) -> float:
+        """When a canary sent at ``sent`` shows up: ``delay`` later, at the next batch commit if batched."""
+        due = sent + self.settings.delay
+        batch = self.settings.batch
+        return due if not batch else math.ceil(due / batch) * batch
 
     def _later(self, now: float) -> None:
         """Rewrites, retractions and restorations that fell due."""

@@ -212,6 +212,14 @@ INF = float("inf")
         ("loss_rate < 0.1%", measurements(tallies=tally(0, 10_000)), Status.PASSED, 0.0),  # bound 0.03 %
         ("loss_rate < 0.1%", measurements(tallies=tally(0, 100)), Status.INCONCLUSIVE, 0.0),  # bound 2.95 %
         ("loss_rate < 0.1%", measurements(tallies=tally(5, 1000)), Status.FAILED, 0.5),
+        # one rule for <, <= and ==: broken by the rate seen, kept only by its bound; "0%" read to its last digit
+        ("loss_rate == 0%", measurements(tallies=tally(0, 3)), Status.INCONCLUSIVE, 0.0),  # bound 63 %
+        ("loss_rate <= 0%", measurements(tallies=tally(0, 3)), Status.INCONCLUSIVE, 0.0),
+        ("loss_rate == 0%", measurements(tallies=tally(0, 600)), Status.PASSED, 0.0),  # bound 0.498 % < 0.5 %
+        ("loss_rate <= 0%", measurements(tallies=tally(0, 600)), Status.PASSED, 0.0),
+        ("loss_rate == 0.0%", measurements(tallies=tally(0, 600)), Status.INCONCLUSIVE, 0.0),  # needs < 0.05 %
+        ("loss_rate == 0%", measurements(tallies=tally(1, 5000)), Status.FAILED, 0.02),  # any loss breaks 0 %
+        ("loss_rate <= 1%", measurements(tallies=tally(3, 1000)), Status.PASSED, 0.3),  # bound 0.84 %
         ("coverage == 100%", measurements(), Status.PASSED, 100.0),
     ],
 )
@@ -239,6 +247,8 @@ def test_evaluate_details() -> None:
     assert lost.rate_bound == pytest.approx(0.2991, abs=1e-4)
     rate = evaluate(parse_threshold("loss_rate < 0.1%", STAGES), measurements(tallies=tally(0, 100)))
     assert "inject more canaries" in rate.detail
+    zero = evaluate(parse_threshold("loss_rate == 0%", STAGES), measurements(tallies=tally(0, 3)))
+    assert "the bound is not below 0.5% (the 0% limit, read to its last written digit)" in zero.detail
 
 
 @pytest.mark.parametrize(

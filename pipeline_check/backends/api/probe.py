@@ -318,7 +318,7 @@ class ApiProbe:
                 if not _ordered(times):
                     answer.add(await self._split(symbol, start_ms, end_ms, len(records), budget, learn))
                     return answer
-                self._page_problem(times)
+                self._cannot_page(self._page_problem(times))
                 answer.complete = False
             for record, when in zip(records, times, strict=True):
                 if cut is not None and when is not None and _unit_floor(when, self._unit) == cut.at:
@@ -337,7 +337,9 @@ class ApiProbe:
                 start_ms = cut.at
             paged = cut
         answer.complete = False
-        self.ctx.note(f"API window of {symbol} still full after {MAX_PAGES} pages: does it honour the time bounds?")
+        self._cannot_page(
+            f"a window of {symbol} was still full after {MAX_PAGES} requests: does it honour the time bounds?"
+        )
         return answer
 
     async def _split(
@@ -351,12 +353,10 @@ class ApiProbe:
         )
         lo, hi = covered(start_ms, end_ms, self._unit)
         if hi - lo <= self._unit:
-            why = (
+            self._cannot_page(
                 f"answers {size} records for one {self._unit:g} ms of {self.settings.time_field}, not ordered by "
                 "it: what is missing from such an answer cannot be told (raise limit, or order answers by time)"
             )
-            for what in ("retracted", "duplicates"):
-                self.ctx.recorder.cannot_observe(self.ctx.stage, what, why)
             return Answer(complete=False)
         middle = lo + (hi - lo) // 2 // int(self._unit) * int(self._unit)
         answer = Answer()
@@ -473,13 +473,17 @@ class ApiProbe:
             "cap", f"API answers hold at most {size} records though limit={self.settings.limit}: paging by time"
         )
 
-    def _page_problem(self, times: list[Any]) -> None:
+    def _page_problem(self, times: list[Any]) -> str:
         if any(t is None for t in times):
-            self.ctx.note(f"API {self.settings.time_field} is not a time in every record: cannot page a full answer")
-        else:
-            self.ctx.note(
-                f"API page of {len(times)} records all within one {self._unit:g} ms: raise {self._where}.limit"
-            )
+            return f"{self.settings.time_field} is not a time in every record: a full answer cannot be paged"
+        return f"answers a page of {len(times)} records all within one {self._unit:g} ms: raise {self._where}.limit"
+
+    def _cannot_page(self, why: str) -> None:
+        """A full answer this API gives cannot be read whole: what is missing from it, or doubled in it, cannot
+        be told, so the stage's retractions and duplicates are inconclusive."""
+        self._note_once(why, f"API {why}")
+        for what in ("retracted", "duplicates"):
+            self.ctx.recorder.cannot_observe(self.ctx.stage, what, why)
 
     def _ref(self, record: dict[str, Any]) -> Ref | None:
         """Where the order field places the record: an integer, or a time (in microseconds)."""
