@@ -321,17 +321,11 @@ class ConsoleReporter:
             for stage, tags in sorted(summary.stuck.items(), key=lambda kv: order.get(kv[0], len(order))):
                 self.console.print(Text(f"  {len(tags)} stuck after {stage}: {_first(tags)}"))
         if summary.corrupted:
-            self.console.print(Text(f"{_canaries(summary.corrupted)} corrupted", style="bold red"))
-            for d in summary.diffs[:SHOWN]:
-                self.console.print(Text(f"  {label(d.tag)} at {d.stage}: {d.text}"))
-            if len(summary.diffs) > SHOWN:
-                self.console.print(Text(f"  … {len(summary.diffs) - SHOWN} more field differences"))
+            lines = [f"{label(d.tag)} at {d.stage}: {d.text}" for d in summary.diffs]
+            self._listed(f"{_canaries(summary.corrupted)} corrupted", lines, "field differences")
         if summary.retractions:
-            self.console.print(Text(f"{_canaries(summary.retracted)} retracted", style="bold red"))
-            for r in summary.retractions[:SHOWN]:
-                self.console.print(Text(f"  {label(r.tag)} at {r.stage}: {r.text}"))
-            if len(summary.retractions) > SHOWN:
-                self.console.print(Text(f"  … {len(summary.retractions) - SHOWN} more retractions"))
+            lines = [f"{label(r.tag)} at {r.stage}: {r.text}" for r in summary.retractions]
+            self._listed(f"{_canaries(summary.retracted)} retracted", lines, "retractions")
         counts = [
             f"{name} {value}"
             for name, value in (
@@ -343,6 +337,13 @@ class ConsoleReporter:
         ]
         if counts:
             self.console.print(Text("; ".join(counts), style="yellow"))
+
+    def _listed(self, title: str, lines: list[str], what: str) -> None:
+        self.console.print(Text(title, style="bold red"))
+        for line in lines[:SHOWN]:
+            self.console.print(Text(f"  {line}"))
+        if len(lines) > SHOWN:
+            self.console.print(Text(f"  … {len(lines) - SHOWN} more {what}"))
 
     def _injection(self, done: RunFinished, s: RunSummary) -> None:
         inj = s.injection

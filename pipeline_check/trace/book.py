@@ -121,18 +121,18 @@ class StageColumns:
         record: Mapping[str, object],
         fields: Mapping[str, str],
         at: float,
-        known: Sequence[FieldDiff],
-    ) -> tuple[bool, list[FieldDiff]]:
+        diffs: dict[int, list[FieldDiff]],
+    ) -> bool:
         """Compare a version of the row in slot ``i`` with what was sent, when its compared fields changed
-        since the last version compared (a digest tells: no diff runs for a version seen before). Returns
-        whether this is the first version compared, and the field differences not ``known`` yet: those of
-        a later version name the value the stage showed before and how long after the first sighting it
-        changed."""
+        since the last version compared (a digest tells: no diff runs for a version seen before); add the
+        field differences not known yet to ``diffs[i]`` (those of a later version name the value the stage
+        showed before and how long after the first sighting it changed). True for the first version."""
         digest = _digest(record, fields)
         before = int(self.digest[i])
         if before == digest:
-            return False, []
+            return False
         self.digest[i] = digest
+        known = diffs.get(i, [])
         first_version = before == 0
         after_s = None if first_version or math.isnan(self.first[i]) else max(0.0, at - float(self.first[i]))
         found: list[FieldDiff] = []
@@ -142,19 +142,30 @@ class StageColumns:
                 continue
             previous = shown[-1].actual if shown else (None if first_version else expected)
             found.append(FieldDiff(stage, tag, name, expected, actual, previous, after_s))
-        return first_version, found
+        if found:
+            diffs.setdefault(i, []).extend(found)
+        return first_version
 
     def placed(
-        self, i: int, stage: str, tag: int, sent_ms: int, field: str, instant: Instant, shown: str
-    ) -> FieldDiff | None:
-        """Its time field read as ``instant``: a difference (naming ``field``) when that is not its send time
-        at the precision of the field's form, and then its first sighting has no measured latency (the
-        probe looked for it at its send time, not where it was)."""
+        self,
+        i: int,
+        stage: str,
+        tag: int,
+        sent_ms: int,
+        where: tuple[str, Instant, str],
+        diffs: dict[int, list[FieldDiff]],
+    ) -> None:
+        """Its time field (``where``: the field, the instant read from it, as shown) compared with its send
+        time at the precision of the field's form: moved, a difference naming the field goes into
+        ``diffs[i]`` (once) and its first sighting has no measured latency (the probe looked for it at its
+        send time, not where it was)."""
+        field, instant, shown = where
         self.checked[i] = True
         if instant.same_as(sent_ms):
-            return None
+            return
         self.untimed[i] = True
-        return FieldDiff(stage, tag, field, f"{sent_ms} (its send time, epoch ms)", shown)
+        if all(d.stage != stage or d.field != field for d in diffs.get(i, ())):
+            diffs.setdefault(i, []).append(FieldDiff(stage, tag, field, f"{sent_ms} (its send time, epoch ms)", shown))
 
 
 def _digest(record: Mapping[str, object], fields: Mapping[str, str]) -> int:
@@ -256,11 +267,9 @@ class TraceBook:
             return
         sent = self.sent_record(self.factory.canary(seq, int(self.sent_ms[seq])))
         when = self.clock.now() if at is None else at
-        known = self.diffs.get(seq, ())
-        first, found = self._columns[stage].version(seq, stage, self.run.tag(seq), sent, record, fields, when, known)
-        self.compared += first
-        if found:
-            self.diffs.setdefault(seq, []).extend(found)
+        self.compared += self._columns[stage].version(
+            seq, stage, self.run.tag(seq), sent, record, fields, when, self.diffs
+        )
 
     def placed_at(self, stage: str, tag: object, field: str, instant: Instant, shown: str) -> None:
         """The stage holds ``tag`` at ``instant`` (its ``field``, shown as ``shown``): moved from its send
@@ -268,10 +277,8 @@ class TraceBook:
         seq = self._seq(tag)
         if seq is None or seq >= self.injected:
             return
-        column = self._columns[stage]
-        moved = column.placed(seq, stage, self.run.tag(seq), int(self.sent_ms[seq]), field, instant, shown)
-        if moved is not None and all(d.stage != stage or d.field != field for d in self.diffs.get(seq, ())):
-            self.diffs.setdefault(seq, []).append(moved)
+        where = (field, instant, shown)
+        self._columns[stage].placed(seq, stage, self.run.tag(seq), int(self.sent_ms[seq]), where, self.diffs)
 
     def cannot_observe(self, stage: str, what: str, why: str) -> None:
         """``stage`` cannot observe ``what`` (``retracted``, ``duplicates``): its count there is inconclusive."""

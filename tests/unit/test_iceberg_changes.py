@@ -59,11 +59,11 @@ LO, HI = 1000, 1999  # this run's tags; 5 is a background trade, 2500 another ru
 POSITION_POS_ID = 2147483545
 
 
-def make_table(folder: Path, **options: Any) -> Table:
+def make_table(folder: Path, schema: Schema = SCHEMA, **options: Any) -> Table:
     (folder / "warehouse").mkdir()
     catalog = SqlCatalog("local", uri=f"sqlite:///{folder}/catalog.db", warehouse=f"file://{folder}/warehouse")
     catalog.create_namespace("market")
-    return catalog.create_table("market.trades", schema=SCHEMA, **options)
+    return catalog.create_table("market.trades", schema=schema, **options)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import EqualTo
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -23,6 +22,7 @@ from pipeline_check.core.clock import Clock
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.summary import InjectionStats, summarise
 from tests.unit.conftest import route_of
+from tests.unit.test_iceberg_changes import make_table
 
 RUN = RunId(5151)
 SCHEMA = Schema(
@@ -33,10 +33,7 @@ SCHEMA = Schema(
 
 @pytest.fixture
 def table(tmp_path: Path) -> Table:
-    (tmp_path / "warehouse").mkdir()
-    catalog = SqlCatalog("local", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/warehouse")
-    catalog.create_namespace("market")
-    return catalog.create_table("market.trades", schema=SCHEMA)
+    return make_table(tmp_path, SCHEMA)
 
 
 def rows(book: TraceBook, *seqs: int, bump: int = 0) -> pa.Table:

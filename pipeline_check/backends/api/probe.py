@@ -69,6 +69,9 @@ from pipeline_check.core.redaction import MASK
 from pipeline_check.verdict.response_times import ResponseTimes
 
 MAX_PAGES = 1000  # per window: a guard against an API that ignores the time bounds
+# the smallest page cap an API is taken to have: a few small answers of one size early in a run (the window
+# holds one canary, then still one) are the window, not a cap
+MIN_CAP = 10
 RATE_LIMIT_RETRIES = 8  # 429s waited out per request before it counts as failed
 RATE_LIMIT_BACKOFF = 0.5  # the first wait of a 429 without Retry-After, doubling
 RATE_LIMIT_MAX_WAIT = 30.0
@@ -273,7 +276,9 @@ class ApiProbe:
     def _page_cap(self) -> int:
         """How many records make an answer full: ``limit``, or a smaller size that came back more than once
         as the largest (an API may cap pages below ``limit`` without saying so)."""
-        suspected = self._largest_page if self._largest_seen > 1 else self.settings.limit
+        suspected = (
+            self._largest_page if self._largest_seen > 1 and self._largest_page >= MIN_CAP else self.settings.limit
+        )
         return min(self.settings.limit, suspected)
 
     async def _pages(
@@ -305,7 +310,8 @@ class ApiProbe:
                 records = [r for r, keep in zip(records, inside, strict=True) if keep]
             if paged is None:
                 answer.first_size = len(records)
-                answer.unverified = 0 < len(records) < self.settings.limit and len(records) >= self._largest_page
+                size = len(records)
+                answer.unverified = MIN_CAP <= size < self.settings.limit and size >= self._largest_page
             if paged is not None and paged.size < self.settings.limit and any(t != paged.at for t in times):
                 self._note_cap(paged.size)  # a short answer that was not the whole window: a page cap
             if learn and len(records) > self._largest_page:

@@ -226,21 +226,18 @@ class CanaryRing:
             return
         sent = self.canary(slot, int(self.sent_ms[slot])).to_dict()
         when = self.clock.now() if at is None else at
-        known = self.diffs.get(slot, ())
-        first, found = self.stages[stage].version(slot, stage, int(self.tag[slot]), sent, record, fields, when, known)
-        self.compared[slot] += first
-        if found:
-            self.diffs.setdefault(slot, []).extend(found)
+        tag_value = int(self.tag[slot])
+        self.compared[slot] += self.stages[stage].version(
+            slot, stage, tag_value, sent, record, fields, when, self.diffs
+        )
 
     def placed_at(self, gen: Generation, stage: str, tag: object, field: str, instant: Instant, shown: str) -> None:
         """The stage holds ``tag`` at ``instant`` (the trace book's rules)."""
         slot = self.slot_of(gen, tag)
         if slot is None:
             return
-        column = self.stages[stage]
-        moved = column.placed(slot, stage, int(self.tag[slot]), int(self.sent_ms[slot]), field, instant, shown)
-        if moved is not None and all(d.stage != stage or d.field != field for d in self.diffs.get(slot, ())):
-            self.diffs.setdefault(slot, []).append(moved)
+        where = (field, instant, shown)
+        self.stages[stage].placed(slot, stage, int(self.tag[slot]), int(self.sent_ms[slot]), where, self.diffs)
 
     def cannot_observe(self, stage: str, what: str, why: str) -> None:
         self.unobservable.setdefault(stage, {}).setdefault(what, why)
