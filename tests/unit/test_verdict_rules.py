@@ -177,7 +177,7 @@ def test_an_absolute_floor_above_the_configured_rate_is_refused_at_load(tmp_path
     with pytest.raises(ConfigError, match=r"^load\.rate=10\.0 .*below the 'throughput >= 100/s' floor"):
         config(tmp_path, ["throughput >= 100/s"], rate=10)
     cfg = config(tmp_path, ["throughput >= 10/s"], rate=10)
-    with pytest.raises(ConfigError, match=r"load\.rate=5\.0"):
+    with pytest.raises(ConfigError, match=r"^--rate=5\.0 .*'throughput >= 10/s' floor"):
         cfg.with_overrides(None, rate=5)
 
 
