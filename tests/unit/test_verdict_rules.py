@@ -140,6 +140,12 @@ def test_a_run_that_delivered_nothing_never_passes(tmp_path: Path) -> None:
     assert outcome.finished.verdict == Status.FAILED and outcome.exit_code == ExitCode.VERDICT_FAILED
 
 
+def test_a_delivery_check_asked_for_is_judged_once(tmp_path: Path) -> None:
+    drop = ", ".join(str(s) for s in range(20))
+    outcome = run(config(tmp_path, ["delivered > 0"], api=f"drop = [{drop}]", count=20, drain="0.2s"))
+    assert [(r.threshold, r.status) for r in outcome.finished.results] == [("delivered > 0", Status.FAILED)]
+
+
 def test_a_count_over_no_canary_is_inconclusive(tmp_path: Path) -> None:
     drop = ", ".join(str(s) for s in range(20))
     cfg = config(tmp_path, ["corrupted.api == 0", "duplicates.api == 0", "lost == 0"], api=f"drop = [{drop}]",

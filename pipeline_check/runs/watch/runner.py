@@ -104,7 +104,8 @@ class Watch:
                 "lower --rate or --window",
             )  # fmt: skip
         route = config.route
-        self.metrics = WatchMetrics(route.stages, route.final, [*(t.text for t in self.thresholds), NOTHING_DELIVERED])
+        checks = dict.fromkeys([*(t.text for t in self.thresholds), NOTHING_DELIVERED])
+        self.metrics = WatchMetrics(route.stages, route.final, list(checks))
         self._first_run = RunId.new(self.clock.wall(self.clock.now()))
         messages = config.messages
         content = TradeFactory(
