@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.time_forms import Instant
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.trace.book import Ref
@@ -39,14 +40,29 @@ class Recorder(Protocol):
         ref: Ref | None = None,
         source_ms: float | None = None,
         copies: int | None = None,
+        timed: bool = True,
     ) -> bool:
         """A sighting of canary ``tag`` at ``stage`` at monotonic time ``at``; True the first time.
         ``copies`` None counts one more copy (a stream); ``copies=n`` says the stage's current view holds
-        ``n`` (a table state, an API answer; 0 after a sighting: it is gone)."""
+        ``n`` (a table state, an API answer; 0 after a sighting: it is gone, a later n > 0: it is back).
+        ``timed`` False: a look that was not watching for it (a last sweep, a wide search) found it, so
+        ``at`` is no arrival time and it gets no latency."""
         ...
 
-    def diff(self, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str]) -> None:
-        """Compare the stage's record of ``tag`` with what was sent (``fields``: the stage's setting)."""
+    def diff(
+        self, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str], at: float | None = None
+    ) -> None:
+        """Compare a version of the stage's record of ``tag`` with what was sent (``fields``: the stage's
+        setting). Call it for every version the stage shows: an unchanged one costs a digest."""
+        ...
+
+    def placed_at(self, stage: str, tag: object, field: str, instant: Instant, shown: str) -> None:
+        """The stage holds ``tag`` at ``instant`` (its time ``field``, shown as ``shown``): a canary whose
+        time moved from its send time is corrupted, naming the field."""
+        ...
+
+    def cannot_observe(self, stage: str, what: str, why: str) -> None:
+        """The stage cannot observe ``what`` (``retracted``, ``duplicates``), for the reason ``why``."""
         ...
 
     def declare_shards(self, stage: str, shards: Sequence[int]) -> None:

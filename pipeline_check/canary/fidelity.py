@@ -7,6 +7,8 @@ Numbers compare as numbers whatever form they came back in (an int, a float, a d
 ``"65000.10"`` or ``"6.5E+4"``): a float equals what it says, so one that lost digits differs. A timestamp
 without an offset (a naive datetime, ISO text without a zone) is read as UTC unless the comparison names the
 zone it is in: ``trade_time = "T:ms@America/New_York"`` (an IANA name, or a fixed offset such as ``+02:00``).
+``T:time`` takes the held instant in any time form (epoch s/ms/µs/ns, float seconds, ISO-8601) and compares
+it at the precision that form carries.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -22,18 +23,32 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from pipeline_check.canary.time_forms import read_time
+from pipeline_check.canary.time_forms import zone as _zone
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class FieldDiff:
-    """One field of one canary that a stage holds differently from what was injected."""
+    """One field of one canary that a stage holds differently from what was injected; for a row that
+    changed after the stage first showed it, the value it showed before and how long after."""
 
     stage: str
     tag: int
     field: str
     expected: str
     actual: str
+    previous: str | None = None  # the value before this change (the sent one's, where it matched)
+    changed_after_s: float | None = None  # seconds after the stage first showed the row; None: as first shown
+
+    @property
+    def text(self) -> str:
+        """``price expected '1.5', got '1.6'``; for a later change ``(changed from '1.5' 2.1s after ...)``."""
+        line = f"{self.field} expected {self.expected}, got {self.actual}"
+        if self.changed_after_s is None:
+            return line
+        return f"{line} (changed from {self.previous} {self.changed_after_s:.1f}s after it was first seen)"
 
 
 def _exact(sent: object, held: object) -> bool:
@@ -99,11 +114,20 @@ def _ms(sent: object, held: object, naive: dt.tzinfo = dt.UTC) -> bool:
     return held_ms is not None and held_ms == _millis(sent)
 
 
+def _time(sent: object, held: object, naive: dt.tzinfo = dt.UTC) -> bool:
+    """Epoch milliseconds against an instant in any time form (:mod:`~pipeline_check.canary.time_forms`),
+    at the precision that form carries: epoch seconds hold the sent second, float seconds their digits."""
+    sent_ms = _millis(sent)
+    instant = read_time(held, naive)
+    return sent_ms is not None and instant is not None and instant.same_as(sent_ms)
+
+
 COMPARISONS: dict[str, Callable[[object, object], bool]] = {
     "exact": _exact,
     "decimal": _decimal,
     "side": _side,
     "ms": _ms,
+    "time": _time,
 }
 
 
@@ -122,29 +146,14 @@ def parse_spec(spec: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=256)
 def comparison(how: str) -> Callable[[object, object], bool]:
     """The comparison a spec names after its colon: ``decimal``, ``ms``, ``ms@Europe/Berlin`` ..."""
-    name, at, zone = how.partition("@")
+    name, at, zone_name = how.partition("@")
     if name not in COMPARISONS:
         raise ValueError(f"{name!r} is not a comparison ({', '.join(COMPARISONS)}); write SENT_FIELD[:COMPARISON]")
     if not at:
         return COMPARISONS[name]
-    if name != "ms":
-        raise ValueError(f"{how!r}: only ms takes a time zone (ms@ZONE, for timestamps stored without an offset)")
-    return functools.partial(_ms, naive=_zone(zone))
-
-
-def _zone(name: str) -> dt.tzinfo:
-    """An IANA time zone or a fixed offset (``+02:00``, ``-0530``, ``Z``)."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        pass
-    try:
-        offset = dt.datetime.strptime(name, "%z").utcoffset()
-    except ValueError:
-        offset = None
-    if offset is None:
-        raise ValueError(f"{name!r} is not a time zone; use an IANA name (Europe/Berlin) or an offset (+02:00)")
-    return dt.timezone(offset)
+    if name not in ("ms", "time"):
+        raise ValueError(f"{how!r}: only ms and time take a time zone (ms@ZONE: timestamps stored without an offset)")
+    return functools.partial(_ms if name == "ms" else _time, naive=_zone(zone_name))
 
 
 def check_fields(fields: Mapping[str, str]) -> dict[str, str]:

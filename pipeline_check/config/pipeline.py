@@ -179,17 +179,14 @@ class PipelineConfig(_Model):
         stages = self.stage_names()
         if scenario is not None and self.is_passive(scenario) != passive:
             raise injects_nothing(scenario)
-        chosen = self.scenario(scenario) if scenario is not None else None
-        if chosen is not None and not chosen.inherit_thresholds:
-            texts = []
-        elif passive:
-            texts = [("passive.thresholds", t) for t in self.passive_thresholds()]
-        else:
-            texts = [("sla.thresholds", t) for t in self.sla.thresholds]
-        if chosen is not None:
-            texts += [(f"scenarios.{scenario}.thresholds", t) for t in chosen.thresholds]
+        texts = self.threshold_texts(scenario, passive=passive)
         for setting, text in texts:
-            self._check_mode(parse_threshold(text, stages, setting), setting, passive)
+            threshold = parse_threshold(text, stages, setting)
+            self._check_mode(threshold, setting, passive)
+            if not passive:
+                own = scenario is not None and self.scenario(scenario).load.rate is not None
+                where = f"scenarios.{scenario}.load.rate" if own else "load.rate"
+                check_rate_floor(threshold, setting, self.load_for(scenario).rate, where)
         return parse_thresholds(texts, stages)
 
     def passive_thresholds(self) -> tuple[str, ...]:
@@ -263,12 +260,29 @@ class PipelineConfig(_Model):
             )
             patched = self.model_copy(update={"scenarios": {**self.scenarios, scenario: changed}})
         extra = [("--threshold", t) for t in thresholds]
+        if not passive and "rate" in load:  # name the option, not the scenario it patched
+            for setting, text in extra + self.threshold_texts(scenario):
+                check_rate_floor(parse_threshold(text, self.stage_names(), setting), setting, load["rate"], "--rate")
         base_setting = "passive.thresholds" if passive else "sla.thresholds"
         parse_thresholds([*((base_setting, t) for t in base_texts), *extra], self.stage_names())
         for setting, text in extra:
             self._check_mode(parse_threshold(text, self.stage_names(), setting), setting, passive)
         patched.thresholds_for(scenario, passive=passive)  # duplicates and never-passing thresholds are errors too
         return patched
+
+    def threshold_texts(self, scenario: str | None, *, passive: bool = False) -> list[tuple[str, str]]:
+        """``(setting, text)`` of each threshold a run of ``scenario`` judges: ``[sla]``'s (or ``[passive]``'s)
+        unless the scenario opts out, and the scenario's own."""
+        chosen = self.scenario(scenario) if scenario is not None else None
+        if chosen is not None and not chosen.inherit_thresholds:
+            texts = []
+        elif passive:
+            texts = [("passive.thresholds", t) for t in self.passive_thresholds()]
+        else:
+            texts = [("sla.thresholds", t) for t in self.sla.thresholds]
+        if chosen is not None:
+            texts += [(f"scenarios.{scenario}.thresholds", t) for t in chosen.thresholds]
+        return texts
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data in the shape of pipeline.toml, secrets masked (for reports)."""
@@ -278,3 +292,16 @@ class PipelineConfig(_Model):
             s["name"]: {"type": s["type"], "upstream": s["upstream"], **s["settings"]} for s in data["stages"]
         }
         return redact(data)  # type: ignore[no-any-return]
+
+
+def check_rate_floor(t: Threshold, setting: str, rate: float, rate_setting: str) -> None:
+    """An absolute throughput floor above the rate the run injects at can only be missed: the validator would
+    never ask for it, and the shortfall would be its own."""
+    if t.metric != "throughput" or t.relative or t.op not in (">", ">="):
+        return
+    if rate > t.value or (t.op == ">=" and rate == t.value):
+        return
+    raise ConfigError(
+        rate_setting, rate, f"is below the {t.text!r} floor ({setting}): the run would never inject that fast",
+        f"raise the rate to {'more than' if t.op == '>' else 'at least'} {t.value:g}/s, or lower the floor",
+    )  # fmt: skip

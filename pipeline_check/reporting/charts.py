@@ -61,6 +61,7 @@ def latency_cdf(summary: RunSummary, book: TraceBook, results: Sequence[CheckRes
     """Per stage (hop from its upstream) and end to end: the share of canaries seen within a latency."""
     series = [(s.name, f"from {s.upstream}", book.hop_latencies(s.name)) for s in summary.stages]
     series.append(("e2e", f"since injection, at {summary.final}", book.latencies_since_injection(summary.final)))
+    series = [(name, measured, samples[~np.isnan(samples)]) for name, measured, samples in series]  # measured only
     curves = [plotdata.cdf(name, samples) for name, _, samples in series]
     index = {c.name: i for i, c in enumerate(curves)}
     thresholds = [parse_threshold(r.threshold, book.stages) for r in results if r.kind == "latency"]

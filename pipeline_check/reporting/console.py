@@ -52,6 +52,11 @@ def _latency(stats: Mapping[str, float], key: str) -> str:
     return "-" if value is None else format_value(value, "latency")
 
 
+def _unmeasured(stats: Mapping[str, float]) -> str:
+    unmeasured = int(stats.get("unmeasured", 0))
+    return f" ({unmeasured} unmeasured)" if unmeasured else ""
+
+
 def _canaries(n: int) -> str:
     return f"{n} canary" if n == 1 else f"{n} canaries"
 
@@ -241,7 +246,9 @@ class ConsoleReporter:
 
     def _stage_table(self, summary: RunSummary) -> Table:
         table = Table(
-            title="stages", caption="latencies count undelivered canaries as never arriving", title_justify="left"
+            title="stages",
+            caption="latencies count undelivered canaries as never arriving; ± how often the probes looked",
+            title_justify="left",
         )
         table.add_column("stage")
         table.add_column("reached", justify="right")
@@ -249,6 +256,7 @@ class ConsoleReporter:
         table.add_column("retracted", justify="right")
         for stat in STATS:
             table.add_column(stat, justify="right")
+        table.add_column("±", justify="right")
         table.add_column("measured")
         table.add_column("since injection p99", justify="right")
         for stage in summary.stages:
@@ -258,7 +266,8 @@ class ConsoleReporter:
                 str(stage.extra_copies),
                 str(stage.retracted),
                 *(_latency(stage.latency, s) for s in STATS),
-                f"from {stage.upstream}",
+                format_value(stage.resolution_s, "latency"),
+                f"from {stage.upstream}" + _unmeasured(stage.latency),
                 _latency(stage.since_injection, "p99"),
             )
         table.add_row(
@@ -267,7 +276,8 @@ class ConsoleReporter:
             "",
             "",
             *(_latency(summary.e2e, s) for s in STATS),
-            "since injection",
+            format_value(summary.e2e_resolution_s, "latency"),
+            "since injection" + _unmeasured(summary.e2e),
             _latency(summary.e2e, "p99"),
             end_section=True,
         )
@@ -318,18 +328,15 @@ class ConsoleReporter:
             for stage, tags in sorted(summary.stuck.items(), key=lambda kv: order.get(kv[0], len(order))):
                 self.console.print(Text(f"  {len(tags)} stuck after {stage}: {_first(tags)}"))
         if summary.corrupted:
-            self.console.print(Text(f"{_canaries(summary.corrupted)} corrupted", style="bold red"))
-            for d in summary.diffs[:SHOWN]:
-                self.console.print(
-                    Text(f"  {label(d.tag)} at {d.stage}: {d.field} expected {d.expected}, got {d.actual}")
-                )
-            if len(summary.diffs) > SHOWN:
-                self.console.print(Text(f"  … {len(summary.diffs) - SHOWN} more field differences"))
+            lines = [f"{label(d.tag)} at {d.stage}: {d.text}" for d in summary.diffs]
+            self._listed(f"{_canaries(summary.corrupted)} corrupted", lines, "field differences")
+        if summary.retractions:
+            lines = [f"{label(r.tag)} at {r.stage}: {r.text}" for r in summary.retractions]
+            self._listed(f"{_canaries(summary.retracted)} retracted", lines, "retractions")
         counts = [
             f"{name} {value}"
             for name, value in (
                 ("duplicated canaries", summary.duplicates),
-                ("retracted canaries", summary.retracted),
                 ("out of order", summary.out_of_order),
                 ("unexpected tags", summary.unexpected),
             )
@@ -337,6 +344,13 @@ class ConsoleReporter:
         ]
         if counts:
             self.console.print(Text("; ".join(counts), style="yellow"))
+
+    def _listed(self, title: str, lines: list[str], what: str) -> None:
+        self.console.print(Text(title, style="bold red"))
+        for line in lines[:SHOWN]:
+            self.console.print(Text(f"  {line}"))
+        if len(lines) > SHOWN:
+            self.console.print(Text(f"  … {len(lines) - SHOWN} more {what}"))
 
     def _injection(self, done: RunFinished, s: RunSummary) -> None:
         inj = s.injection

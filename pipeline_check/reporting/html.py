@@ -139,7 +139,8 @@ def _header(started: RunStarted | None, verdict: str) -> str:
 
 
 def stage_figures(done: RunFinished, s: RunSummary) -> str:
-    """Per stage: reached, extra copies, retractions, hop latency percentiles, probe resolution."""
+    """Per stage: reached, extra copies, retractions, hop latency percentiles and their resolution, probe
+    resolution."""
     rows: list[list[Cell]] = []
     for st in s.stages:
         resolution = done.resolution.get(st.name)
@@ -151,6 +152,8 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
                 count(st.extra_copies),
                 count(st.retracted),
                 *(latency(st.latency.get(p)) for p in ("p50", "p95", "p99", "max")),
+                f"±{format_value(st.resolution_s, 'latency')}",
+                _unmeasured(st.latency),
                 latency(st.since_injection.get("p99")),
                 "—" if resolution is None else latency(resolution),
             ]
@@ -163,6 +166,8 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             "",
             "",
             *(latency(s.e2e.get(p)) for p in ("p50", "p95", "p99", "max")),
+            f"±{format_value(s.e2e_resolution_s, 'latency')}",
+            _unmeasured(s.e2e),
             latency(s.e2e.get("p99")),
             "",
         ]
@@ -178,13 +183,20 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             "p95",
             "p99",
             "max",
+            "known to",
+            "unmeasured",
             "since injection p99",
             "probe resolution",
         ],
         rows,
-        caption="latencies count undelivered canaries as never arriving, exactly as the checks do",
+        caption="latencies count undelivered canaries as never arriving, exactly as the checks do; those found only "
+        "by a last look have no measured latency (unmeasured)",
     )
     return section("stages", "Stages", figures, _coverage(s), _counts(s))
+
+
+def _unmeasured(stats: Mapping[str, float]) -> str:
+    return count(int(stats.get("unmeasured", 0)))
 
 
 def _coverage(s: RunSummary) -> str:
@@ -203,7 +215,7 @@ def _counts(s: RunSummary) -> str:
         ["duplicated canaries", count(s.duplicates)],
         ["corrupted canaries", count(s.corrupted) if s.compared else "not compared"],
         ["retracted canaries", count(s.retracted)],
-        ["out of order", "n/a" if s.out_of_order is None else f"{s.out_of_order:,} (at {s.order_stage})"],
+        ["out of order", "n/a" if s.out_of_order is None else f"{s.out_of_order:,} (at {', '.join(s.order_stages)})"],
         *incomplete,
         ["unexpected tags of this run", count(s.unexpected)],
         ["other runs' canaries seen", count(s.foreign)],
@@ -219,8 +231,13 @@ def field_diffs(s: RunSummary) -> str:
     if not s.diffs:
         return section("diffs", title, paragraph("Every compared field matched what was sent."))
     rows: list[list[Cell]] = [
-        [label(d.tag), d.stage, d.field, str(d.expected), str(d.actual)] for d in s.diffs[:MAX_DIFFS]
-    ]
+        [
+            label(d.tag), d.stage, d.field, str(d.expected), str(d.actual),
+            "as first shown" if d.changed_after_s is None
+            else f"changed from {d.previous} {format_value(d.changed_after_s, 'latency')} after first seen",
+        ]
+        for d in s.diffs[:MAX_DIFFS]
+    ]  # fmt: skip
     shown = f"first {MAX_DIFFS} of {len(s.diffs):,}" if len(s.diffs) > MAX_DIFFS else f"all {len(s.diffs):,}"
     return section(
         "diffs",
@@ -229,7 +246,7 @@ def field_diffs(s: RunSummary) -> str:
             f"{s.corrupted:,} {'canary' if s.corrupted == 1 else 'canaries'} arrived with fields that differ from "
             f"what was sent ({shown} differences)."
         ),
-        table(["canary", "stage", "field", "sent", "got"], rows, caption="fields that differ"),
+        table(["canary", "stage", "field", "sent", "got", "when"], rows, caption="fields that differ"),
     )
 
 

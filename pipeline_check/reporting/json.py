@@ -133,22 +133,34 @@ def _canaries(end: RunFinished, s: RunSummary) -> dict[str, Any]:
     """The figures of an injected run."""
     return {
         "stages": [dataclasses.asdict(stage) for stage in s.stages],
-        "e2e": {"stage": s.final, "reached": s.delivered, "injected": s.injected, "latency": s.e2e},
+        "e2e": {
+            "stage": s.final,
+            "reached": s.delivered,
+            "injected": s.injected,
+            "latency": s.e2e,
+            "resolution_s": s.e2e_resolution_s,
+        },
         "lost": {"count": s.lost, "rate_bound_pct": _bound(s.lost, s.injected), "stuck": s.stuck},
+        "seen": s.seen,
         "duplicates": s.duplicates,
         "retracted": s.retracted,
+        "retractions": [
+            dataclasses.asdict(r) | {"label": label(r.tag), "text": r.text} for r in s.retractions[:MAX_DIFFS]
+        ],
         "incomplete": {"count": s.incomplete_canaries, "per_stage": s.incomplete},
         "corrupted": {
             "count": s.corrupted,
             "compared": s.compared,
+            "compared_canaries": s.compared_canaries,
             "diffs": [dataclasses.asdict(d) | {"label": label(d.tag)} for d in s.diffs[:MAX_DIFFS]],
         },
         "out_of_order": s.out_of_order,
-        "order_stage": s.order_stage,
+        "order_stages": s.order_stages,
         "unexpected": s.unexpected,
         "foreign": s.foreign,
         "throughput": {
             "delivered_per_s": s.throughput.delivered,
+            "whole_run_per_s": s.throughput.whole,
             "tail_per_s": s.throughput.tail,
             "injected_per_s": s.throughput.injected_rate,
             "delivery_steps": s.throughput.steps,

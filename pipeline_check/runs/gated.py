@@ -99,7 +99,7 @@ class GatedRun(Run):
         done = dataclasses.replace(
             finished,
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
+            exit_code=exit_code([r.status for r in results], allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             responses=response_figures(responses, self.api_load, e2e) if self.api is not None else None,
             contract=contract,

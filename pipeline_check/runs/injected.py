@@ -29,7 +29,7 @@ from pipeline_check.core.clock import Clock
 from pipeline_check.runs.pacing import Pacing, inject
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.book import TraceBook
-from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.evaluation import judge
 from pipeline_check.verdict.events import (
     CheckFinished,
     Event,
@@ -40,9 +40,9 @@ from pipeline_check.verdict.events import (
     RunStarted,
 )
 from pipeline_check.verdict.measurements import measurements
-from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import exit_code, verdict_of
 from pipeline_check.verdict.summary import InjectionStats, summarise
+from pipeline_check.verdict.thresholds import e2e_bound
 
 if TYPE_CHECKING:
     from pipeline_check.faults.runner import FaultRunner, Services
@@ -169,11 +169,22 @@ class Run:
             raise RuntimeError("injection ended without its figures")
         fed = self.injector.feeds_stage
         windows = faults.windows if faults is not None else []
+        resolution = {s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)}
         summary = summarise(
-            self.book, injection, settle_s=self._settle, validator_ordered={fed} if fed else (), faults=windows
+            self.book,
+            injection,
+            settle_s=self._settle,
+            validator_ordered={fed} if fed else (),
+            faults=windows,
+            resolution=resolution,
         )
         m = measurements(
-            summary, self.book, self.config.sla.min_samples, faults=windows, freshness_limit=self._freshness_limit()
+            summary,
+            self.book,
+            self.config.sla.min_samples,
+            faults=windows,
+            freshness_limit=self._freshness_limit(),
+            resolution=resolution,
         )
         if self._steered is not None and not self._coverage_caveat:
             stage, placement = self._steered
@@ -182,18 +193,16 @@ class Run:
         if self._coverage_caveat and m.coverage.out_of:
             caveat = f"{m.coverage.detail}; {self._coverage_caveat}"
             m = dataclasses.replace(m, coverage=dataclasses.replace(m.coverage, detail=caveat))
-        results: list[CheckResult] = []
-        for threshold in self.thresholds:
-            result = evaluate(threshold, m)
-            results.append(result)
+        results = judge(self.thresholds, m)
+        for result in results:
             yield CheckFinished(result)
         verdict = verdict_of([r.status for r in results])
         finished = RunFinished(
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
+            exit_code=exit_code([r.status for r in results], allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             summary=summary,
-            resolution={s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)},
+            resolution=resolution,
             duration=self.clock.now() - began,
             notes=tuple(self.notes.all),
             book=self.book,
@@ -273,7 +282,7 @@ class Run:
                 continue
             faults_ended = now if faulting is not None and faults_ended < 0 else faults_ended
             if drain_deadline is None:
-                drain_deadline = now + self.load.drain_timeout
+                drain_deadline = now + self._drain()
             if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
                 self._settle = self._settle_window(faults_ended)
                 settle_until = now + self._settle
@@ -281,8 +290,15 @@ class Run:
                 return
             if settle_until is None and now >= drain_deadline:
                 missing = {s: self.book.injected - self.book.reached(s) for s in self.route.stages}
-                self.notes.note(f"drain timeout ({self.load.drain_timeout:g}s) reached; still missing: {missing}")
+                self.notes.note(f"drain timeout ({self._drain():g}s) reached; still missing: {missing}")
                 return
+
+    def _drain(self) -> float:
+        """How long to wait after the injection (and the faults) for canaries still on their way: the
+        ``drain_timeout``, and never less than the end-to-end bound judged: a canary delivered within the
+        bound met the SLA and must not be counted lost because the run stopped looking first."""
+        bound = e2e_bound(self.thresholds)
+        return self.load.drain_timeout if bound is None else max(self.load.drain_timeout, bound)
 
     def _settle_window(self, since: float) -> float:
         """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the

@@ -164,7 +164,7 @@ class PassiveRun:
         freshness = {name: latency_stats(s.samples) for name, s in series.items() if name.startswith("freshness.")}
         self.finished = RunFinished(
             verdict=verdict,
-            exit_code=exit_code(verdict, allow_inconclusive=self.plan.allow_inconclusive),
+            exit_code=exit_code([r.status for r in results], allow_inconclusive=self.plan.allow_inconclusive),
             results=tuple(results),
             summary=None,
             resolution={section.name: self.interval for section, _ in self.samplers},

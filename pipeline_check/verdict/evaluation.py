@@ -1,26 +1,61 @@
 """Judging a threshold against a run's measurements, or a sampled series: passed, failed, inconclusive (too
-few samples; nothing compared; the validator's own injection fell behind) or not applicable (this
-configuration cannot observe it), never a pass by default.
+few samples; nothing compared; nothing judged; the validator's own injection fell behind; a bound finer
+than the probes can tell) or not applicable (this configuration cannot observe it), never a pass by default.
 
 Sampled series (freshness, lag, API response times) are judged like latencies, on their samples: a series
 that saw nothing to judge (an idle pipeline) is inconclusive, never passed. A percentile needs enough
-samples to mean anything (p99 needs 100). A rate threshold passes only when the one-sided 95 % upper bound
-on the rate is below it, so it demands enough canaries.
+samples to mean anything (p99 needs 100). A latency percentile over canaries some of whose latencies were
+not measured (found by a last sweep) is taken with those at both extremes: it passes only when the worst
+case passes, fails when even the best case fails, and is inconclusive in between. A latency bound tighter
+than the resolution of the probes a latency spans is inconclusive.
+
+A rate threshold (``<``, ``<=`` or ``==``: an upper limit) fails when the observed rate breaks the limit and
+passes only when the one-sided 95 % upper bound on the rate keeps it, so it demands enough canaries; the
+limit of ``<=`` and ``==`` is read at the precision it is written with (``0%`` passes below 0.5 %, ``0.0%``
+below 0.05 %). A count that judged no canary is inconclusive, and a run in which no canary reached the last
+stage is never passed, whatever its thresholds (:func:`judge`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from pipeline_check.verdict.measurements import Measurements, Recovery, Series, Tally
-from pipeline_check.verdict.results import CheckResult
-from pipeline_check.verdict.statistics import aggregate, min_samples
+from pipeline_check.verdict.results import CheckResult, format_value
+from pipeline_check.verdict.statistics import aggregate, extremes, min_samples
 from pipeline_check.verdict.status import Status
-from pipeline_check.verdict.thresholds import RATES, Threshold
+from pipeline_check.verdict.thresholds import Threshold
 
 # A delivered rate is a slope through the arrival steps but the last: fewer steps than this leave too
 # few points for a slope that one batch's phase cannot swing.
 MIN_DELIVERY_STEPS = 5
+
+
+NOTHING_DELIVERED = "delivered > 0"  # the check every run gets when nothing reached the last stage
+
+
+def judge(thresholds: Iterable[Threshold], m: Measurements, *, guard_always: bool = False) -> list[CheckResult]:
+    """Every threshold judged; a run that delivered nothing also gets a failed ``delivered > 0`` (or an
+    inconclusive one, when nothing was injected), so no choice of thresholds makes it pass. With
+    ``guard_always`` that check is there when something was delivered too (passed): a watch publishes every
+    window's checks under the same names."""
+    results = [evaluate(t, m) for t in thresholds]
+    delivered = m.tallies.get("delivered")
+    judged = any(r.threshold == NOTHING_DELIVERED for r in results)  # asked for in so many words
+    if delivered is None or judged or (delivered.count and not guard_always):
+        return results
+    if delivered.count:
+        status = Status.PASSED
+        why = delivered.detail
+    else:
+        status = Status.FAILED if m.injected else Status.INCONCLUSIVE
+        why = f"{delivered.detail}: a run that delivered no canary never passes, whatever its thresholds"
+    results.append(
+        CheckResult(NOTHING_DELIVERED, status, float(delivered.count), NOTHING_DELIVERED, why, m.injected, "count")
+    )
+    return results
 
 
 def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
@@ -40,7 +75,7 @@ def evaluate(threshold: Threshold, m: Measurements) -> CheckResult:
     if threshold.metric == "coverage":
         return _coverage(threshold, m.coverage)
     if threshold.kind == "share":
-        return _rate(threshold, m.tallies[RATES[threshold.metric]])
+        return _rate(threshold, m.tallies[threshold.count])
     return _count(threshold, m)
 
 
@@ -54,6 +89,7 @@ def _latency(t: Threshold, m: Measurements) -> CheckResult:
     if t.metric == "recovery":
         return _recovery(t, m.recovery)
     series = "e2e" if t.stage is None else t.stage
+    coarse = m.resolution.get(series)
     if t.window is not None:
         if m.recovery is None:
             return _result(t, Status.NOT_APPLICABLE, None, f"[{t.window}] needs a scenario with faults", 0)
@@ -70,12 +106,33 @@ def _latency(t: Threshold, m: Measurements) -> CheckResult:
             f"too few samples for {agg} of {series} latency: {n} < {needed}; inject more canaries",
             n,
         )
-    observed = aggregate(samples, agg)
+    if coarse is not None and t.op in ("<", "<=") and t.value < coarse[0]:
+        return _result(
+            t, Status.INCONCLUSIVE, None,
+            f"{series} latencies are known to ±{coarse[0]:.2f}s ({coarse[1]}): coarser than the {t.value:g}s bound; "
+            "make the probes look more often (their poll_interval)",
+            n,
+        )  # fmt: skip
+    best, worst = extremes(samples, agg)
+    if t.op in (">", ">="):
+        best, worst = worst, best
     never = int(np.isinf(samples).sum())
+    unmeasured = int(np.isnan(samples).sum())
     detail = f"{agg} of {n} {series} latencies" + (
         f" ({never} never arrived, counted as infinitely late)" if never else ""
     )
-    return _result(t, Status.PASSED if t.holds(observed) else Status.FAILED, observed, detail, n)
+    if coarse is not None and coarse[0]:
+        detail += f"; ±{coarse[0]:.2f}s"
+    if unmeasured:
+        detail += (
+            f"; {unmeasured} found only by a last look have no measured latency, taken at both extremes: "
+            f"{agg} between {format_value(min(best, worst), 'latency')} and {format_value(max(best, worst), 'latency')}"
+        )
+    if t.holds(worst):
+        return _result(t, Status.PASSED, worst, detail, n)
+    if not t.holds(best):
+        return _result(t, Status.FAILED, best, detail, n)
+    return _result(t, Status.INCONCLUSIVE, None, detail, n)
 
 
 def _recovery(t: Threshold, recovery: Recovery | None) -> CheckResult:
@@ -113,6 +170,8 @@ def evaluate_series(t: Threshold, series: Series | None) -> CheckResult:
 
 
 def _throughput(t: Threshold, m: Measurements) -> CheckResult:
+    """The delivered rate (one figure: the report's too) against the floor; the basis of a relative floor is
+    the rate the injector achieved over every canary it sent."""
     f = m.throughput
     reference = f.injected_rate
     floor = (
@@ -123,7 +182,8 @@ def _throughput(t: Threshold, m: Measurements) -> CheckResult:
     if f.limited:
         return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {f.limited}{floor}", f.steps)
     if not t.relative and t.op in (">", ">=") and reference < t.value:
-        why = f"injected at {reference:.1f}/s, below the {t.value:g}/s floor; lower it or give the validator more CPU"
+        # the configured rate is at least the floor (checked at load): the injector fell behind its schedule
+        why = f"the injector fell behind its schedule, to {reference:.1f}/s, below the {t.value:g}/s floor"
         return _result(t, Status.INCONCLUSIVE, f.delivered or None, f"validator-limited: {why}", f.steps)
     if f.steps < MIN_DELIVERY_STEPS or f.span < MIN_DELIVERY_STEPS * f.interval:
         return _result(
@@ -133,15 +193,12 @@ def _throughput(t: Threshold, m: Measurements) -> CheckResult:
             "inject for longer (load.count / load.rate)",
             f.steps,
         )  # fmt: skip
-    observed, tail = f.delivered, ""
+    tail = ""
     if f.tail is not None:
         bound = "" if f.tail_upper is None else f" (at most {f.tail_upper:.1f}/s, 95%)"
-        tail = f"; last part of the run {f.tail:.1f}/s{bound} vs whole run {f.delivered:.1f}/s"
-        # the tail rests on few points, so it decides only when even its upper bound misses the floor
-        if f.tail_upper is not None and not t.holds(f.tail_upper, reference):
-            observed = min(observed, f.tail)
-    status = Status.PASSED if t.holds(observed, reference) else Status.FAILED
-    return _result(t, status, observed, f"{f.detail}{tail}{floor}", f.steps)
+        tail = f"; last part of the run {f.tail:.1f}/s{bound}"
+    status = Status.PASSED if t.holds(f.delivered, reference) else Status.FAILED
+    return _result(t, status, f.delivered, f"{f.detail}{tail}{floor}", f.steps)
 
 
 def _coverage(t: Threshold, tally: Tally) -> CheckResult:
@@ -156,31 +213,39 @@ def _rate(t: Threshold, tally: Tally) -> CheckResult:
     if tally.not_applicable or tally.inconclusive:
         return _unjudged(t, tally)
     n = tally.out_of
-    rate = 100.0 * tally.count / n if n else 0.0
+    if n == 0:
+        return _result(t, Status.INCONCLUSIVE, None, f"{tally.power()}; {tally.detail}", 0)
+    rate = 100.0 * tally.count / n
     bound = tally.bound
-    power = tally.power(t.metric.removesuffix("_rate"))
-    if t.op in ("<", "<="):
-        # the bound must clear the threshold: a rate below it, shown with 95 % confidence
-        if t.holds(bound):
-            status, why = Status.PASSED, ""
-        elif not t.holds(rate):
-            status, why = Status.FAILED, ""
+    why = ""
+    if t.op in ("<", "<=", "=="):
+        # an upper limit: broken by the rate observed, kept only by the rate's 95 % upper bound
+        limit = t.value if t.op == "<" else t.value + t.step / 2
+        broken = rate >= t.value if t.op == "<" else rate > t.value
+        if broken:
+            status = Status.FAILED
+        elif bound < limit:
+            status = Status.PASSED
         else:
-            status, why = Status.INCONCLUSIVE, f"; the bound is not below {t.value:g}%: inject more canaries"
+            status = Status.INCONCLUSIVE
+            written = "" if t.op == "<" else f" (the {t.value:g}% limit, read to its last written digit)"
+            why = f"; the bound is not below {limit:g}%{written}: inject more canaries"
     else:
-        status, why = (Status.PASSED if t.holds(rate) else Status.FAILED), ""
-    return _result(t, status, rate, f"{power}{why}; {tally.detail}", n, rate_bound=bound)
+        status = Status.PASSED if t.holds(rate) else Status.FAILED
+    return _result(t, status, rate, f"{tally.power()}{why}; {tally.detail}", n, rate_bound=bound)
 
 
 def _count(t: Threshold, m: Measurements) -> CheckResult:
-    tally = m.tallies[t.metric]
+    tally = m.tallies[t.count]
     if tally.not_applicable or tally.inconclusive:
         return _unjudged(t, tally)
     if m.injected < max(1, m.extra_min_samples):
         return _result(t, Status.INCONCLUSIVE, None, f"too few canaries: {m.injected}", m.injected)
+    if tally.out_of == 0:
+        return _result(t, Status.INCONCLUSIVE, None, f"{tally.power()}; {tally.detail}", 0)
     status = Status.PASSED if t.holds(tally.count) else Status.FAILED
-    bound = tally.bound if tally.out_of and t.metric != "delivered" else None
-    power = f"{tally.power(t.metric)}; " if bound is not None else ""
+    bound = tally.bound if t.metric.split(".")[0] != "delivered" else None
+    power = f"{tally.power()}; " if bound is not None else ""
     return _result(t, status, float(tally.count), f"{power}{tally.detail}", tally.out_of, rate_bound=bound)
 
 

@@ -1,5 +1,6 @@
 """Statistics of latency-like samples, exactly as the checks compute them: nearest-rank percentiles (always
-an observed value) over samples where ``inf`` is a canary that never arrived (or a request never answered)."""
+an observed value) over samples where ``inf`` is a canary that never arrived (or a request never answered)
+and NaN one whose latency was not measured (found by a last sweep, not while the probe watched for it)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,24 @@ def aggregate(samples: Floats, name: str) -> float:
     return float(np.partition(samples, rank - 1)[rank - 1])
 
 
+def extremes(samples: Floats, name: str) -> tuple[float, float]:
+    """The statistic ``name`` with every unmeasured (NaN) sample at the best extreme (0) and at the worst
+    (never): equal when every sample was measured."""
+    unmeasured = np.isnan(samples)
+    if not unmeasured.any():
+        value = aggregate(samples, name)
+        return value, value
+    return aggregate(np.where(unmeasured, 0.0, samples), name), aggregate(np.where(unmeasured, np.inf, samples), name)
+
+
 def latency_stats(samples: Floats) -> dict[str, float]:
-    """p50/p95/p99/max and n of ``samples``, undelivered (``inf``) included exactly as checks count them."""
+    """p50/p95/p99/max and n of ``samples``, undelivered (``inf``) included exactly as checks count them;
+    unmeasured ones (NaN) are counted (``unmeasured``) and left out of the statistics."""
     if not len(samples):
         return {}
-    stats = {name: aggregate(samples, name) for name in ("p50", "p95", "p99", "max")}
-    return stats | {"n": float(len(samples))}
+    measured = samples[~np.isnan(samples)]
+    stats = {name: aggregate(measured, name) for name in ("p50", "p95", "p99", "max")} if len(measured) else {}
+    stats["n"] = float(len(samples))
+    if len(measured) < len(samples):
+        stats["unmeasured"] = float(len(samples) - len(measured))
+    return stats

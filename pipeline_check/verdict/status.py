@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 from pipeline_check.core.errors import ExitCode
@@ -34,9 +35,13 @@ def verdict_of(statuses: list[Status]) -> Status:
     return Status.PASSED if worst == Status.NOT_APPLICABLE else worst
 
 
-def exit_code(verdict: Status, *, allow_inconclusive: bool = False) -> ExitCode:
+def exit_code(statuses: Sequence[Status], *, allow_inconclusive: bool = False) -> ExitCode:
     """Gates are fail-closed: passed (with not-applicable checks) exits 0, a breach exits 1, and so does
-    an inconclusive verdict unless the caller allows it."""
-    if verdict <= Status.NOT_APPLICABLE or (verdict == Status.INCONCLUSIVE and allow_inconclusive):
+    an inconclusive verdict unless the caller allows it; even then a run in which no check passed exits 1
+    (nothing was proven)."""
+    verdict = verdict_of(list(statuses))
+    if verdict <= Status.NOT_APPLICABLE:
+        return ExitCode.OK
+    if verdict == Status.INCONCLUSIVE and allow_inconclusive and Status.PASSED in statuses:
         return ExitCode.OK
     return ExitCode.VERDICT_FAILED

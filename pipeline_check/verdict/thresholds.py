@@ -3,13 +3,14 @@
 ::
 
     threshold := metric OP value
-    metric    := "e2e." AGG [WINDOW] | "stage." STAGE "." AGG [WINDOW] | "throughput" | "recovery" | COUNT | SHARE
-               | FAMILY "." STAGE "." AGG | "api.response." AGG
+    metric    := "e2e." AGG [WINDOW] | "stage." STAGE "." AGG [WINDOW] | "throughput" | "recovery"
+               | COUNT ["." STAGE] | SHARE | RATE "." STAGE | FAMILY "." STAGE "." AGG | "api.response." AGG
     WINDOW    := "[before]" | "[during]" | "[after]"   canaries sent before, during or after the faults
     FAMILY    := freshness | lag | lag_records | snapshot_age      (sampled by passive runs)
     AGG       := p50 | p90 | p95 | p99 | p999 | min | max | avg
     COUNT     := lost | duplicates | corrupted | retracted | incomplete | out_of_order | delivered
-    SHARE     := loss_rate | duplicate_rate | corrupt_rate | coverage
+    SHARE     := RATE | coverage
+    RATE      := loss_rate | duplicate_rate | corrupt_rate
     OP        := < | <= | > | >= | == | !=
     value     := duration (500ms, 30s, 2m) | rate (100/s, or 90% of the achieved injection rate)
                | integer for counts and lag_records | percentage for shares
@@ -18,6 +19,9 @@
 Examples: ``e2e.p99 < 30s``, ``stage.iceberg.p95 < 10s``, ``throughput >= 100/s``, ``lost == 0``,
 ``loss_rate < 0.1%``, ``coverage == 100%``, ``e2e.p99[during] < 60s``, ``recovery < 30s``,
 ``freshness.iceberg.max < 60s``, ``lag.consumer.p99 < 30s``, ``api.response.p95 < 500ms``, ``contract``.
+A count or a rate with a stage is judged at that stage only: ``duplicates.iceberg == 0``,
+``corrupted.api == 0``, ``retracted.iceberg == 0``, ``lost.iceberg == 0`` (never seen there),
+``duplicate_rate.kafka < 1%``.
 
 A threshold that can never pass (``lost < 0``, ``coverage > 100%``) or the same threshold twice is an error
 when the config loads. How each is judged: :mod:`pipeline_check.verdict.evaluation`.
@@ -93,6 +97,15 @@ class Threshold:
     relative: bool = False  # a rate given as a share of the achieved injection rate ("90%")
     window: str | None = None  # latencies of canaries sent before, during or after the faults
     series: str | None = None  # the sampled series judged ("freshness.iceberg", "api.response")
+    step: float = 1.0  # a share's precision as written: the unit of its last digit ("0%": 1, "0.1%": 0.1)
+
+    @property
+    def count(self) -> str:
+        """The count a count or share threshold judges (``duplicates``, ``lost`` for ``loss_rate``), with
+        its stage where it names one (``duplicates.iceberg``): the key of its tally."""
+        base = self.metric.split(".")[0]
+        base = RATES.get(base, base)
+        return base if self.stage is None else f"{base}.{self.stage}"
 
     @property
     def passive_only(self) -> bool:
@@ -112,6 +125,17 @@ class Threshold:
     def key(self) -> tuple[str, str, str, float, bool]:
         """What makes two thresholds the same check, however they are spelt."""
         return self.metric, self.window or "", self.op, self.value, self.relative
+
+
+def e2e_bound(thresholds: Iterable[Threshold]) -> float | None:
+    """The largest upper bound on an end-to-end latency (``e2e.p99 < 30s``, windows too): a canary has
+    until then, after its injection, to be delivered in time; None without such a threshold."""
+    bounds = [
+        t.value
+        for t in thresholds
+        if t.kind == "latency" and t.metric.startswith("e2e.") and t.series is None and t.op in ("<", "<=")
+    ]
+    return max(bounds, default=None)
 
 
 def parse_thresholds(texts: Iterable[tuple[str, str]], stages: tuple[str, ...]) -> list[Threshold]:
@@ -141,6 +165,7 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
     parts = metric.split(".")
     stage = agg = None
     relative = False
+    step = 1.0
     is_latency = (len(parts) == 2 and parts[0] == "e2e") or (len(parts) == 3 and parts[0] == "stage")
     if window is not None and (window not in WINDOWS or not is_latency):
         fix = f"windows are {', '.join(WINDOWS)}, on latencies: e.g. e2e.p99[during] < 60s"
@@ -151,18 +176,21 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
         if not m:
             raise bad(f"{raw!r} is not a rate", "write it per second (100/s) or as a share of the injection rate (90%)")
         value, relative = float(m["n"]), raw.endswith("%")
-    elif metric in COUNTS:
+    elif parts[0] in COUNTS and len(parts) <= 2:
         kind = "count"
+        stage = _stage_of(parts, stages, bad)
         m = _COUNT.match(raw)
         if not m:
             raise bad(f"{raw!r} is not a whole number", "counts compare to integers, e.g. lost == 0")
         value = float(m["n"])
-    elif metric in SHARES:
+    elif metric in SHARES or (len(parts) == 2 and parts[0] in RATES):
         kind = "share"
+        stage = _stage_of(parts, stages, bad)
         m = _SHARE.match(raw)
         if not m:
             raise bad(f"{raw!r} is not a percentage", f"write it with %, e.g. {metric} < 0.1%")
         value = float(m["n"])
+        step = 10.0 ** -len(m["n"].partition(".")[2])
     elif metric == "recovery":
         kind = "latency"
         seconds = parse_duration(raw)
@@ -185,13 +213,23 @@ def parse_threshold(text: str, stages: tuple[str, ...], setting: str = "sla.thre
         value = seconds
     else:
         known = ["e2e.<stat>[window]", "stage.<name>.<stat>[window]", "throughput", "recovery", *COUNTS, *SHARES]
+        known += ["<count>.<stage>", "<rate>.<stage>"]
         known += [f"{family}.<stage>.<stat>" for family in PASSIVE_FAMILIES] + [f"{API_RESPONSE}.<stat>", CONTRACT]
         raise bad(f"unknown metric {metric!r}", f"use one of {', '.join(known)}")
-    threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative, window)
+    threshold = Threshold(text.strip(), metric, op, value, kind, stage, agg, relative, window, step=step)
     never = _never_holds(threshold)
     if never:
         raise bad(f"can never pass ({never})", "fix the value or the operator")
     return threshold
+
+
+def _stage_of(parts: list[str], stages: tuple[str, ...], bad: Callable[[str, str], ConfigError]) -> str | None:
+    """The stage a count or rate names after its dot (None: the whole run)."""
+    if len(parts) == 1:
+        return None
+    if parts[1] not in stages:
+        raise bad(f"unknown stage {parts[1]!r}", f"configured stages: {', '.join(stages) or 'none'}")
+    return parts[1]
 
 
 def _series_threshold(

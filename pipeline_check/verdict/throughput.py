@@ -58,15 +58,16 @@ class Estimate:
 class ThroughputFigures:
     """Delivered throughput as the estimator found it (:func:`delivered_rate`), for the report and the checks."""
 
-    delivered: float  # canaries/s over the whole run
+    delivered: float  # THE figure: canaries/s over the whole run, or the tail's upper bound where lower
     tail: float | None  # over the last part of the run (a late slowdown), when it has enough points
-    injected_rate: float  # what the validator achieved
+    injected_rate: float  # what the validator achieved over every canary it sent: the basis
     steps: int  # distinct arrival times at the last stage
     detail: str
     limited: str | None = None  # why the validator, not the pipeline, set the pace
     span: float = 0.0  # seconds over which the delivered canaries were sent
     interval: float = 0.0  # the pipeline's batch interval, seconds (throughput.batch_interval)
     tail_upper: float | None = None  # the upper 95 % bound of ``tail``
+    whole: float = 0.0  # canaries/s over the whole run (``delivered`` unless the tail's bound is lower)
 
 
 def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
@@ -97,6 +98,12 @@ def delivered_rate(sent: Floats, arrivals: Floats) -> Estimate:
         tail = _rate(injected_rate, float(np.median(slopes)))
         tail_upper = _rate(injected_rate, slope_bounds(slopes)[0])
     return Estimate(rate, tail, injected_rate, len(steps), gap, span, interval, tail_upper)
+
+
+def judged_rate(whole: float, tail_upper: float | None) -> float:
+    """The one delivered-rate figure (reports and the check alike): the whole run's rate, or the upper 95 %
+    bound of its last part's where even that is lower (a slowdown that set in late, beyond jitter)."""
+    return whole if tail_upper is None else min(whole, tail_upper)
 
 
 def batch_interval(gaps: Floats) -> float:

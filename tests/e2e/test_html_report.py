@@ -194,6 +194,9 @@ count = 150
 rate = 300
 settle = 0
 drain_timeout = "1s"
+
+[sla]  # freshness judged at 2 s: the run waits that long for the canaries the api drops, not 30 s
+thresholds = ["e2e.p99 < 2s", "lost == 0", "duplicates == 0", "corrupted == 0", "coverage == 100%"]
 """
 
 

@@ -125,7 +125,7 @@ def build_run(
     verdict = verdict_of([r.status for r in results])
     finished = RunFinished(
         verdict=verdict,
-        exit_code=exit_code(verdict),
+        exit_code=exit_code([r.status for r in results]),
         results=results,
         summary=summary,
         resolution=dict.fromkeys(stages, 0.1),

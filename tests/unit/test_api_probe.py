@@ -8,11 +8,13 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from services.api_time import TimeForm, TimeFormat
 
 from pipeline_check.backends.api.probe import ApiProbe, ApiSettings
 from pipeline_check.backends.probe import ProbeContext
@@ -35,6 +37,10 @@ class Behaviour:
     cap: int | None = None  # answers hold at most this many records, whatever `limit` says
     key: str = "data"
     requests: int = 0
+    # the time form of answers and of start_time/end_time: the reference API's own (services.api_time)
+    form: TimeForm = TimeForm.MS
+    by_price: bool = False  # answers ordered by price, highest first, not by time
+    ignore_end: bool = False  # end_time not applied
 
 
 @pytest.fixture
@@ -49,10 +55,16 @@ def api() -> Iterator[tuple[str, Behaviour]]:
                 return
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             behaviour.requests += 1
-            start, end, limit = int(q["start_time"]), int(q["end_time"]), int(q["limit"])
-            rows = [r for r in behaviour.records if r["symbol"] == q["symbol"] and start <= r["trade_time"] < end]
-            rows.sort(key=lambda r: (r["trade_time"], r["trade_id"]), reverse=not behaviour.oldest_first)
-            self._send({behaviour.key: rows[: min(limit, behaviour.cap or limit)]})
+            form = TimeFormat(behaviour.form)
+            start, end, limit = form.parse(q["start_time"]) // 1000, form.parse(q["end_time"]) // 1000, int(q["limit"])
+            inside = [r for r in behaviour.records if r["symbol"] == q["symbol"] and start <= r["trade_time"]]
+            rows = [r for r in inside if behaviour.ignore_end or r["trade_time"] < end]
+            if behaviour.by_price:
+                rows.sort(key=lambda r: (Decimal(r["price"]), r["trade_id"]), reverse=True)
+            else:
+                rows.sort(key=lambda r: (r["trade_time"], r["trade_id"]), reverse=not behaviour.oldest_first)
+            shown = [r | {"trade_time": form.render(r["trade_time"] * 1000)} for r in rows]
+            self._send({behaviour.key: shown[: min(limit, behaviour.cap or limit)]})
 
         def _send(self, body: object) -> None:
             data = json.dumps(body).encode()
@@ -76,24 +88,29 @@ def api() -> Iterator[tuple[str, Behaviour]]:
         thread.join(5)
 
 
-def book_of(count: int) -> TraceBook:
+def book_of(count: int, apart: float = 0.01) -> TraceBook:
     factory = TradeFactory(RUN, seed=3, count=count, symbols=("CANARYUSDT",))
     book = TraceBook(RUN, factory, route_of(("api",)), Clock())
     for seq in range(count):
-        book.inject(seq, 100.0 + seq * 0.01)  # 10 ms apart: distinct milliseconds
+        book.inject(seq, 100.0 + seq * apart)  # 10 ms apart by default: distinct milliseconds
     return book
 
 
-def rows_of(book: TraceBook, seqs: range | list[int]) -> list[dict[str, Any]]:
+def rows_of(book: TraceBook, seqs: range | list[int], shift_ms: int = 0) -> list[dict[str, Any]]:
     return [
-        {"symbol": "CANARYUSDT", "trade_id": RUN.tag(s), "trade_time": int(book.sent_ms[s]), "price": "1.0"}
+        {
+            "symbol": "CANARYUSDT",
+            "trade_id": RUN.tag(s),
+            "trade_time": int(book.sent_ms[s]) + shift_ms,
+            "price": f"{(s * 7919) % 100}.5",  # prices in no order of time
+        }
         for s in seqs
     ]
 
 
-def sweep(url: str, book: TraceBook, notes: list[str], between: Any = None, **settings: Any) -> None:
-    """One probe's start, one look at the pending windows, ``between()``, and its last pass (which looks
-    at the whole run again)."""
+def sweep(url: str, book: TraceBook, notes: list[str], between: Any = None, looks: int = 1, **settings: Any) -> None:
+    """One probe's start, ``looks`` looks at the run's windows, ``between()``, another look, and its last
+    pass (which looks at the whole run again)."""
     probe = ApiProbe(
         ApiSettings(base_url=url, **settings),
         ProbeContext("api", "source", book.clock, RUN, book, notes.append),
@@ -102,10 +119,13 @@ def sweep(url: str, book: TraceBook, notes: list[str], between: Any = None, **se
     async def go() -> None:
         await probe.start()
         try:
-            for symbol, (first, last) in book.pending_windows_ms("api").items():
-                await probe._sweep(symbol, first, last + 1)
+            for _ in range(looks):
+                for symbol, (first, last) in book.run_windows_ms().items():
+                    await probe._sweep(symbol, first, last + 1)
             if between is not None:
                 between()
+                for symbol, (first, last) in book.run_windows_ms().items():
+                    await probe._sweep(symbol, first, last + 1)
         finally:
             await probe.finish()
 
@@ -128,11 +148,11 @@ def test_full_pages_are_followed_in_either_order(api: tuple[str, Behaviour], old
 def test_a_page_cap_below_the_limit_is_found_and_paged_through(api: tuple[str, Behaviour]) -> None:
     url, behaviour = api
     book = book_of(30)
-    behaviour.records, behaviour.cap = rows_of(book, range(30)), 7
+    behaviour.records, behaviour.cap = rows_of(book, range(30)), 12
     notes: list[str] = []
     sweep(url, book, notes, limit=1000)
     assert book.reached("api") == 30, notes
-    assert any("answers hold at most 7 records though limit=1000" in n for n in notes), notes
+    assert any("answers hold at most 12 records though limit=1000" in n for n in notes), notes
 
 
 def test_copies_in_one_answer_are_duplicates_and_a_row_gone_is_retracted(api: tuple[str, Behaviour]) -> None:
@@ -166,3 +186,92 @@ def test_settings_that_find_nothing_stop_the_run_at_the_first_answer(
     message = str(exc.value)
     assert message.startswith(setting) and shown in message
     assert "CANARYUSDT" in message or "data" in message  # one record (or the answer) is shown
+
+
+# -- time forms, capped answers in another order, bounds the API ignores, moved times ---------------------
+
+QUERY = "/v1/trades?symbol={{symbol}}&start_time={{start_{form}}}&end_time={{end_{form}}}&limit={{limit}}"
+
+
+@pytest.mark.parametrize("form", list(TimeForm))
+def test_every_time_form_pages_and_shows_what_is_gone(api: tuple[str, Behaviour], form: TimeForm) -> None:
+    url, behaviour = api
+    book = book_of(25, apart=0.45)  # pages of 4 span more than a second: whole seconds still have an edge
+    behaviour.records, behaviour.form = rows_of(book, range(25)), form
+    notes: list[str] = []
+
+    def delete_3() -> None:
+        behaviour.records = rows_of(book, [s for s in range(25) if s != 3])
+
+    sweep(url, book, notes, between=delete_3, limit=4, query=QUERY.format(form=form.value))
+    assert book.reached("api") == 25, notes
+    assert (book.copies("api") == 1).all()  # every page edge counted once, in every form
+    gone, _, _ = book.retractions("api")
+    assert gone.tolist() == [1 if s == 3 else 0 for s in range(25)], notes
+    assert not book.diffs  # every time read back as the send time it holds, at its form's precision
+
+
+def test_without_a_time_field_retractions_cannot_be_observed(api: tuple[str, Behaviour]) -> None:
+    url, behaviour = api
+    book = book_of(5)
+    behaviour.records = rows_of(book, range(5))
+    sweep(url, book, [], time_field=None)
+    assert book.reached("api") == 5
+    assert "has no time_field" in book.unobservable["api"]["retracted"]
+
+
+def test_capped_answers_not_ordered_by_time_are_split_not_trusted(api: tuple[str, Behaviour]) -> None:
+    url, behaviour = api
+    book = book_of(60)
+    behaviour.records, behaviour.cap, behaviour.by_price = rows_of(book, range(60)), 12, True
+    notes: list[str] = []
+    # three looks (the cap shows as a recurring largest answer), then the last sweep
+    probe_looks = 3
+    sweep(url, book, notes, looks=probe_looks, limit=1000)
+    assert book.reached("api") == 60, notes
+    assert not book.retractions("api")[0].any(), "a truncated page read as complete"
+    assert any("not ordered by trade_time: they cannot be paged, so windows are split" in n for n in notes), notes
+    assert "api" not in book.unobservable
+
+
+def test_a_cap_within_one_unit_of_time_makes_retractions_and_duplicates_inconclusive(
+    api: tuple[str, Behaviour],
+) -> None:
+    url, behaviour = api
+    book = book_of(30, apart=0.00001)  # thirty canaries within one millisecond
+    behaviour.records, behaviour.cap, behaviour.by_price = rows_of(book, range(30)), 12, True
+    sweep(url, book, [], looks=3, limit=1000)
+    cannot = book.unobservable["api"]
+    assert set(cannot) == {"retracted", "duplicates"} and "all within one 1 ms" in cannot["retracted"]
+    assert book.reached("api") < 30  # what a capped answer leaves out cannot be read at all
+
+
+def test_records_outside_the_window_asked_are_left_out(api: tuple[str, Behaviour]) -> None:
+    url, behaviour = api
+    book = book_of(10)
+    behaviour.records, behaviour.ignore_end = rows_of(book, range(10)), True
+    notes: list[str] = []
+    probe = ApiProbe(ApiSettings(base_url=url), ProbeContext("api", "source", book.clock, RUN, book, notes.append))
+
+    async def go() -> None:
+        await probe.start()
+        try:
+            await probe._sweep("CANARYUSDT", int(book.sent_ms[0]), int(book.sent_ms[4]) + 1)  # the first five
+        finally:
+            await probe._client.aclose()
+
+    asyncio.run(go())
+    assert book.reached("api") == 5  # the five after end_time are not this window's
+    assert any("does not honour a time bound" in n for n in notes), notes
+
+
+def test_a_moved_time_is_corrupted_and_its_latency_unmeasured(api: tuple[str, Behaviour]) -> None:
+    url, behaviour = api
+    book = book_of(5)
+    behaviour.records = rows_of(book, range(5), shift_ms=2000)  # every time 2 s late
+    notes: list[str] = []
+    sweep(url, book, notes)
+    assert book.reached("api") == 5
+    assert {(d.stage, d.field) for d in book.diffs[0]} == {("api", "trade_time")}
+    assert book.untimed("api").all()  # found where the probe was not looking for them
+    assert any("found outside their send-time window" in n for n in notes), notes

@@ -187,8 +187,10 @@ def test_copies_in_streams_and_views_and_retractions() -> None:
     assert (by["api"].duplicated, by["api"].extra_copies, by["api"].retracted) == (1, 2, 1)
     assert s.duplicates == 1  # canaries duplicated at some stage: seq 0 at kafka and api
     assert s.retracted == 1
-    seen(b, "api", 1, 8.0, copies=1)  # back again: no longer retracted
-    assert summary_of(b).retracted == 0
+    seen(b, "api", 1, 8.0, copies=1)  # back again: still retracted, restored after 1 s
+    restored = summary_of(b)
+    assert restored.retracted == 1 and restored.stage["api"].restored == 1
+    assert [r.text for r in restored.retractions] == ["retracted, restored after 1.0s"]
 
 
 def test_coverage_per_shard() -> None:
@@ -233,7 +235,7 @@ def test_ordering_is_not_applicable_where_the_validator_made_the_order() -> None
         b.inject(seq, float(seq))
         seen(b, "kafka", seq, seq + 0.1, ref=Ref(0, 3 - seq))
     s = summary_of(b, validator_ordered={"kafka"})
-    assert (s.out_of_order, s.order_stage) == (None, None)
+    assert (s.out_of_order, s.order_stages) == (None, [])
     assert measurements(s, b).tallies["out_of_order"].not_applicable
     assert summary_of(b).out_of_order == 3  # judged when the pipeline made that order
 

@@ -66,7 +66,7 @@ def test_values_compare_whatever_form_they_came_back_in(sent: object, held: obje
     [
         ("T:ms@Mars/Olympus", "is not a time zone"),
         ("T:ms@+25:00", "is not a time zone"),
-        ("p:decimal@UTC", "only ms takes a time zone"),
+        ("p:decimal@UTC", "only ms and time take a time zone"),
         ("p:fuzzy@UTC", "is not a comparison"),
     ],
 )

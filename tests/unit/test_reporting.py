@@ -85,7 +85,7 @@ def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
     assert doc["stages"][2]["upstream"] == "kafka"
     assert doc["e2e"]["reached"] == 200 and doc["e2e"]["latency"]["p99"] > 0 and doc["e2e"]["stage"] == "api"
     assert doc["lost"]["count"] == 0 and doc["lost"]["stuck"] == {} and doc["lost"]["rate_bound_pct"] > 0
-    assert doc["throughput"]["injected_per_s"] == pytest.approx(100.0)
+    assert doc["throughput"]["injected_per_s"] == pytest.approx(99.0)  # what the injector achieved
     assert doc["throughput"]["delivery_steps"] == run.summary.throughput.steps >= 5
     assert doc["stages"][0]["shards"] == [{"shard": 0, "seen": 200, "delivered": 200}]
     assert doc["injection"]["sent"] == 200
@@ -315,3 +315,17 @@ def test_build_handlers(tmp_path: Path) -> None:
     ]
     assert kinds == [ConsoleReporter, JsonReporter, JUnitReporter]
     assert build_handlers(None, {}) == []
+
+
+def test_one_throughput_figure_everywhere(tmp_path: Path, make_run: MakeRun) -> None:
+    """The check's observed value, the console's headline, JUnit's throughput_per_s and the JSON agree."""
+    run = make_run(count=400, thresholds=("throughput >= 90%",))
+    figure = run.summary.throughput.delivered
+    check = run.finished.results[0]
+    assert check.observed == figure
+    feed(JsonReporter(tmp_path / "r.json"), run)
+    assert strict_json(tmp_path / "r.json")["throughput"]["delivered_per_s"] == figure
+    feed(JUnitReporter(tmp_path / "j.xml"), run)
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert props["throughput_per_s"] == f"{figure:.3f}"
+    assert f"delivered {figure:.1f}/s" in console_text(run) and check.observed_text == f"{figure:.1f}/s"

@@ -10,7 +10,7 @@ from pipeline_check.verdict.results import format_value
 from pipeline_check.verdict.statistics import aggregate, min_samples
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.thresholds import OPS, Threshold, parse_threshold, parse_thresholds
-from pipeline_check.verdict.throughput import ThroughputFigures
+from pipeline_check.verdict.throughput import ThroughputFigures, judged_rate
 
 STAGES = ("kafka", "iceberg", "api")
 
@@ -162,13 +162,19 @@ def measurements(
     latencies = {} if e2e is None else {"e2e": np.asarray(e2e, dtype=np.float64)}
     upper = tail if tail_upper is None else tail_upper
     figures = ThroughputFigures(
-        throughput, tail, injected, steps, "delivered", limited, span=10.0, interval=gap, tail_upper=upper
-    )
+        judged_rate(throughput, upper), tail, injected, steps, "delivered", limited, span=10.0, interval=gap,
+        tail_upper=upper, whole=throughput,
+    )  # fmt: skip
     return Measurements(latencies, tallies or {}, figures, Tally(0, 3, "3 partitions"), int(injected), extra)
 
 
+VERBS = {"lost": "lost", "duplicates": "duplicated", "corrupted": "corrupted", "out_of_order": "out of order"}
+
+
 def tally(count: int, out_of: int = 100, **kw: str) -> dict[str, Tally]:
-    return {name: Tally(count, out_of, "detail", **kw) for name in ("lost", "duplicates", "corrupted", "out_of_order")}
+    return {
+        name: Tally(count, out_of, "detail", verb=verb, population="injected", **kw) for name, verb in VERBS.items()
+    }
 
 
 TENTHS = [i / 10 for i in range(1, 101)]  # 0.1 .. 10.0 s; p99 = 9.9 s
@@ -206,6 +212,14 @@ INF = float("inf")
         ("loss_rate < 0.1%", measurements(tallies=tally(0, 10_000)), Status.PASSED, 0.0),  # bound 0.03 %
         ("loss_rate < 0.1%", measurements(tallies=tally(0, 100)), Status.INCONCLUSIVE, 0.0),  # bound 2.95 %
         ("loss_rate < 0.1%", measurements(tallies=tally(5, 1000)), Status.FAILED, 0.5),
+        # one rule for <, <= and ==: broken by the rate seen, kept only by its bound; "0%" read to its last digit
+        ("loss_rate == 0%", measurements(tallies=tally(0, 3)), Status.INCONCLUSIVE, 0.0),  # bound 63 %
+        ("loss_rate <= 0%", measurements(tallies=tally(0, 3)), Status.INCONCLUSIVE, 0.0),
+        ("loss_rate == 0%", measurements(tallies=tally(0, 600)), Status.PASSED, 0.0),  # bound 0.498 % < 0.5 %
+        ("loss_rate <= 0%", measurements(tallies=tally(0, 600)), Status.PASSED, 0.0),
+        ("loss_rate == 0.0%", measurements(tallies=tally(0, 600)), Status.INCONCLUSIVE, 0.0),  # needs < 0.05 %
+        ("loss_rate == 0%", measurements(tallies=tally(1, 5000)), Status.FAILED, 0.02),  # any loss breaks 0 %
+        ("loss_rate <= 1%", measurements(tallies=tally(3, 1000)), Status.PASSED, 0.3),  # bound 0.84 %
         ("coverage == 100%", measurements(), Status.PASSED, 100.0),
     ],
 )
@@ -229,10 +243,12 @@ def test_evaluate_details() -> None:
     assert few.detail.startswith("too few samples for p999 of e2e latency: 100 < 1000")
     assert few.observed_text == "n/a"
     lost = evaluate(parse_threshold("lost == 0", STAGES), measurements(tallies=tally(0, 1000)))
-    assert lost.detail.startswith("0 of 1,000 lost: rate < 0.30% (95%)")
+    assert lost.detail.startswith("0 lost of 1,000 injected: rate < 0.30% (95%)")
     assert lost.rate_bound == pytest.approx(0.2991, abs=1e-4)
     rate = evaluate(parse_threshold("loss_rate < 0.1%", STAGES), measurements(tallies=tally(0, 100)))
     assert "inject more canaries" in rate.detail
+    zero = evaluate(parse_threshold("loss_rate == 0%", STAGES), measurements(tallies=tally(0, 3)))
+    assert "the bound is not below 0.5% (the 0% limit, read to its last written digit)" in zero.detail
 
 
 @pytest.mark.parametrize(

@@ -59,9 +59,7 @@ class ApiContract:
             query = reader.url(symbols[0], 0, 1)  # an empty, timeless window
             requests = [(query, "configured"), (UNKNOWN_PATH, "configured")]
             if "{limit}" in settings.query:
-                bad = settings.query.format(
-                    symbol=symbols[0], start_ms=0, end_ms=1, limit="not-a-number", tag_lo=0, tag_hi=0
-                )
+                bad = reader.url(symbols[0], 0, 1, limit="not-a-number")
                 requests.append((bad, "configured"))
             if settings.headers:
                 requests += [(query, "none"), (query, "wrong")]

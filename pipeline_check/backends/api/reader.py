@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from pipeline_check.backends.api.probe import ApiSettings
+from pipeline_check.canary.time_forms import forms_in, placeholders, zone
 from pipeline_check.core.errors import ConfigError, EndpointError
 from pipeline_check.core.jsonpath import compile_path
 from pipeline_check.verdict.response_times import ResponseTimes
@@ -35,10 +36,11 @@ class ApiReader:
         headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self.client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=settings.timeout)
 
-    def url(self, symbol: str, start_ms: int, end_ms: int, limit: int | None = None) -> str:
+    def url(self, symbol: str, start_ms: int, end_ms: int, limit: int | str | None = None) -> str:
         lo, hi = self.tags
+        times = placeholders(start_ms, end_ms, forms_in(self.settings.query), zone(self.settings.time_zone))
         return self.settings.query.format(
-            symbol=symbol, start_ms=start_ms, end_ms=end_ms, limit=limit or self.settings.limit, tag_lo=lo, tag_hi=hi
+            symbol=symbol, limit=limit or self.settings.limit, tag_lo=lo, tag_hi=hi, **times
         )
 
     async def get(

@@ -3,7 +3,7 @@
 For each symbol (``passive.symbols``) it asks for a recent window reaching a day ahead (records in the
 future show clock skew), widened (10 s, 5 min, 1 h, 1 day) until one holds records; a full answer in
 ascending order is paged forward. The record's time is ``passive.event_time`` of the
-stage, or its ``time_field`` (epoch ms).
+stage, or its ``time_field`` (any time form: :mod:`pipeline_check.canary.time_forms`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import ClassVar
 from pipeline_check.backends.api.probe import ApiSettings
 from pipeline_check.backends.api.reader import AHEAD_MS, ApiReader
 from pipeline_check.backends.sampler import Reading, SamplerContext, age
+from pipeline_check.canary.time_forms import read_time, zone
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.core.jsonpath import compile_path
 from pipeline_check.core.plugins import PluginSettings
@@ -37,6 +38,7 @@ class ApiSampler:
         self.field = field
         self._time = compile_path(f"passive.event_time.{ctx.stage}", field)
         self._reader = ApiReader(settings, ctx.stage, ctx.responses)
+        self._zone = zone(settings.time_zone)
 
     async def start(self) -> None:
         await self._reader.check_health()
@@ -58,7 +60,8 @@ class ApiSampler:
         start, records = await self._reader.recent(symbol, now_ms)
         newest = None
         for _ in range(MAX_PAGES):
-            times = [t for t in map(self._time, records) if isinstance(t, int) and not isinstance(t, bool)]
+            read = (read_time(t, self._zone) if t is not None else None for t in map(self._time, records))
+            times = [int(instant.ms) for instant in read if instant is not None]
             if not times:
                 break
             newest = max(times) if newest is None else max(newest, *times)

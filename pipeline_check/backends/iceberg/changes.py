@@ -67,7 +67,8 @@ class SnapshotChange:
     timestamp_ms: int  # the snapshot's own time (the writer's clock)
     operation: str  # append | overwrite | replace | delete (from the summary)
     delta: dict[int, int]  # tag -> live rows added minus removed by this snapshot (0 entries omitted)
-    # tag -> one live row of a data file this snapshot added (a rescan: of the state read), selected columns
+    # tag -> one live row of a data file this snapshot added (a rescan: of the state read), selected columns:
+    # every version of a canary row the table shows passes through here (an overwrite's rewritten rows too)
     rows: dict[int, dict[str, Any]]
     rescanned: bool = False  # the delta compares a full read of this state with the feed's last one
 

@@ -144,16 +144,25 @@ class IcebergProbe:
         return self._reader.load(table, location)
 
     def _record(self, seen_at: float, changes: list[SnapshotChange]) -> None:
+        """The table as this look finds it: each canary's live rows after every snapshot committed since the
+        last look (0 after a sighting: gone; back above 0: restored), then every canary row version those
+        snapshots wrote (an append, an overwrite's or update's rewritten row, a compaction's copy), compared
+        with what was sent: a row rewritten with other values is corrupted. A row gone and back between two
+        looks (one commit's delete and append, as an overwrite writes them) is no retraction: no reader saw it
+        gone, as far as the probe's resolution can tell."""
         recorder, stage, settings = self.ctx.recorder, self.ctx.stage, self.settings
+        first: dict[int, SnapshotChange] = {}  # tag -> the first snapshot of this look that changed it
         for change in changes:
             self._live.apply(change)
             for tag in change.delta:
-                live = self._live.counts.get(tag, 0)
-                first = recorder.seen(
-                    stage, tag, seen_at, copies=live, source_ms=change.timestamp_ms, ref=self._ref(change, tag)
-                )
-                if first and settings.fields and tag in change.rows:
-                    recorder.diff(stage, tag, change.rows[tag], settings.fields)
+                first.setdefault(tag, change)
+        for tag, change in first.items():
+            live = self._live.counts.get(tag, 0)
+            recorder.seen(stage, tag, seen_at, copies=live, source_ms=change.timestamp_ms, ref=self._ref(change, tag))
+        if settings.fields:
+            for change in changes:
+                for tag, row in change.rows.items():
+                    recorder.diff(stage, tag, row, settings.fields, at=seen_at)
 
     def _ref(self, change: SnapshotChange, tag: int) -> Ref:
         """Where the canary became live: the snapshot, or its ordering column's value when one is named."""

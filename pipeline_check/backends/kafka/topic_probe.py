@@ -145,9 +145,9 @@ class KafkaTopicProbe:
                 tag = self._tag(message)
                 if tag is None:
                     continue
-                first = recorder.seen(stage, tag, now, source_ms=record.timestamp, ref=Ref(tp.partition, record.offset))
-                if first and fields and isinstance(message, dict):
-                    recorder.diff(stage, tag, flat(message), fields)
+                recorder.seen(stage, tag, now, source_ms=record.timestamp, ref=Ref(tp.partition, record.offset))
+                if fields and isinstance(message, dict):  # every copy: a re-send with another payload differs
+                    recorder.diff(stage, tag, flat(message), fields, at=now)
 
     def _decode(self, value: bytes | None) -> Any:
         """The record as a document, or None when it is not one of the stage's format."""

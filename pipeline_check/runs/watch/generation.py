@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from pipeline_check.backends.capabilities import PROBES
 from pipeline_check.backends.probe import Probe, ProbeContext, Ref
+from pipeline_check.canary.time_forms import Instant
 from pipeline_check.config import PipelineConfig
 from pipeline_check.core.clock import Clock
 from pipeline_check.runs.watch.ring import CanaryRing, Generation, Ints
@@ -40,11 +41,20 @@ class GenerationRecorder:
         ref: Ref | None = None,
         source_ms: float | None = None,
         copies: int | None = None,
+        timed: bool = True,
     ) -> bool:
-        return self.ring.seen(self.gen, stage, tag, at, ref=ref, source_ms=source_ms, copies=copies)
+        return self.ring.seen(self.gen, stage, tag, at, ref=ref, source_ms=source_ms, copies=copies, timed=timed)
 
-    def diff(self, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str]) -> None:
-        self.ring.diff(self.gen, stage, tag, record, fields)
+    def diff(
+        self, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str], at: float | None = None
+    ) -> None:
+        self.ring.diff(self.gen, stage, tag, record, fields, at)
+
+    def placed_at(self, stage: str, tag: object, field: str, instant: Instant, shown: str) -> None:
+        self.ring.placed_at(self.gen, stage, tag, field, instant, shown)
+
+    def cannot_observe(self, stage: str, what: str, why: str) -> None:
+        self.ring.cannot_observe(stage, what, why)
 
     def declare_shards(self, stage: str, shards: Sequence[int]) -> None:
         self.ring.declare_shards(stage, shards)

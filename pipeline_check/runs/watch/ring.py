@@ -26,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.backends.probe import Ref
-from pipeline_check.canary.fidelity import FieldDiff, compare
+from pipeline_check.canary.fidelity import FieldDiff
 from pipeline_check.canary.tags import MAX_SEQ, RunId
+from pipeline_check.canary.time_forms import Instant
 from pipeline_check.canary.trades import Trade, TradeFactory
 from pipeline_check.core.clock import Clock
 from pipeline_check.runs.watch.metrics import WatchMetrics
@@ -69,8 +70,10 @@ class StageSlots(StageColumns):
 
     def clear(self, slot: int) -> None:
         self.first[slot] = self.last[slot] = self.source_ms[slot] = np.nan
-        self.copies[slot] = 0
+        self.gone_at[slot] = self.restored_after[slot] = np.nan
+        self.copies[slot] = self.gone[slot] = self.digest[slot] = 0
         self.live[slot] = self.shard[slot] = self.position[slot] = -1
+        self.untimed[slot] = self.checked[slot] = False
 
 
 class CanaryRing:
@@ -105,6 +108,7 @@ class CanaryRing:
         self.diffs: dict[int, list[FieldDiff]] = {}  # per slot
         self.shards: dict[str, tuple[int, ...]] = {}
         self.ordered: set[str] = set()
+        self.unobservable: dict[str, dict[str, str]] = {}  # per stage: what it cannot observe, and why
         self.next_index = 0  # the index the next canary gets
         self.oldest_open = 0  # every canary below this index is closed
         self.closed_until = -math.inf  # every canary whose deadline is not after this is closed
@@ -179,43 +183,64 @@ class CanaryRing:
         ref: Ref | None = None,
         source_ms: float | None = None,
         copies: int | None = None,
+        timed: bool = True,
     ) -> bool:
         """A sighting of ``tag`` at ``stage`` (the trace book's rules); True the first time."""
         slot = self.slot_of(gen, tag)
         if slot is None:
             return False
         column = self.stages[stage]
-        first = column.sight(slot, at, ref, source_ms, copies)
+        first = column.sight(slot, at, ref, source_ms, copies, timed)
         if column.copies[slot] > 1 and not self.duplicated[slot]:
             self.duplicated[slot] = True
             self.metrics.duplicated.inc()
         if first:
-            self._first_sighting(stage, slot, at)
+            self._first_sighting(stage, slot, at, timed)
         return first
 
-    def _first_sighting(self, stage: str, slot: int, at: float) -> None:
+    def _first_sighting(self, stage: str, slot: int, at: float, timed: bool) -> None:
         metrics = self.metrics
         metrics.delivered[stage].inc()
         upstream = self.route.upstream[stage]
         since = self.injected_at[slot] if upstream == SOURCE else self.stages[upstream].first[slot]
-        if not math.isnan(since):
-            metrics.hop[stage].observe(at - since)
+        if timed and not math.isnan(since):
+            metrics.hop[stage].observe(max(0.0, at - since))
         if stage == self.route.final:
-            metrics.e2e.observe(at - self.injected_at[slot])
+            if timed:
+                metrics.e2e.observe(at - self.injected_at[slot])
             if self.index[slot] < self.oldest_open:
                 metrics.late.inc()
 
     def diff(
-        self, gen: Generation, stage: str, tag: object, record: Mapping[str, object], fields: Mapping[str, str]
+        self,
+        gen: Generation,
+        stage: str,
+        tag: object,
+        record: Mapping[str, object],
+        fields: Mapping[str, str],
+        at: float | None = None,
     ) -> None:
-        """Compare a stage's record of ``tag`` with what was sent; keep the fields that differ."""
+        """Compare a version of a stage's record of ``tag`` with what was sent (the trace book's rules)."""
         slot = self.slot_of(gen, tag)
         if slot is None:
             return
-        self.compared[slot] += 1
         sent = self.canary(slot, int(self.sent_ms[slot])).to_dict()
-        for name, expected, actual in compare(sent, record, fields):
-            self.diffs.setdefault(slot, []).append(FieldDiff(stage, int(self.tag[slot]), name, expected, actual))
+        when = self.clock.now() if at is None else at
+        tag_value = int(self.tag[slot])
+        self.compared[slot] += self.stages[stage].version(
+            slot, stage, tag_value, sent, record, fields, when, self.diffs
+        )
+
+    def placed_at(self, gen: Generation, stage: str, tag: object, field: str, instant: Instant, shown: str) -> None:
+        """The stage holds ``tag`` at ``instant`` (the trace book's rules)."""
+        slot = self.slot_of(gen, tag)
+        if slot is None:
+            return
+        where = (field, instant, shown)
+        self.stages[stage].placed(slot, stage, int(self.tag[slot]), int(self.sent_ms[slot]), where, self.diffs)
+
+    def cannot_observe(self, stage: str, what: str, why: str) -> None:
+        self.unobservable.setdefault(stage, {}).setdefault(what, why)
 
     def slot_of(self, gen: Generation, tag: object) -> int | None:
         """The slot of ``gen``'s canary ``tag``; None for any other value, and for a canary of ``gen``

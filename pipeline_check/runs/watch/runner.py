@@ -39,7 +39,8 @@ from pipeline_check.runs.watch.notes import Notes
 from pipeline_check.runs.watch.ring import CanaryRing, Generation
 from pipeline_check.runs.watch.server import StatusServer, parse_listen
 from pipeline_check.runs.watch.window import WindowVerdict, judge
-from pipeline_check.verdict.thresholds import Threshold
+from pipeline_check.verdict.evaluation import NOTHING_DELIVERED
+from pipeline_check.verdict.thresholds import Threshold, e2e_bound
 
 DEFAULT_FRESHNESS = 30.0  # seconds: the default e2e.p99 threshold, when the config has no e2e bound
 TICK = 0.1  # how often canaries are closed and probes checked
@@ -63,8 +64,8 @@ class WatchSettings:
 def loss_deadline(thresholds: Sequence[Threshold], grace: float) -> float:
     """Seconds after injection when an undelivered canary counts as lost: the freshness threshold (the
     largest upper bound on an ``e2e`` latency) plus ``grace``."""
-    bounds = [t.value for t in thresholds if t.kind == "latency" and t.stage is None and t.op in ("<", "<=")]
-    return max(bounds, default=DEFAULT_FRESHNESS) + grace
+    bound = e2e_bound(thresholds)
+    return (DEFAULT_FRESHNESS if bound is None else bound) + grace
 
 
 def ring_capacity(rate: float, window: float, lost_after: float) -> int:
@@ -104,7 +105,8 @@ class Watch:
                 "lower --rate or --window",
             )  # fmt: skip
         route = config.route
-        self.metrics = WatchMetrics(route.stages, route.final, [t.text for t in self.thresholds])
+        checks = dict.fromkeys([*(t.text for t in self.thresholds), NOTHING_DELIVERED])
+        self.metrics = WatchMetrics(route.stages, route.final, list(checks))
         self._first_run = RunId.new(self.clock.wall(self.clock.now()))
         messages = config.messages
         content = TradeFactory(

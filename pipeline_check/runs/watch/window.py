@@ -22,7 +22,7 @@ from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.runs.watch.ring import CanaryRing, Slots, StageSlots
 from pipeline_check.trace.book import TraceBook
-from pipeline_check.verdict.evaluation import evaluate
+from pipeline_check.verdict.evaluation import judge as judge_all
 from pipeline_check.verdict.measurements import measurements
 from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status, verdict_of
@@ -51,6 +51,7 @@ class WindowBook(TraceBook):
             book._reached[stage] = int(np.count_nonzero(~np.isnan(column.first)))
         book.shards = dict(ring.shards)
         book.ordered = set(ring.ordered)
+        book.unobservable = {stage: dict(what) for stage, what in ring.unobservable.items()}
         position = np.full(ring.capacity, -1, np.int64)
         position[slots] = np.arange(n)
         for slot, diffs in ring.diffs.items():
@@ -102,7 +103,7 @@ def judge(
     book = WindowBook.of(ring, slots, run)
     summary = summarise(book, _injection(ring, slots, rate), settle_s=0.0, validator_ordered={fed} if fed else ())
     m = measurements(summary, book, min_samples)
-    results = tuple(evaluate(threshold, m) for threshold in thresholds)
+    results = tuple(judge_all(thresholds, m, guard_always=True))
     return WindowVerdict(
         evaluated_at=now,
         canaries=n,
