@@ -139,10 +139,11 @@ def _header(started: RunStarted | None, verdict: str) -> str:
 
 
 def stage_figures(done: RunFinished, s: RunSummary) -> str:
-    """Per stage: reached, extra copies, retractions, hop latency percentiles, probe resolution."""
+    """Per stage: reached, extra copies, retractions, hop latency percentiles, probe resolution and load."""
     rows: list[list[Cell]] = []
     for st in s.stages:
         resolution = done.resolution.get(st.name)
+        load = done.probe_load.get(st.name)
         rows.append(
             [
                 st.name,
@@ -153,6 +154,7 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
                 *(latency(st.latency.get(p)) for p in ("p50", "p95", "p99", "max")),
                 latency(st.since_injection.get("p99")),
                 "—" if resolution is None else latency(resolution),
+                "—" if load is None else load.text(),
             ]
         )
     rows.append(
@@ -164,6 +166,7 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             "",
             *(latency(s.e2e.get(p)) for p in ("p50", "p95", "p99", "max")),
             latency(s.e2e.get("p99")),
+            "",
             "",
         ]
     )
@@ -180,9 +183,11 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             "max",
             "since injection p99",
             "probe resolution",
+            "probe load",
         ],
         rows,
-        caption="latencies count undelivered canaries as never arriving, exactly as the checks do",
+        caption="latencies count undelivered canaries as never arriving, exactly as the checks do; probe load: "
+        "what each probe asked of the system it watches, per second of the run",
     )
     return section("stages", "Stages", figures, _coverage(s), _counts(s))
 

@@ -3,9 +3,10 @@
 Each poll queries, per canary symbol, only the time window that still holds undelivered canaries (their
 send times are known), and pages through it by the ``time_field`` until an answer holds nothing new.
 The API's order (newest or oldest first) and page cap (fewer records than ``limit``) are learnt from its
-answers, not assumed, and noted. The poll interval adapts: short while canaries keep arriving or the
-upstream stage holds some the API has not shown yet (they are due: a late look would read as API
-latency), growing to ``max_poll_interval`` otherwise.
+answers, not assumed, and noted; an API that ignores the window's end (a page that repeats the last one's
+edge) is noted and paged no further. The poll interval adapts (``backends.polling``): ``poll_interval``
+while the upstream stage holds canaries the API has not shown yet (a late look would read as API latency)
+and during the settle window, ``idle_interval`` otherwise; ``max_request_rate`` caps the requests.
 
 Every request is timed (``responses``): the API's response times, judged by ``api.response`` thresholds.
 
@@ -35,7 +36,7 @@ from typing import Annotated, Any, ClassVar
 import httpx
 from pydantic import AfterValidator, Field, SecretStr
 
-from pipeline_check.backends.look_times import LookTimes
+from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.tag_readers import TagSettings, tag_reader
@@ -75,7 +76,7 @@ def _template(value: str) -> str:
     return value
 
 
-class ApiSettings(TagSettings):
+class ApiSettings(TagSettings, PollSettings):
     base_url: Annotated[str, AfterValidator(_base_url)]
     query: Annotated[str, AfterValidator(_template)] = (
         "/v1/trades?symbol={symbol}&start_time={start_ms}&end_time={end_ms}&limit={limit}"
@@ -88,8 +89,6 @@ class ApiSettings(TagSettings):
     limit: int = Field(default=1000, ge=1)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 5.0
-    poll_interval: Duration = 0.1
-    max_poll_interval: Duration = 0.5
     search_window: NonNegativeDuration = 86_400.0  # either side of a missing canary's send time, at the end
     fields: Fields = Field(default_factory=dict)
 
@@ -118,13 +117,14 @@ class ApiProbe:
         self._order = compile_path(f"{where}.order_field", settings.order_field) if settings.order_field else None
         headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self._client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=settings.timeout)
-        self._looks = LookTimes()
+        self._poll = PollPolicy.of(settings, ctx)
         self.responses = ResponseTimes()  # every request this probe makes (api.response thresholds)
         self._shown: dict[int, tuple[str, int | None]] = {}  # tag -> (symbol, record time) when last shown
         self._largest_page = 0  # the most records one answer held: the API's page cap, as far as seen
         self._largest_seen = 0  # answers of that size
         self._order_noted = False
         self._cap_noted = False
+        self._ignored_noted = False
         self._checked = False  # records and tag_field proven on a non-empty answer
         self._answered = False  # a query was answered: access works (a later 401/403 is noted, not fatal)
         self._throttled = 0  # 429 answers waited out
@@ -151,15 +151,12 @@ class ApiProbe:
             self.ctx.recorder.declare_ordered(self.ctx.stage)
 
     async def run(self, stop: asyncio.Event) -> None:
-        settings, ctx = self.settings, self.ctx
-        interval = settings.poll_interval
+        ctx = self.ctx
         while not stop.is_set():
             # all delivered: keep re-reading the run's windows, for late copies and retractions
             windows = ctx.recorder.pending_windows_ms(ctx.stage) or ctx.recorder.run_windows_ms()
-            new = sum(await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items())))
-            due = ctx.recorder.due(ctx.stage) > 0
-            interval = settings.poll_interval if new or due else min(settings.max_poll_interval, interval * 1.5)
-            await asyncio.sleep(interval)
+            await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
+            await self._poll.wait(stop)
 
     async def finish(self) -> None:
         """Sweep the whole run once more (every copy, every retraction), search missing canaries either
@@ -186,14 +183,14 @@ class ApiProbe:
 
     @property
     def resolution(self) -> float:
-        return self._looks.median
+        return self._poll.resolution
 
     async def _sweep(self, symbol: str, start_ms: int, end_ms: int) -> int:
         """Query ``[start_ms, end_ms)`` page by page; tell the recorder what it holds; return how many
         canaries are new."""
         answer = await self._pages(symbol, start_ms, end_ms)
         now = self.ctx.clock.now()
-        self._looks.look(now)
+        self._poll.looked(now)
         recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
         new = 0
         for tag, copies in answer.counts.items():
@@ -224,6 +221,15 @@ class ApiProbe:
                 answer.complete = False
                 return answer
             times = [self._time(r) for r in records] if self._time is not None else [None] * len(records)
+            if paged is not None and any(_past(when, paged) for when in times):
+                # the API ignored the bound this page moved and answers as before: count the edge millisecond
+                # the last page left, and ask no further (the same question would get the same answer)
+                self._note_ignored(symbol)
+                for record, when in zip(records, times, strict=True):
+                    if when == paged.at:
+                        self._add(answer, record)
+                answer.complete = False
+                return answer
             if paged is not None and paged.size < self.settings.limit and any(t != paged.at for t in times):
                 self._note_cap(paged.size)  # a short answer that was not the whole window: a page cap
             if len(records) > self._largest_page:
@@ -236,12 +242,8 @@ class ApiProbe:
                 self._page_problem(times)
                 answer.complete = False
             for record, when in zip(records, times, strict=True):
-                if cut is not None and when == cut.at:
-                    continue  # the edge millisecond is counted on the next page, not twice
-                tag = self._tag(record)
-                if tag is not None:
-                    answer.counts[tag] += 1
-                    answer.records.setdefault(tag, record)
+                if cut is None or when != cut.at:  # the edge millisecond is counted on the next page, not twice
+                    self._add(answer, record)
             if cut is None:
                 return answer
             self._note_order(cut.newest_first)
@@ -253,6 +255,12 @@ class ApiProbe:
         answer.complete = False
         self.ctx.note(f"API window of {symbol} still full after {MAX_PAGES} pages: does it honour the time bounds?")
         return answer
+
+    def _add(self, answer: Answer, record: dict[str, Any]) -> None:
+        tag = self._tag(record)
+        if tag is not None:
+            answer.counts[tag] += 1
+            answer.records.setdefault(tag, record)
 
     async def _query(self, symbol: str, start_ms: int, end_ms: int) -> list[dict[str, Any]] | None:
         """One answer's records; None when the API failed (noted; the next poll tries again)."""
@@ -283,7 +291,7 @@ class ApiProbe:
         again."""
         backoff = RATE_LIMIT_BACKOFF
         for _ in range(RATE_LIMIT_RETRIES):
-            response = await self.responses.timed(lambda: self._client.get(url))
+            response = await self._request(url)
             if response.status_code != 429:
                 return response
             wait = min(retry_after(response.headers.get("Retry-After")) or backoff, RATE_LIMIT_MAX_WAIT)
@@ -291,7 +299,18 @@ class ApiProbe:
             self._throttled += 1
             self._throttled_s += wait
             await asyncio.sleep(wait)
-        return await self.responses.timed(lambda: self._client.get(url))
+        return await self._request(url)
+
+    async def _request(self, url: str) -> httpx.Response:
+        """One GET, in its turn under ``max_request_rate``, timed and counted (its answer's bytes)."""
+        await self._poll.request()
+        try:
+            response = await self.responses.timed(lambda: self._client.get(url))
+        except httpx.HTTPError:
+            self.ctx.load.add("requests")
+            raise
+        self.ctx.load.add("requests", len(response.content))
+        return response
 
     def _access_error(self, url: str, response: httpx.Response) -> ConfigError:
         """The one-line error of a refused key: it names the headers setting, values masked."""
@@ -339,6 +358,14 @@ class ApiProbe:
         if not self._cap_noted:
             self._cap_noted = True
             self.ctx.note(f"API answers hold at most {size} records though limit={self.settings.limit}: paging by time")
+
+    def _note_ignored(self, symbol: str) -> None:
+        if not self._ignored_noted:
+            self._ignored_noted = True
+            self.ctx.note(
+                f"API answers for {symbol} hold records past the end of the asked window: it does not honour the "
+                "time bounds; each window is asked once more at most, and retractions are not judged from it"
+            )
 
     def _page_problem(self, times: list[Any]) -> None:
         if any(not isinstance(t, int) for t in times):
@@ -396,6 +423,13 @@ def _cut(times: list[Any]) -> Cut | None:
     if times[0] == times[-1] or not (descending or ascending):
         return None
     return Cut(times[-1], newest_first=descending, size=len(times))
+
+
+def _past(when: Any, paged: Cut) -> bool:
+    """A record of the page after ``paged`` lies past the bound that page moved: an API ignoring it."""
+    if not isinstance(when, int):
+        return False
+    return when > paged.at if paged.newest_first else when < paged.at
 
 
 def _quote(document: Any) -> str:

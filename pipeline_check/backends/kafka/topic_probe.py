@@ -5,6 +5,20 @@ only this run's records and never disturbs the pipeline's consumer group. Each c
 partition and offset (the stage's reference: coverage per partition and ordering are judged on them)
 and the broker timestamp beside the probe's own time.
 
+Keeping up with a production topic (``fetches``): JSON record batches that do not hold the run's tag digits
+are emptied before they are parsed, and a record is decoded only when its value holds them, so the probe
+reads a busy topic at C speed. How much it reads: while a canary it has not seen is on its way (and during
+the settle window) every partition is long-polled, so a canary is read the moment it is written; once none
+is, the partitions are paused, and every ``idle_interval`` (``backends.polling``) the probe catches up to
+the log end. It never skips a record, so a re-send or a duplicate written while it idles is still counted
+(a copy's time is not a latency); it only stops asking while nothing it waits for can be there. Its last
+look reads every partition to the log end.
+
+A probe that falls behind the topic (a backlog, a starved CPU) dates a canary by the first fetch answer
+whose log end had passed its offset (the probe knew it was there), not by when it got to read it: its own
+lag never reads as the pipeline's latency. The run notes it, and the stage's resolution widens to the
+widest such dating.
+
 Records are JSON, or with ``format = "avro"`` Confluent-framed Avro decoded with the writer schema their id
 names (``codecs.settings``) into the values the fidelity diff compares (``codecs.to_comparable``: decimals
 exact, timestamps as epoch ms). A record that does not decode is not a canary; how many there were is noted.
@@ -16,7 +30,7 @@ import asyncio
 import json
 from typing import Annotated, Any, ClassVar
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import AfterValidator, Field
 
@@ -29,17 +43,21 @@ from pipeline_check.backends.kafka.codecs.avro import (
 )
 from pipeline_check.backends.kafka.codecs.record_format import FormatSettings, close_codec, reader_codec
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
-from pipeline_check.backends.look_times import LookTimes
+from pipeline_check.backends.kafka.fetches import FetchTap, needle_of
+from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.tag_readers import TagSettings, tag_reader
 from pipeline_check.core.jsonpath import check_path
 from pipeline_check.core.plugins import PluginSettings
 
-FETCH_WAIT_MS = 20  # a long poll returns at most this late when the topic is idle
+FETCH_WAIT_MS = 500  # a long poll: the broker answers the moment records arrive, else after this
+READ_MS = 100  # how long one read waits for records before the probe looks at its pace again
+CATCH_UP_S = 5.0  # a catch-up to the log end (idle, or the last look) stops after this long
+BEHIND_S = 0.1  # a canary read this long after the probe knew it was in the log: the probe fell behind
 
 
-class KafkaTopicSettings(FormatSettings, TagSettings):
+class KafkaTopicSettings(FormatSettings, TagSettings, PollSettings):
     bootstrap: str = Field(min_length=1)
     topic: str = Field(min_length=1)
     tag_field: Annotated[str, AfterValidator(check_path)] = "t"  # JMESPath into the decoded record
@@ -54,9 +72,17 @@ class KafkaTopicProbe:
         self.ctx = ctx
         self._tag = tag_reader(settings, f"stages.{ctx.stage}")
         self._consumer: AIOKafkaConsumer | None = None  # made in start: an unstarted client warns when collected
-        self._looks = LookTimes()
         self._codec: AvroCodec | None = None  # format = "avro"
         self._undecodable = 0
+        self._poll = PollPolicy.of(settings, ctx)
+        # JSON holds a tag as its digits: batches and values without the run's leading digits hold no canary
+        self._needle = needle_of(ctx.run.lo, ctx.run.hi) if settings.format == "json" else b""
+        self._tap = FetchTap(ctx.load, self._poll.request, ctx.clock.now, self._needle, self._fetched)
+        self._partitions: list[TopicPartition] = []
+        self._paused = False
+        self._answered: float | None = None  # when the last fetch answer came
+        self._late: list[float] = []  # seconds between knowing a canary was in the log and reading it
+        self._dated: list[float] = []  # how wide the dating of each late canary was
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap
@@ -76,6 +102,7 @@ class KafkaTopicProbe:
             fetch_max_wait_ms=FETCH_WAIT_MS,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        self._tap.install(consumer)
         try:
             await reach(consumer.start(), bootstrap, setting)
             consumer.assign(partitions)
@@ -84,8 +111,11 @@ class KafkaTopicProbe:
             self._consumer = None
             await consumer.stop()
             raise
+        self._partitions = list(partitions)
+        now = self.ctx.clock.now()
         for tp in partitions:
             consumer.seek(tp, ends[tp])
+            self._tap.ends.observe(tp.partition, now, ends[tp])
         self.ctx.recorder.declare_shards(self.ctx.stage, [tp.partition for tp in partitions])
         self.ctx.recorder.declare_ordered(self.ctx.stage)
 
@@ -94,14 +124,21 @@ class KafkaTopicProbe:
         if consumer is None:
             raise RuntimeError("KafkaTopicProbe.run before start")
         while not stop.is_set():
-            await self._read(consumer)
+            if self._poll.fast:  # a canary on its way: long-poll every partition
+                self._pause(consumer, False)
+                await self._read(consumer)
+            else:  # nothing awaited: catch up now and then (copies, re-sends), ask nothing in between
+                await self._catch_up(consumer)
+                self._pause(consumer, True)
+                self._poll.looked()
+                await self._poll.wait(stop)
 
     async def finish(self) -> None:
-        """A last read of what arrived since the stop (late copies), then the client closes."""
+        """A last read up to the log end (late copies), then the client closes."""
         try:
             if self._consumer is not None:
                 try:
-                    await self._read(self._consumer)
+                    await self._catch_up(self._consumer)
                 finally:
                     await self._consumer.stop()
         finally:
@@ -111,25 +148,71 @@ class KafkaTopicProbe:
                 f"{self._undecodable} records of {self.settings.topic} did not decode as {self.settings.format} "
                 "and were skipped (not canaries)"
             )
+        if self._late:
+            self.ctx.note(
+                f"the {self.ctx.stage} probe fell behind {self.settings.topic}: {len(self._late)} canaries read up to "
+                f"{max(self._late):.2f}s after it knew they were in the log; they are dated by when it knew, and the "
+                f"stage's resolution is widened to {self.resolution:.3f}s"
+            )
 
     @property
     def resolution(self) -> float:
-        return self._looks.median
+        return max(self._poll.resolution, max(self._dated, default=0.0))
+
+    def _fetched(self, sent: float, answered: float) -> None:
+        """A fetch went out at ``sent`` and came back at ``answered``: from the last answer until ``sent``
+        no long poll waited at the broker, the probe could not see new records (its resolution)."""
+        if self._answered is not None:
+            self._poll.blind(self._answered, sent)
+        self._answered = answered
+
+    def _pause(self, consumer: AIOKafkaConsumer, paused: bool) -> None:
+        if paused != self._paused:
+            (consumer.pause if paused else consumer.resume)(*self._partitions)
+            self._paused = paused
+
+    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every partition up to the log end as it is now (for at most ``CATCH_UP_S``)."""
+        clock = self.ctx.clock
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(self._partitions)
+        now = clock.now()
+        for tp, end in ends.items():
+            self._tap.ends.observe(tp.partition, now, end)
+        self._pause(consumer, False)
+        deadline = now + CATCH_UP_S
+        while clock.now() < deadline:
+            positions = [await consumer.position(tp) for tp in self._partitions]
+            if all(position >= ends[tp] for position, tp in zip(positions, self._partitions, strict=True)):
+                return
+            await self._read(consumer)
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
-        recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
-        batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS * 5, max_records=10_000)
+        batches = await consumer.getmany(timeout_ms=READ_MS, max_records=10_000)
         now = self.ctx.clock.now()
-        self._looks.look(now)
+        needle = self._needle
         for tp, records in batches.items():
             for record in records:
-                message = self._decode(record.value)
-                tag = self._tag(message)
-                if tag is None:
-                    continue
-                first = recorder.seen(stage, tag, now, source_ms=record.timestamp, ref=Ref(tp.partition, record.offset))
-                if first and fields and isinstance(message, dict):
-                    recorder.diff(stage, tag, message, fields)
+                if not needle or (record.value is not None and needle in record.value):
+                    self._canary(tp.partition, record, now)
+
+    def _canary(self, partition: int, record: ConsumerRecord, now: float) -> None:
+        """Tell the recorder about ``record`` if it is a canary, dated by when the probe knew it was in the
+        log (``now`` unless the probe fell behind)."""
+        message = self._decode(record.value)
+        tag = self._tag(message)
+        if tag is None:
+            return
+        at = now
+        known = self._tap.ends.known(partition, record.offset)
+        if known is not None and known[0] < now:
+            at, before = known
+            if now - at > BEHIND_S:
+                self._late.append(now - at)
+                self._dated.append(at - before)
+        recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
+        first = recorder.seen(stage, tag, at, source_ms=record.timestamp, ref=Ref(partition, record.offset))
+        if first and fields and isinstance(message, dict):
+            recorder.diff(stage, tag, message, fields)
 
     def _decode(self, value: bytes | None) -> Any:
         """The record as a document, or None when it is not one of the stage's format."""
