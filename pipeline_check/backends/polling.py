@@ -137,9 +137,10 @@ class PollPolicy:
         """Until the next look is due: ``poll_interval`` after the last look while canaries wait (or the run
         settles), else ``idle_interval``; an idle wait ends early once canaries wait. Returns at once when
         ``stop`` is set."""
+        began = self._clock()
         while not stop.is_set():
             last = self._looks.last
-            due = (self._clock() if last is None else last) + self.interval()
+            due = (began if last is None else last) + self.interval()
             remaining = due - self._clock()
             if remaining <= 0:
                 return

@@ -34,6 +34,7 @@ class Behaviour:
     oldest_first: bool = False
     cap: int | None = None  # answers hold at most this many records, whatever `limit` says
     key: str = "data"
+    ignore_end: bool = False  # answers hold everything from start_time on, as an API that ignores end_time
     requests: int = 0
 
 
@@ -50,6 +51,7 @@ def api() -> Iterator[tuple[str, Behaviour]]:
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             behaviour.requests += 1
             start, end, limit = int(q["start_time"]), int(q["end_time"]), int(q["limit"])
+            end = 2**63 if behaviour.ignore_end else end
             rows = [r for r in behaviour.records if r["symbol"] == q["symbol"] and start <= r["trade_time"] < end]
             rows.sort(key=lambda r: (r["trade_time"], r["trade_id"]), reverse=not behaviour.oldest_first)
             self._send({behaviour.key: rows[: min(limit, behaviour.cap or limit)]})
@@ -146,6 +148,23 @@ def test_copies_in_one_answer_are_duplicates_and_a_row_gone_is_retracted(api: tu
     sweep(url, book, [], between=delete_3)
     assert book.copies("api").tolist() == [1, 2, 1, 1, 1]
     assert book.live("api").tolist() == [1, 1, 1, 0, 1]  # seen, then gone from a complete answer
+
+
+def test_an_api_that_ignores_the_end_of_the_window_is_asked_once_more_not_a_thousand_times(
+    api: tuple[str, Behaviour],
+) -> None:
+    url, behaviour = api
+    book = book_of(25)
+    behaviour.records, behaviour.ignore_end = rows_of(book, range(25)), True
+    notes: list[str] = []
+    sweep(url, book, notes, limit=10)
+    # health, then each of three sweeps (the pending windows, the last pass's run window and its wide search for
+    # the canaries still missing): a full first page and a second that repeats it
+    assert behaviour.requests == 6, behaviour.requests
+    assert any("past the end of the asked window: it does not honour the time bounds" in n for n in notes), notes
+    assert book.reached("api") == 10  # the newest page, its edge millisecond counted once
+    seen = book.copies("api")
+    assert set(seen[seen > 0].tolist()) == {1}  # a repeated page is never counted as copies
 
 
 @pytest.mark.parametrize(

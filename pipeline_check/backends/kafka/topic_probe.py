@@ -123,15 +123,20 @@ class KafkaTopicProbe:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("KafkaTopicProbe.run before start")
+        poll = self._poll
         while not stop.is_set():
-            if self._poll.fast:  # a canary on its way: long-poll every partition
+            if poll.fast:  # a canary on its way: long-poll every partition
                 self._pause(consumer, False)
                 await self._read(consumer)
-            else:  # nothing awaited: catch up now and then (copies, re-sends), ask nothing in between
+                continue
+            if not self._paused:  # nothing awaited any more: the long poll left the probe at the log end
+                self._pause(consumer, True)
+                poll.looked()
+            await poll.wait(stop)
+            if not poll.fast and not stop.is_set():  # idle_interval passed: catch up (copies, re-sends)
                 await self._catch_up(consumer)
                 self._pause(consumer, True)
-                self._poll.looked()
-                await self._poll.wait(stop)
+                poll.looked()
 
     async def finish(self) -> None:
         """A last read up to the log end (late copies), then the client closes."""
