@@ -142,7 +142,7 @@ def test_the_tap_counts_paces_dates_and_empties() -> None:
         await consumer._client.send(0, object())  # a metadata or offsets request
 
     asyncio.run(go())
-    assert turns == [10.0] and answers == [(10.0, 10.0)]
+    assert turns == [10.0, 10.0] and answers == [(10.0, 10.0)]  # every request waits its turn
     calls, nbytes = load.snapshot()
     assert calls == {"fetches": 1, "admin": 1}
     assert nbytes["fetches"] == len(background) + len(canary)

@@ -2,7 +2,7 @@
 request goes through (the consumer's client, pinned aiokafka):
 
 - every request is counted in the probe's load (fetches with the record bytes they carried; the others as
-  admin requests), and a fetch waits for its turn under the stage's ``max_request_rate``;
+  admin requests), and waits for its turn under the stage's ``max_request_rate``;
 - the log end each fetch answer reports is noted per partition with the probe's time (:class:`LogEnds`), so a
   record read late is dated by when the probe first knew it was in the log, not by when it got to it;
 - with a ``needle`` (the decimal digits every tag of the run begins with, for JSON records), a record batch
@@ -124,7 +124,7 @@ class FetchTap:
         on_fetch: Callable[[float, float], None] | None = None,
     ) -> None:
         self.load = load
-        self.turn = turn  # waits for a fetch's turn under the rate cap
+        self.turn = turn  # waits for a request's turn under the rate cap
         self.clock = clock
         self.needle = needle
         self.on_fetch = on_fetch  # (sent, answered): when each fetch went out and came back
@@ -138,8 +138,7 @@ class FetchTap:
 
         async def send(node_id: Any, request: Any, **kwargs: Any) -> Any:
             fetch = getattr(request, "API_KEY", None) == FETCH
-            if fetch:
-                await self.turn()
+            await self.turn()
             sent = self.clock()
             response = await inner(node_id, request, **kwargs)
             if fetch and response is not None:
