@@ -13,7 +13,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField
 
-from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer
+from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer, without_snapshot_log
 
 SCHEMA = Schema(NestedField(1, "trade_id", LongType(), required=True))
 

@@ -163,8 +163,8 @@ class ApiProbe:
         side of their window, then close the client."""
         try:
             ctx = self.ctx
-            for symbol, (first, last) in ctx.recorder.run_windows_ms().items():
-                await self._sweep(symbol, first, last + 1)
+            windows = ctx.recorder.run_windows_ms()  # at once: the time to verdict waits for the slowest, not the sum
+            await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
             wide = int(self.settings.search_window * 1000)
             if wide and self._time is not None:
                 for symbol, (first, last) in ctx.recorder.pending_windows_ms(ctx.stage).items():

@@ -6,7 +6,9 @@ commit, so a plain refresh costs O(history) (pyiceberg validates every snapshot 
 - on a SQL catalog the current metadata location is one indexed query (:func:`metadata_pointer`); an
   unchanged location means nothing was committed;
 - :class:`MetadataReader` decodes a changed file (C-speed JSON) and validates, of its snapshots, only the
-  ones it has not handled yet (and the current one): pydantic validation is the part that grows.
+  ones it has not handled yet (and the current one): pydantic validation is the part that grows. The
+  snapshot log (one entry per snapshot ever kept, and all a REST catalog's refs-only answer still grows by)
+  is cut out of the text before it is decoded: nothing the probe reads needs it.
 
 What the probe reads from the table's storage is counted by :class:`CountingIO` (one GET per file opened,
 and the file's size as its bytes: an upper bound where a Parquet read is projected).
@@ -15,6 +17,7 @@ and the file's size as its bytes: an upper bound where a Parquet read is project
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +28,14 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata, TableMetadataUtil
 
 from pipeline_check.verdict.probe_load import ProbeLoad
+
+# the spec's snapshot log: a list of {"timestamp-ms": n, "snapshot-id": n}, so its first "]" closes it
+_SNAPSHOT_LOG = re.compile(rb'"snapshot-log"\s*:\s*\[[^\]]*\]')
+
+
+def without_snapshot_log(text: bytes) -> bytes:
+    """Metadata JSON (or a loadTable answer) with its snapshot log emptied, before it is decoded."""
+    return _SNAPSHOT_LOG.sub(b'"snapshot-log":[]', text, count=1)
 
 
 def metadata_pointer(table: Table) -> Callable[[], str | None] | None:
@@ -62,14 +73,18 @@ class MetadataReader:
         the ids of those new snapshots (mark them ``handled`` once they are dealt with)."""
         with table.io.new_input(location).open() as raw:
             with Compressor.get_compressor(location).stream_decompressor(raw) as stream:
-                text = stream.read().decode("utf-8")
+                text = stream.read()
         metadata, new = self.parse(text)
         return Table(table.name(), metadata, location, table.io, table.catalog), new
 
-    def parse(self, text: str) -> tuple[TableMetadata, set[int]]:
+    def parse(self, text: str | bytes) -> tuple[TableMetadata, set[int]]:
         """Decoding the JSON is cheap (C); validating every snapshot into objects is what grows with
         history, so only the snapshots not handled yet, and the current one, are validated."""
-        data: dict[str, Any] = json.loads(text)
+        raw = text.encode() if isinstance(text, str) else text
+        return self.parse_dict(json.loads(without_snapshot_log(raw)))
+
+    def parse_dict(self, data: dict[str, Any]) -> tuple[TableMetadata, set[int]]:
+        """:meth:`parse` of metadata already decoded (its snapshot log already cut, or short)."""
         current = data.get("current-snapshot-id")
         keep = {s["snapshot-id"] for s in data.get("snapshots", []) if s["snapshot-id"] not in self.handled}
         if current is not None and current != -1:

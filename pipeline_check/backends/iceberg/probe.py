@@ -32,7 +32,7 @@ from pyiceberg.exceptions import ForbiddenError, NoSuchTableError, UnauthorizedE
 from pyiceberg.table import Table
 
 from pipeline_check.backends.iceberg.changes import ChangeFeed, LiveRows, SnapshotChange
-from pipeline_check.backends.iceberg.metadata import CountingIO, MetadataReader, metadata_pointer
+from pipeline_check.backends.iceberg.metadata import CountingIO, MetadataReader, metadata_pointer, without_snapshot_log
 from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext, ProbeLoad, Ref
 from pipeline_check.canary.fidelity import Fields
@@ -242,7 +242,7 @@ class RestMetadata:
             self._load.add("catalog_loads")
             table.refresh()
             return CountingIO.counted(table, self._load), set()
-        body: dict[str, Any] = response.json()
+        body: dict[str, Any] = json.loads(without_snapshot_log(response.content))
         metadata = body["metadata"]
         current = metadata.get("current-snapshot-id")
         snapshots = {s["snapshot-id"]: s for s in metadata.get("snapshots", [])}
@@ -252,10 +252,10 @@ class RestMetadata:
             full = self._catalog._session.get(self._url)
             self._load.add("catalog_loads", len(full.content))
             full.raise_for_status()
-            body = full.json()
+            body = json.loads(without_snapshot_log(full.content))
             metadata = body["metadata"]
         location = body["metadata-location"]
-        loaded, new = self._reader.parse(json.dumps(metadata))
+        loaded, new = self._reader.parse_dict(metadata)
         self._etag, self._etag_location = response.headers.get("ETag"), location
         return Table(table.name(), loaded, location, table.io, table.catalog), new
 
