@@ -51,7 +51,8 @@ def _fill(bootstrap: str, payloads: Path) -> dict[str, Any]:
          "batch.size=65536"],
         timeout=600,
     )  # fmt: skip
-    return {"records_per_s": number(r"records sent, ([\d.]+) records/sec", out)}
+    final = [line for line in out.splitlines() if line.startswith(f"{RECORDS} records sent")]  # not a progress line
+    return {"records_per_s": number(r"records sent, ([\d.]+) records/sec", final[-1] if final else out)}
 
 
 class _Probe:
@@ -105,14 +106,17 @@ class _Probe:
         }
 
 
-def _theirs(bootstrap: str, round_: int) -> dict[str, float]:
+def _theirs(bootstrap: str, round_: int, records: int) -> dict[str, float]:
     out = java_tool(
         "ConsumerPerformance",
-        ["--bootstrap-server", bootstrap, "--topic", TOPIC, "--messages", str(RECORDS + 3 * PARTITIONS * ROUNDS),
+        ["--bootstrap-server", bootstrap, "--topic", TOPIC, "--messages", str(records),
          "--group", f"bench-scan-{round_}", "--timeout", "60000"],
         timeout=300,
     )  # fmt: skip
-    row = out.strip().splitlines()[-1].split(",")
+    row = [field.strip() for field in out.strip().splitlines()[-1].split(",")]
+    consumed = int(float(row[4]))  # data.consumed.in.nMsg
+    if consumed != records:  # it timed out waiting for more: its rate would count the wait
+        raise RuntimeError(f"ConsumerPerformance read {consumed:,} of {records:,} records:\n{out[-1500:]}")
     return {"records_per_s": float(row[-1]), "fetch_ms": float(row[-3])}
 
 
@@ -135,10 +139,11 @@ async def _rounds(bootstrap: str, payloads: Path) -> dict[str, Any]:
             await p.canaries(producer)
     finally:
         await producer.stop()
+    records = RECORDS + PARTITIONS * len([*ours, *unfiltered])  # the background trades and every probe's canaries
     rounds: dict[str, Any] = {"fill": fill, "ours": [], "theirs": [], "unfiltered": []}
     for round_ in range(ROUNDS):
         rounds["ours"].append(await ours[round_].scan())
-        rounds["theirs"].append(await asyncio.to_thread(_theirs, bootstrap, round_))
+        rounds["theirs"].append(await asyncio.to_thread(_theirs, bootstrap, round_, records))
         rounds["unfiltered"].append(await unfiltered[round_].scan())
     return rounds
 

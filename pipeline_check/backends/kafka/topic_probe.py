@@ -207,15 +207,15 @@ class KafkaTopicProbe:
         tag = self._tag(message)
         if tag is None:
             return
-        at = now
+        at, before = now, now
         known = self._tap.ends.known(partition, record.offset)
         if known is not None and known[0] < now:
             at, before = known
-            if now - at > BEHIND_S:
-                self._late.append(now - at)
-                self._dated.append(at - before)
         recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
         first = recorder.seen(stage, tag, at, source_ms=record.timestamp, ref=Ref(partition, record.offset))
+        if first and now - at > BEHIND_S:  # a first sighting the probe itself was late to read
+            self._late.append(now - at)
+            self._dated.append(at - before)
         if first and fields and isinstance(message, dict):
             recorder.diff(stage, tag, message, fields)
 
