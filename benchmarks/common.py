@@ -72,6 +72,20 @@ class Spread:
         }
 
 
+def versus(ours: Sequence[float], theirs: Sequence[float], tool: str) -> tuple[str, dict[str, Any], Spread]:
+    """Our rate against a Kafka tool's, rounds taken side by side: the headline, the values and the ratio
+    (taken per round, so a noisy neighbour slows both sides of it alike)."""
+    ratio = Spread.of([o / t for o, t in zip(ours, theirs, strict=True)])
+    rate, tools = Spread.of(ours), Spread.of(theirs)
+    headline = f"{rate.text('{:,.0f}')} vs {tools.text('{:,.0f}')} records/s ({tool}): ratio {ratio.text()}"
+    values = {
+        "ratio": ratio.to_json(3),
+        "ours_records_per_s": rate.to_json(0),
+        f"{tool}_records_per_s": tools.to_json(0),
+    }
+    return headline, values, ratio
+
+
 @dataclass(slots=True)
 class Figure:
     """One benchmark figure: its values, the goal in words, whether the goal was met, and notes."""

@@ -21,7 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, ROUNDS, Figure, Spread, book_for, create_topic, free_ports, java_tool, number
+from benchmarks.common import (
+    ROOT,
+    ROUNDS,
+    Figure,
+    Spread,
+    book_for,
+    create_topic,
+    free_ports,
+    java_tool,
+    number,
+    versus,
+)
 from pipeline_check.backends.capabilities import INJECTORS
 from pipeline_check.backends.injector import Injector, InjectorContext
 from pipeline_check.canary.tags import RunId
@@ -99,19 +110,15 @@ def kafka_capacity(bootstrap: str) -> Figure:
         create_topic(bootstrap, topic_java)
         ours.append(asyncio.run(_ours(bootstrap, topic_ours)))
         theirs.append(_java(bootstrap, topic_java, size))
-    ratio = Spread.of([o / t for o, t in zip(ours, theirs, strict=True)])
-    rate, java = Spread.of(ours), Spread.of(theirs)
+    headline, values, ratio = versus(ours, theirs, "ProducerPerformance")
     return Figure(
         name="injection_kafka",
         title="Injection capacity: Kafka",
-        headline=f"{rate.text('{:,.0f}')} vs {java.text('{:,.0f}')} records/s (ProducerPerformance): ratio "
-        f"{ratio.text()}",
+        headline=headline,
         goal=f"ratio >= {KAFKA_GOAL}",
         met=ratio.median >= KAFKA_GOAL,
         values={
-            "ratio": ratio.to_json(3),
-            "ours_records_per_s": rate.to_json(0),
-            "producer_performance_records_per_s": java.to_json(0),
+            **values,
             "record_bytes": size,
             "ours_records": OURS_RECORDS,
             "producer_performance_records": JAVA_RECORDS,
