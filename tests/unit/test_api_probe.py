@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from pipeline_check.backends.api.probe import ApiProbe, ApiSettings
+from pipeline_check.backends.polling import Pace
 from pipeline_check.backends.probe import ProbeContext
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
@@ -165,6 +166,33 @@ def test_an_api_that_ignores_the_end_of_the_window_is_asked_once_more_not_a_thou
     assert book.reached("api") == 10  # the newest page, its edge millisecond counted once
     seen = book.copies("api")
     assert set(seen[seen > 0].tolist()) == {1}  # a repeated page is never counted as copies
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_the_last_pass_is_the_sweep_made_while_the_run_settled(api: tuple[str, Behaviour], settled: bool) -> None:
+    url, behaviour = api
+    book = book_of(5)
+    behaviour.records = rows_of(book, range(5))
+    pace = Pace(lambda stage: 0, settling=settled, poll_interval=0.05)
+    probe = ApiProbe(
+        ApiSettings(base_url=url), ProbeContext("api", "source", book.clock, RUN, book, [].append, pace=pace)
+    )
+
+    async def go() -> tuple[int, int]:
+        await probe.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(probe.run(stop))
+        while book.reached("api") < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        before = behaviour.requests
+        await probe.finish()
+        return before, behaviour.requests
+
+    before, after = asyncio.run(go())
+    assert (after == before) if settled else (after > before), (before, after)  # no sweep after a settle one
 
 
 @pytest.mark.parametrize(

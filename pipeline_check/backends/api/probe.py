@@ -125,6 +125,7 @@ class ApiProbe:
         self._order_noted = False
         self._cap_noted = False
         self._ignored_noted = False
+        self._settle_swept = False  # a sweep of the whole run completed while the run settled
         self._checked = False  # records and tag_field proven on a non-empty answer
         self._answered = False  # a query was answered: access works (a later 401/403 is noted, not fatal)
         self._throttled = 0  # 429 answers waited out
@@ -154,17 +155,21 @@ class ApiProbe:
         ctx = self.ctx
         while not stop.is_set():
             # all delivered: keep re-reading the run's windows, for late copies and retractions
-            windows = ctx.recorder.pending_windows_ms(ctx.stage) or ctx.recorder.run_windows_ms()
+            pending, settling = ctx.recorder.pending_windows_ms(ctx.stage), ctx.pace.settling
+            windows = pending or ctx.recorder.run_windows_ms()
             await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
+            self._settle_swept |= settling and not pending  # the whole run swept within the settle window
             await self._poll.wait(stop)
 
     async def finish(self) -> None:
-        """Sweep the whole run once more (every copy, every retraction), search missing canaries either
-        side of their window, then close the client."""
+        """Sweep the whole run once more (every copy, every retraction) unless a sweep of it was made within
+        the settle window (that was the last pass: the time to verdict need not wait for another), search
+        missing canaries either side of their window, then close the client."""
         try:
             ctx = self.ctx
-            windows = ctx.recorder.run_windows_ms()  # at once: the time to verdict waits for the slowest, not the sum
-            await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
+            if not self._settle_swept:  # every window at once: the time to verdict waits for the slowest
+                windows = ctx.recorder.run_windows_ms()
+                await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
             wide = int(self.settings.search_window * 1000)
             if wide and self._time is not None:
                 for symbol, (first, last) in ctx.recorder.pending_windows_ms(ctx.stage).items():

@@ -100,6 +100,11 @@ class LogEnds:
             if len(ends) > ENDS_KEPT:
                 del ends[: len(ends) - ENDS_KEPT]
 
+    def last(self, partition: int) -> int | None:
+        """The newest log end an answer reported for ``partition``."""
+        ends = self.seen.get(partition)
+        return ends[-1][1] if ends else None
+
     def known(self, partition: int, offset: int) -> tuple[float, float] | None:
         """When the probe first knew ``offset`` was in the log, and the last time before that it knew it was
         not (None: never, or not any more); drops what came before (records are read in offset order)."""

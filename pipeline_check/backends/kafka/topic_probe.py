@@ -139,11 +139,13 @@ class KafkaTopicProbe:
                 poll.looked()
 
     async def finish(self) -> None:
-        """A last read up to the log end (late copies), then the client closes."""
+        """A last read up to the log end the last fetch answers reported (late copies; asking the broker
+        again would queue behind a long poll on the same connection), then the client closes."""
         try:
             if self._consumer is not None:
                 try:
-                    await self._catch_up(self._consumer)
+                    ends = {tp: self._tap.ends.last(tp.partition) for tp in self._partitions}
+                    await self._catch_up(self._consumer, {tp: end for tp, end in ends.items() if end is not None})
                 finally:
                     await self._consumer.stop()
         finally:
@@ -176,19 +178,20 @@ class KafkaTopicProbe:
             (consumer.pause if paused else consumer.resume)(*self._partitions)
             self._paused = paused
 
-    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
-        """Read every partition up to the log end as it is now (for at most ``CATCH_UP_S``)."""
+    async def _catch_up(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int] | None = None) -> None:
+        """Read every partition up to ``ends`` (default: the log end as it is now), for at most ``CATCH_UP_S``."""
         clock = self.ctx.clock
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(self._partitions)
-        now = clock.now()
-        for tp, end in ends.items():
-            self._tap.ends.observe(tp.partition, now, end)
-        self._pause(consumer, False)
-        deadline = now + CATCH_UP_S
+        if ends is None:
+            ends = await consumer.end_offsets(self._partitions)
+            now = clock.now()
+            for tp, end in ends.items():
+                self._tap.ends.observe(tp.partition, now, end)
+        deadline = clock.now() + CATCH_UP_S
         while clock.now() < deadline:
-            positions = [await consumer.position(tp) for tp in self._partitions]
-            if all(position >= ends[tp] for position, tp in zip(positions, self._partitions, strict=True)):
+            behind = [tp for tp in ends if await consumer.position(tp) < ends[tp]]
+            if not behind:
                 return
+            self._pause(consumer, False)
             await self._read(consumer)
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
