@@ -1,8 +1,8 @@
 """Observer cost: what watching costs the pipeline, in one run on the local stack.
 
 - **CPU per delivered record.** Validation runs of ``RATE`` records/s (canaries and background trades) for
-  ``SECONDS``, alternating: all four probes watching, then only the Kafka probe. The CPU seconds of the
-  pipeline's processes (Kafka, ingestor, consumer, API) over the run, per record delivered, with all probes
+  ``SECONDS``, alternating: all four probes watching, all but the API probe, only the Kafka probe. The CPU
+  seconds of the pipeline's processes (Kafka, ingestor, consumer, API) over the run, per record delivered,
   against Kafka only: the API answering the API probe, the broker answering the consumer-group probe, the
   catalog's files read by the Iceberg probe are the observer's cost. Goal: at most 5 % more.
 - **Capacity knee.** The same ladder of rates run with all probes and with only the Kafka and consumer-group
@@ -32,7 +32,7 @@ RATE = 2_000  # records/s: CANARY_RATE canaries and the rest background trades
 CANARY_RATE = 200
 SECONDS = 15.0
 GOAL = 0.05
-LADDER = (2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 10_000, 12_000)
+LADDER = (1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000, 12_000)
 STEP_SECONDS = 12.0
 FRESHNESS_S = 5.0
 THROUGHPUT_SHARE = 0.95
@@ -57,15 +57,13 @@ async def _validate(config: PipelineConfig) -> tuple[RunFinished, Run]:
     return finished, run
 
 
-def _kafka_only(config: PipelineConfig) -> PipelineConfig:
-    return config.only_stages("kafka")
-
-
-def _without_table_and_api(config: PipelineConfig) -> PipelineConfig:
-    """Kafka and the consumer group only, the consumer closing the route (not a branch)."""
-    kept = config.only_stages("consumer")
-    stages = tuple(s.model_copy(update={"branch": False}) if s.name == "consumer" else s for s in kept.stages)
-    return kept.model_copy(update={"stages": stages})
+def _only(config: PipelineConfig, *names: str) -> PipelineConfig:
+    """``config`` probing only the stages ``names``; the consumer stage, when kept, closes the route (it commits
+    after the table write, so its freshness is the write path's) rather than branching off it."""
+    stages = tuple(
+        s.model_copy(update={"branch": False}) if s.name == "consumer" else s for s in config.stages if s.name in names
+    )
+    return config.model_copy(update={"stages": stages})
 
 
 def _cost_round(config: PipelineConfig, pids: dict[str, int]) -> dict[str, Any]:
@@ -86,6 +84,7 @@ def _cost_round(config: PipelineConfig, pids: dict[str, int]) -> dict[str, Any]:
         "cpu_ms_per_1k_records": round(1e6 * sum(cpu.values()) / records, 1),
         "wall_s": round(wall, 1),
         "probe_load": {stage: load.text() for stage, load in finished.probe_load.items()},
+        "api_requests": finished.probe_load["api"].calls.get("requests", 0) if "api" in finished.probe_load else 0,
     }
 
 
@@ -93,14 +92,22 @@ def _cost(base: PipelineConfig, pids: dict[str, int]) -> dict[str, Any]:
     config = base.with_overrides(
         None, count=int(CANARY_RATE * SECONDS), rate=CANARY_RATE, background_rate=RATE - CANARY_RATE, drain_timeout=30
     )
-    every, kafka = [], []
+    configs = {
+        "all_probes": config,
+        "without_api": _only(config, "kafka", "consumer", "iceberg"),
+        "kafka_only": _only(config, "kafka"),
+    }
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     for _ in range(ROUNDS):
-        every.append(_cost_round(config, pids))
-        kafka.append(_cost_round(_kafka_only(config), pids))
-    overhead = Spread.of(
-        [a["cpu_ms_per_1k_records"] / k["cpu_ms_per_1k_records"] - 1 for a, k in zip(every, kafka, strict=True)]
-    )
-    return {"overhead": overhead, "all_probes": every, "kafka_only": kafka}
+        for name, each in configs.items():
+            rounds[name].append(_cost_round(each, pids))
+
+    def overhead(name: str) -> Spread:
+        pairs = zip(rounds[name], rounds["kafka_only"], strict=True)
+        return Spread.of([a["cpu_ms_per_1k_records"] / k["cpu_ms_per_1k_records"] - 1 for a, k in pairs])
+
+    api_ms = Spread.of([1000 * r["cpu_s"]["api"] / max(1, r["api_requests"]) for r in rounds["all_probes"]])
+    return {"overhead": overhead("all_probes"), "without_api": overhead("without_api"), "api_ms": api_ms, **rounds}
 
 
 def _step(base: PipelineConfig, rate: int) -> dict[str, Any]:
@@ -119,7 +126,7 @@ def _step(base: PipelineConfig, rate: int) -> dict[str, Any]:
 
 def _knees(base: PipelineConfig) -> dict[str, Any]:
     """Both configurations up the ladder, a step of one after the same step of the other."""
-    configs = {"all_probes": base, "without_iceberg_and_api": _without_table_and_api(base)}
+    configs = {"all_probes": base, "without_iceberg_and_api": _only(base, "kafka", "consumer")}
     steps: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     knee = dict.fromkeys(configs, 0)
     climbing = set(configs)
@@ -144,20 +151,26 @@ def run(stack: Any) -> Figure:
     cost = _cost(base, pids)
     knees = _knees(base)
     overhead: Spread = cost["overhead"]
+    without_api: Spread = cost["without_api"]
+    api_ms: Spread = cost["api_ms"]
     knee = knees["knee"]
     knee_share = 1 - knee["all_probes"] / knee["without_iceberg_and_api"] if knee["without_iceberg_and_api"] else 0.0
     top = " (the ladder's top)" if knees["capped"] else ""
     return Figure(
         name="observer_cost",
         title="Observer cost on the pipeline",
-        headline=f"pipeline CPU per record {overhead.text('{:+.1%}')} with all four probes vs the Kafka probe only; "
-        f"knee {knee['all_probes']:,} msg/s with the Iceberg and API probes, {knee['without_iceberg_and_api']:,} "
-        f"without{top}",
+        headline=f"pipeline CPU per record {overhead.text('{:+.1%}')} with all four probes vs the Kafka probe only "
+        f"({without_api.text('{:+.1%}')} without the API probe; the API spends {api_ms.text('{:.0f}')} ms of CPU per "
+        f"probe request); knee {knee['all_probes']:,} msg/s with the Iceberg and API probes, "
+        f"{knee['without_iceberg_and_api']:,} without{top}",
         goal=f"probes cost <= {GOAL:.0%} of the pipeline's capacity (CPU per record, knee)",
         met=overhead.median <= GOAL and knee_share <= GOAL,
         values={
             "cpu_per_record_overhead": overhead.to_json(),
+            "cpu_per_record_overhead_without_api": without_api.to_json(),
+            "api_cpu_ms_per_probe_request": api_ms.to_json(1),
             "all_probes": cost["all_probes"],
+            "without_api": cost["without_api"],
             "kafka_only": cost["kafka_only"],
             "knee": knee,
             "knee_share_lost": round(knee_share, 3),
