@@ -11,9 +11,11 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,18 +41,65 @@ PIPELINE_FILE = COMPOSE / "pipeline.toml"
 RAW_TOPIC = "market.trades.raw"
 
 
+ROUNDS = 3  # every figure is the median of this many rounds, shown with their min and max
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A figure over rounds: the median, with the lowest and highest round."""
+
+    median: float
+    low: float
+    high: float
+    rounds: tuple[float, ...]
+
+    @classmethod
+    def of(cls, rounds: Sequence[float]) -> Spread:
+        if not rounds:
+            raise ValueError("a figure needs at least one round")
+        return cls(float(statistics.median(rounds)), float(min(rounds)), float(max(rounds)), tuple(rounds))
+
+    def text(self, form: str = "{:,.2f}") -> str:
+        """``0.15 (0.14 to 0.17)``: the median, then the range of the rounds."""
+        return f"{form.format(self.median)} ({form.format(self.low)} to {form.format(self.high)})"
+
+    def to_json(self, digits: int = 4) -> dict[str, Any]:
+        return {
+            "median": round(self.median, digits),
+            "min": round(self.low, digits),
+            "max": round(self.high, digits),
+            "rounds": [round(r, digits) for r in self.rounds],
+        }
+
+
+def versus(ours: Sequence[float], theirs: Sequence[float], tool: str) -> tuple[str, dict[str, Any], Spread]:
+    """Our rate against a Kafka tool's, rounds taken side by side: the headline, the values and the ratio
+    (taken per round, so a noisy neighbour slows both sides of it alike)."""
+    ratio = Spread.of([o / t for o, t in zip(ours, theirs, strict=True)])
+    rate, tools = Spread.of(ours), Spread.of(theirs)
+    headline = f"{rate.text('{:,.0f}')} vs {tools.text('{:,.0f}')} records/s ({tool}): ratio {ratio.text()}"
+    values = {
+        "ratio": ratio.to_json(3),
+        "ours_records_per_s": rate.to_json(0),
+        f"{tool}_records_per_s": tools.to_json(0),
+    }
+    return headline, values, ratio
+
+
 @dataclass(slots=True)
 class Figure:
     """One benchmark figure: its values, the goal in words, whether the goal was met, and notes."""
 
     name: str
     title: str
-    headline: str  # the one-line result for the table
+    headline: str  # the one-line result for the table: medians of ROUNDS rounds (min to max)
     goal: str
     met: bool
     values: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     seconds: float = 0.0  # wall time the figure took
+    load: dict[str, Any] = field(default_factory=dict)  # how busy the machine was meanwhile (BoxLoad)
+    taken_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +110,29 @@ class Figure:
             "values": self.values,
             "notes": self.notes,
             "seconds": round(self.seconds, 1),
+            "load": self.load,
+            "taken_at": self.taken_at,
+        }
+
+
+class BoxLoad:
+    """How busy the whole machine was between ``start`` and ``stop`` (other tenants included): the cores busy
+    on average and the 1-minute load average at each end."""
+
+    def __init__(self) -> None:
+        self._times = psutil.cpu_times()
+        self._began = time.monotonic()
+        self._loadavg = os.getloadavg()[0]
+
+    def stop(self) -> dict[str, Any]:
+        wall = max(time.monotonic() - self._began, 1e-9)
+        now = psutil.cpu_times()
+        idle = (now.idle + getattr(now, "iowait", 0.0)) - (self._times.idle + getattr(self._times, "iowait", 0.0))
+        cores = os.cpu_count() or 1
+        return {
+            "busy_cores": round(max(0.0, cores - idle / wall), 2),
+            "cores": cores,
+            "loadavg_1m": [round(self._loadavg, 2), round(os.getloadavg()[0], 2)],
         }
 
 

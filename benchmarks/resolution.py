@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Figure, create_topic, java_tool, number, percentiles
+from benchmarks.common import ROUNDS, Figure, Spread, create_topic, java_tool, number, percentiles
 from benchmarks.injection import canary_size
 from pipeline_check.config import PipelineConfig
 from pipeline_check.runs.driver import run_async
@@ -59,34 +59,46 @@ def _java(bootstrap: str, topic: str, size: int) -> dict[str, Any]:
 
 
 def run(bootstrap: str) -> Figure:
-    """Kafka-stage latency p50/p99: pipeline-check vs EndToEndLatency on the same broker."""
+    """Kafka-stage latency p50/p99: pipeline-check vs EndToEndLatency on the same broker, ``ROUNDS`` each."""
     size = canary_size()
-    create_topic(bootstrap, "bench-e2e-ours")
-    create_topic(bootstrap, "bench-e2e-java")
-    theirs = _java(bootstrap, "bench-e2e-java", size)
-    ours = _ours(bootstrap, "bench-e2e-ours")
-    diff = abs(ours["p50"] - theirs["p50"])
+    ours_rounds, theirs_rounds = [], []
+    for round_ in range(ROUNDS):
+        create_topic(bootstrap, f"bench-e2e-ours-{round_}")
+        create_topic(bootstrap, f"bench-e2e-java-{round_}")
+        theirs_rounds.append(_java(bootstrap, f"bench-e2e-java-{round_}", size))
+        ours_rounds.append(_ours(bootstrap, f"bench-e2e-ours-{round_}"))
+    ours = {k: Spread.of([r[k] for r in ours_rounds]) for k in ("p50", "p99", "probe_resolution_ms")}
+    theirs = {k: Spread.of([r[k] for r in theirs_rounds]) for k in ("p50", "p99")}
+    diff = Spread.of([abs(o["p50"] - t["p50"]) for o, t in zip(ours_rounds, theirs_rounds, strict=True)])
     # the tool truncates to whole ms: its p50 of N means [N, N+1) ms; the nearest point of that interval
-    diff_interval = max(0.0, theirs["p50"] - ours["p50"], ours["p50"] - (theirs["p50"] + 1))
+    interval = Spread.of(
+        [
+            max(0.0, t["p50"] - o["p50"], o["p50"] - (t["p50"] + 1))
+            for o, t in zip(ours_rounds, theirs_rounds, strict=True)
+        ]
+    )
+    lost = sum(r["lost"] for r in ours_rounds)
     return Figure(
         name="measurement_resolution",
         title="Measurement resolution: Kafka stage",
         headline=(
-            f"p50 {ours['p50']:.2f} vs {theirs['p50']:g} ms, p99 {ours['p99']:.2f} vs {theirs['p99']:g} ms "
-            f"(ours vs EndToEndLatency)"
+            f"p50 {ours['p50'].text()} vs {theirs['p50'].text('{:g}')} ms, p99 {ours['p99'].text()} vs "
+            f"{theirs['p99'].text('{:g}')} ms (ours vs EndToEndLatency); probe resolution "
+            f"{ours['probe_resolution_ms'].text()} ms"
         ),
         goal=f"p50 within {GOAL_MS:g} ms of EndToEndLatency",
-        met=diff <= GOAL_MS and ours["lost"] == 0,
+        met=diff.median <= GOAL_MS and lost == 0,
         values={
-            "ours_ms": ours,
-            "end_to_end_latency_ms": theirs,
-            "p50_difference_ms": round(diff, 3),
-            "p50_difference_to_tool_interval_ms": round(diff_interval, 3),
+            "ours_ms": {k: v.to_json(3) for k, v in ours.items()},
+            "end_to_end_latency_ms": {k: v.to_json(3) for k, v in theirs.items()},
+            "p50_difference_ms": diff.to_json(3),
+            "p50_difference_to_tool_interval_ms": interval.to_json(3),
+            "rounds": {"ours": ours_rounds, "theirs": theirs_rounds},
             "record_bytes": size,
         },
         notes=(
             f"ours: {OURS_COUNT} canaries paced at {OURS_RATE:g}/s, injection to first seen by the kafka_topic "
             f"probe; theirs: {JAVA_COUNT} records one at a time (send, ack, poll); acks=all and linger 0 on "
-            "both; the tool reports whole milliseconds"
+            f"both; the tool reports whole milliseconds; {ROUNDS} rounds, theirs then ours"
         ),
     )

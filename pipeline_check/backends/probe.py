@@ -11,21 +11,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_check.backends.polling import Pace
 from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.time_forms import Instant
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.trace.book import Ref
+from pipeline_check.verdict.probe_load import ProbeLoad
 from pipeline_check.verdict.response_times import ResponseTimes
 
-__all__ = ["PlacingProbe", "Probe", "ProbeContext", "Recorder", "Ref", "TimedProbe", "placement_of"]
+__all__ = [
+    "Pace",
+    "PlacingProbe",
+    "Probe",
+    "ProbeContext",
+    "ProbeLoad",
+    "Recorder",
+    "Ref",
+    "TimedProbe",
+    "placement_of",
+]
 
 
 class Recorder(Protocol):
@@ -95,7 +107,9 @@ class Recorder(Protocol):
 @dataclass(frozen=True, slots=True)
 class ProbeContext:
     """What a probe gets besides its own settings: the stage it watches and its upstream, the run's
-    clock and tag range, the recorder, and a way to tell the user something as the run goes."""
+    clock and tag range, the recorder, and a way to tell the user something as the run goes; the counter
+    it adds each request it makes to (``load``: what it cost the system) and how hard the run wants it to
+    look (``pace``, read through :class:`~pipeline_check.backends.polling.PollPolicy`)."""
 
     stage: str
     upstream: str
@@ -103,6 +117,8 @@ class ProbeContext:
     run: RunId
     recorder: Recorder
     note: Callable[[str], None]
+    load: ProbeLoad = field(default_factory=ProbeLoad)
+    pace: Pace = field(default_factory=Pace)
 
 
 class Probe(Protocol):
@@ -126,7 +142,8 @@ class Probe(Protocol):
 
     @property
     def resolution(self) -> float:
-        """Median seconds between two looks at the stage: the precision of its times."""
+        """Median seconds between two looks at the stage while canaries waited there: the precision of its
+        times (``PollPolicy.resolution``)."""
         ...
 
 

@@ -366,6 +366,9 @@ class ConsoleReporter:
         if done.resolution:
             resolution = ", ".join(f"{s} {format_value(v, 'latency')}" for s, v in done.resolution.items())
             self.console.print(Text(f"probe resolution: {resolution}"))
+        if done.probe_load:
+            load = "; ".join(f"{stage} {figures.text()}" for stage, figures in done.probe_load.items())
+            self.console.print(Text(f"probe load: {load}"))
 
     def _verdict(self, done: RunFinished) -> None:
         took = f" in {done.duration:.1f}s (exit {int(done.exit_code)})"

@@ -139,11 +139,11 @@ def _header(started: RunStarted | None, verdict: str) -> str:
 
 
 def stage_figures(done: RunFinished, s: RunSummary) -> str:
-    """Per stage: reached, extra copies, retractions, hop latency percentiles and their resolution, probe
-    resolution."""
+    """Per stage: reached, extra copies, retractions, hop latency percentiles, probe resolution and load."""
     rows: list[list[Cell]] = []
     for st in s.stages:
         resolution = done.resolution.get(st.name)
+        load = done.probe_load.get(st.name)
         rows.append(
             [
                 st.name,
@@ -156,6 +156,7 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
                 _unmeasured(st.latency),
                 latency(st.since_injection.get("p99")),
                 "—" if resolution is None else latency(resolution),
+                "—" if load is None else load.text(),
             ]
         )
     rows.append(
@@ -169,6 +170,7 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             f"±{format_value(s.e2e_resolution_s, 'latency')}",
             _unmeasured(s.e2e),
             latency(s.e2e.get("p99")),
+            "",
             "",
         ]
     )
@@ -187,10 +189,12 @@ def stage_figures(done: RunFinished, s: RunSummary) -> str:
             "unmeasured",
             "since injection p99",
             "probe resolution",
+            "probe load",
         ],
         rows,
         caption="latencies count undelivered canaries as never arriving, exactly as the checks do; those found only "
-        "by a last look have no measured latency (unmeasured)",
+        "by a last look have no measured latency (unmeasured); probe load: what each probe asked of the system it "
+        "watches, per second of the run",
     )
     return section("stages", "Stages", figures, _coverage(s), _counts(s))
 

@@ -24,6 +24,7 @@ from pipeline_check.canary.tags import label
 from pipeline_check.reporting.document import DocumentReporter
 from pipeline_check.verdict.detection_power import CONFIDENCE, upper_bound
 from pipeline_check.verdict.events import RunAborted, RunFinished, RunStarted
+from pipeline_check.verdict.probe_load import LoadFigures
 from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.summary import RunSummary
 
@@ -119,6 +120,8 @@ def build_document(
         doc |= _canaries(end, s)
     else:
         doc |= {"resolution_s": dict(end.resolution), "notes": list(end.notes)}
+    if end.probe_load:
+        doc["probe_load"] = {stage: load_dict(figures) for stage, figures in end.probe_load.items()}
     if end.passive is not None:
         doc["passive"] = dataclasses.asdict(end.passive)
     if end.responses is not None:
@@ -172,6 +175,18 @@ def _canaries(end: RunFinished, s: RunSummary) -> dict[str, Any]:
         "windows": s.windows,
         "resolution_s": dict(end.resolution),
         "notes": list(end.notes),
+    }
+
+
+def load_dict(figures: LoadFigures) -> dict[str, Any]:
+    """One stage's probe load as the report writes it."""
+    return {
+        "seconds": figures.seconds,
+        "requests": dict(figures.calls),
+        "bytes": dict(figures.bytes),
+        "requests_per_s": {kind: figures.per_s(kind) for kind in figures.calls},
+        "bytes_per_s": figures.bytes_per_s(),
+        "text": figures.text(),
     }
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from pipeline_check.backends.capabilities import INJECTORS, PROBES
 from pipeline_check.backends.injector import Injector, InjectorContext
-from pipeline_check.backends.probe import Probe, ProbeContext, placement_of
+from pipeline_check.backends.polling import Pace
+from pipeline_check.backends.probe import Probe, ProbeContext, ProbeLoad, placement_of
 from pipeline_check.canary.coverage import Placement, covering_symbols, landing
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
@@ -29,6 +30,7 @@ from pipeline_check.core.clock import Clock
 from pipeline_check.runs.pacing import Pacing, inject
 from pipeline_check.runs.plan import Plan
 from pipeline_check.trace.book import TraceBook
+from pipeline_check.trace.stages import SOURCE
 from pipeline_check.verdict.evaluation import judge
 from pipeline_check.verdict.events import (
     CheckFinished,
@@ -84,6 +86,8 @@ class Run:
         self.book = TraceBook(
             self.run_id, self.factory, self.route, self.clock, sent_record=getattr(self.injector, "sent_record", None)
         )
+        self.pace = Pace(self._waiting)
+        self.probe_load = {stage: ProbeLoad() for stage in self.route.stages}
         self.probes: list[Probe] = [
             PROBES.get(section.type)(
                 section.settings,
@@ -94,12 +98,15 @@ class Run:
                     run=self.run_id,
                     recorder=self.book,
                     note=self.notes.note,
+                    load=self.probe_load[section.name],
+                    pace=self.pace,
                 ),
             )
             for section in config.stages
         ]
         self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
         self._settle = 0.0
+        self.settled_at: float | None = None  # when the watch ended (settle over, or the drain deadline)
         self._coverage_caveat = ""
         self._steered: tuple[str, Placement] | None = None  # the stage canary symbols were chosen for
 
@@ -156,8 +163,7 @@ class Run:
                     await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
             finally:
                 try:
-                    for probe in attempted:
-                        await probe.finish()
+                    await self._finish(attempted)
                 finally:
                     await self.injector.close()
         for event in self._progress():
@@ -203,7 +209,8 @@ class Run:
             results=tuple(results),
             summary=summary,
             resolution=resolution,
-            duration=self.clock.now() - began,
+            duration=(duration := self.clock.now() - began),
+            probe_load={stage: load.figures(duration) for stage, load in self.probe_load.items()},
             notes=tuple(self.notes.all),
             book=self.book,
         )
@@ -286,9 +293,12 @@ class Run:
             if settle_until is None and all(self.book.complete(s) for s in self.route.stages):
                 self._settle = self._settle_window(faults_ended)
                 settle_until = now + self._settle
+                self.pace.settling = True
             if settle_until is not None and now >= settle_until:
+                self.settled_at = now
                 return
             if settle_until is None and now >= drain_deadline:
+                self.settled_at = now
                 missing = {s: self.book.injected - self.book.reached(s) for s in self.route.stages}
                 self.notes.note(f"drain timeout ({self._drain():g}s) reached; still missing: {missing}")
                 return
@@ -299,6 +309,27 @@ class Run:
         bound met the SLA and must not be counted lost because the run stopped looking first."""
         bound = e2e_bound(self.thresholds)
         return self.load.drain_timeout if bound is None else max(self.load.drain_timeout, bound)
+
+    async def _finish(self, probes: list[Probe]) -> None:
+        """Every probe's last look, a stage after its upstream stage's (a consumer group's last look maps the
+        canaries the topic's last read found) and stages at one depth of the route at once, so the time to
+        verdict is the route's depth, not the number of stages; the first error is raised once all are done."""
+        upstream, stages = self.route.upstream, dict(zip(self.probes, self.route.stages, strict=True))
+        depth: dict[str, int] = {}
+        for stage in self.route.stages:  # in route order: an upstream stage comes first
+            depth[stage] = depth.get(upstream[stage], 0) + 1
+        errors: list[BaseException] = []
+        for level in sorted({depth[stages[p]] for p in probes}):
+            wave = [probe.finish() for probe in probes if depth[stages[probe]] == level]
+            errors += [r for r in await asyncio.gather(*wave, return_exceptions=True) if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    def _waiting(self, stage: str) -> int:
+        """Canaries ``stage`` should show next (its probe looks quickly while there are any): those its
+        upstream stage holds, or, fed by the source, those sent."""
+        book = self.book
+        return book.injected - book.reached(stage) if self.route.upstream[stage] == SOURCE else book.due(stage)
 
     def _settle_window(self, since: float) -> float:
         """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pipeline_check.core.errors import ExitCode
 from pipeline_check.trace.book import TraceBook
 from pipeline_check.verdict.figures import ContractFigures, PassiveFigures, ResponseFigures
+from pipeline_check.verdict.probe_load import LoadFigures
 from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
 from pipeline_check.verdict.summary import RunSummary
@@ -80,6 +81,8 @@ class RunFinished:
     passive: PassiveFigures | None = None
     responses: ResponseFigures | None = None  # API response times, where an API was timed
     contract: ContractFigures | None = None
+    # per stage: what its probe asked of the system (requests and bytes), over ``duration``
+    probe_load: Mapping[str, LoadFigures] = field(default_factory=dict)
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:

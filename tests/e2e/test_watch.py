@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,21 +29,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.resilience, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 # freshness 10 s + grace 5 s: a canary is lost 15 s after injection; the window holds 20 s of canaries
 THRESHOLDS = '[sla]\nthresholds = ["e2e.p95 < 10s", "lost == 0"]\n\n'
-ARGS = ["--rate", "5", "--window", "20s", "--grace", "5s", "--listen", "127.0.0.1:0"]
-# a watch looks for ever: polls at the pace of a continuous monitor, not of a one-off run's verdict
-POLLS = {
-    "consumer": 'poll_interval = "0.5s"',
-    "iceberg": 'poll_interval = "0.5s"',
-    "api": 'poll_interval = "0.5s"\nmax_poll_interval = "1s"',
-}
+ARGS = ["--window", "20s", "--grace", "5s", "--listen", "127.0.0.1:0"]
+COST_SECONDS = 60.0  # steady state measured over this long
 
 
 class Watcher:
     """The watch as a child process: its output read on a thread, its endpoints over HTTP."""
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], rate: float = 5.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline_check.cli", "watch", "-c", str(config), *ARGS],
+            [sys.executable, "-m", "pipeline_check.cli", "watch", "-c", str(config), "--rate", f"{rate:g}", *ARGS],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
@@ -111,9 +107,6 @@ def watch_config(tmp_path: Path) -> Path:
     text = (ROOT / "compose" / "pipeline.toml").read_text()
     text, replaced = re.subn(r"\[sla\]\n.*?\n\]\n\n", THRESHOLDS, text, flags=re.S)
     assert replaced == 1, "compose/pipeline.toml has no [sla] thresholds list to replace"
-    for stage, settings in POLLS.items():
-        text, replaced = re.subn(rf"^\[stages\.{stage}\]\n", rf"[stages.{stage}]\n{settings}\n", text, flags=re.M)
-        assert replaced == 1, f"compose/pipeline.toml has no [stages.{stage}]"
     path = tmp_path / "pipeline.toml"
     path.write_text(text)
     return path
@@ -170,3 +163,39 @@ def test_watch_sees_a_stopped_consumer_and_its_recovery(
     watcher.proc.send_signal(signal.SIGTERM)
     assert watcher.proc.wait(timeout=60) == 0, watcher.drain()
     assert "watch stopped" in watcher.drain()
+
+
+def requests_per_stage(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """Requests each stage's probes made so far, every kind but the table's file reads (those follow the
+    pipeline's commits, not the probe's pace)."""
+    made: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        tags = dict(labels)
+        if name == "pipeline_check_probe_requests_total" and tags["kind"] != "object_gets":
+            made[tags["stage"]] = made.get(tags["stage"], 0.0) + value
+    return made
+
+
+def test_a_watch_at_one_canary_a_second_asks_each_stage_at_most_once_a_second(
+    watch_config: Path, pipeline_stack: PipelineStack, record_property: Any
+) -> None:
+    child = Watcher(watch_config, {**pipeline_stack.env(), "PYTHONPATH": str(ROOT)}, rate=1.0)
+    try:
+        child.wait_serving(60)
+        child.wait_status("a passing window", 120, lambda d: d["verdict"] == "passed" and d["window"]["canaries"] >= 5)
+        began, (_, before) = time.monotonic(), child.metrics()
+        time.sleep(COST_SECONDS)
+        seconds, (_, after) = time.monotonic() - began, child.metrics()
+        first, last = requests_per_stage(before), requests_per_stage(after)
+        rates = {stage: (last[stage] - first.get(stage, 0.0)) / seconds for stage in last}
+        gets = sum(
+            v - before.get(k, 0.0) for k, v in after.items() if k[0] == "pipeline_check_probe_requests_total" and
+            ("kind", "object_gets") in k[1]
+        ) / seconds  # fmt: skip
+        record_property("requests_per_s", {s: round(r, 2) for s, r in rates.items()})
+        record_property("iceberg_object_gets_per_s", round(gets, 2))
+        assert set(rates) == {"kafka", "consumer", "iceberg", "api"}, rates
+        assert all(0 < rate <= 1.0 for rate in rates.values()), rates
+        assert child.status()["verdict"] == "passed"
+    finally:
+        child.stop()

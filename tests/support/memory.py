@@ -29,6 +29,7 @@ from pipeline_check.core.errors import EndpointError
 from pipeline_check.core.plugins import PluginSettings
 
 PIPES: defaultdict[str, list[tuple[float, Trade]]] = defaultdict(list)
+LOOK_BYTES = 100  # what one look of a memory probe counts as the answer's size
 
 
 def register() -> None:
@@ -158,6 +159,7 @@ class MemoryProbe:
     def _look(self) -> None:
         s, ctx = self.settings, self.ctx
         now = ctx.clock.now()
+        ctx.load.add("requests", LOOK_BYTES)  # a look costs the pipe one request, as a real probe's would
         pipe = PIPES[s.pipe]
         while self._cursor < len(pipe) and self._due(pipe[self._cursor][0]) <= now:
             _, trade = pipe[self._cursor]

@@ -16,6 +16,7 @@ from pipeline_check.trace.stages import BUILTIN, SOURCE, Route
 from pipeline_check.verdict.evaluation import evaluate
 from pipeline_check.verdict.events import Event, RunFinished, RunStarted
 from pipeline_check.verdict.measurements import Measurements, measurements
+from pipeline_check.verdict.probe_load import LoadFigures
 from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import exit_code, verdict_of
 from pipeline_check.verdict.summary import InjectionStats, RunSummary, summarise
@@ -36,6 +37,15 @@ ALL_STAGES = ("kafka", "consumer", "iceberg", "api")
 HOPS = {"kafka": 0.010, "consumer": 0.050, "iceberg": 0.500, "api": 0.200}
 WALL_OFFSET = 1_750_000_000.0  # the run's clock: monotonic 0.0 is this wall-clock second
 T0 = 100.0
+# what the synthetic run's probes asked of the system over its 12.5 s
+PROBE_LOAD = {
+    "kafka": LoadFigures(12.5, {"fetches": 25, "admin": 2}, {"fetches": 40_000_000, "admin": 0}),
+    "consumer": LoadFigures(12.5, {"admin": 125}, {"admin": 0}),
+    "iceberg": LoadFigures(
+        12.5, {"catalog_loads": 6, "object_gets": 175}, {"catalog_loads": 900, "object_gets": 2_500_000}
+    ),
+    "api": LoadFigures(12.5, {"requests": 26}, {"requests": 26_000}),
+}
 
 
 @dataclass
@@ -131,6 +141,7 @@ def build_run(
         resolution=dict.fromkeys(stages, 0.1),
         duration=12.5,
         book=book,
+        probe_load={stage: PROBE_LOAD[stage] for stage in stages if stage in PROBE_LOAD},
     )
     return SyntheticRun(book, summary, m, results, started, finished)
 

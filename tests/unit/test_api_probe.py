@@ -17,6 +17,7 @@ import pytest
 from services.api_time import TimeForm, TimeFormat
 
 from pipeline_check.backends.api.probe import ApiProbe, ApiSettings
+from pipeline_check.backends.polling import Pace
 from pipeline_check.backends.probe import ProbeContext
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
@@ -36,11 +37,11 @@ class Behaviour:
     oldest_first: bool = False
     cap: int | None = None  # answers hold at most this many records, whatever `limit` says
     key: str = "data"
+    ignore_end: bool = False  # answers hold everything from start_time on, as an API that ignores end_time
     requests: int = 0
     # the time form of answers and of start_time/end_time: the reference API's own (services.api_time)
     form: TimeForm = TimeForm.MS
     by_price: bool = False  # answers ordered by price, highest first, not by time
-    ignore_end: bool = False  # end_time not applied
 
 
 @pytest.fixture
@@ -166,6 +167,50 @@ def test_copies_in_one_answer_are_duplicates_and_a_row_gone_is_retracted(api: tu
     sweep(url, book, [], between=delete_3)
     assert book.copies("api").tolist() == [1, 2, 1, 1, 1]
     assert book.live("api").tolist() == [1, 1, 1, 0, 1]  # seen, then gone from a complete answer
+
+
+def test_an_api_that_ignores_the_end_of_the_window_is_asked_once_more_not_a_thousand_times(
+    api: tuple[str, Behaviour],
+) -> None:
+    url, behaviour = api
+    book = book_of(25)
+    behaviour.records, behaviour.ignore_end = rows_of(book, range(25)), True
+    notes: list[str] = []
+    sweep(url, book, notes, limit=10)
+    # health, then each of three sweeps (the pending windows, the last pass's run window and its wide search for
+    # the canaries still missing): a full first page and a second that repeats it
+    assert behaviour.requests == 6, behaviour.requests
+    assert any("outside the window asked" in n and "does not honour a time bound" in n for n in notes), notes
+    assert book.reached("api") == 10  # the newest page, its edge millisecond counted once
+    seen = book.copies("api")
+    assert set(seen[seen > 0].tolist()) == {1}  # a repeated page is never counted as copies
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_the_last_pass_is_the_sweep_made_while_the_run_settled(api: tuple[str, Behaviour], settled: bool) -> None:
+    url, behaviour = api
+    book = book_of(5)
+    behaviour.records = rows_of(book, range(5))
+    pace = Pace(lambda stage: 0, settling=settled, poll_interval=0.05)
+    probe = ApiProbe(
+        ApiSettings(base_url=url), ProbeContext("api", "source", book.clock, RUN, book, [].append, pace=pace)
+    )
+
+    async def go() -> tuple[int, int]:
+        await probe.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(probe.run(stop))
+        while book.reached("api") < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        before = behaviour.requests
+        await probe.finish()
+        return before, behaviour.requests
+
+    before, after = asyncio.run(go())
+    assert (after == before) if settled else (after > before), (before, after)  # no sweep after a settle one
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from pipeline_check.backends.capabilities import PROBES
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.core.errors import EndpointError, ExitCode
 from pipeline_check.reporting.json import JsonReporter
@@ -53,9 +55,21 @@ thresholds = [
 """
 
 
+class PacedProbe(memory.MemoryProbe):
+    """A memory probe that notes, at each look, how many canaries wait at its stage and whether the run settles."""
+
+    seen: ClassVar[dict[str, list[tuple[int, bool]]]] = {}
+
+    def _look(self) -> None:
+        pace = self.ctx.pace
+        PacedProbe.seen.setdefault(self.ctx.stage, []).append((pace.waiting(self.ctx.stage), pace.settling))
+        super()._look()
+
+
 @pytest.fixture(autouse=True)
 def memory_plugins() -> None:
     memory.register()
+    PROBES.add("paced", f"{__name__}:PacedProbe")
 
 
 def config(tmp_path: Path, source: str = "", kafka: str = "", api: str = "", extra: str = "") -> PipelineConfig:
@@ -152,6 +166,33 @@ def test_settle_waits_for_late_copies(tmp_path: Path) -> None:
     outcome = run(cfg)
     assert outcome.finished.summary.settle_s == pytest.approx(0.3)
     assert outcome.finished.duration >= 0.3
+
+
+def test_probes_learn_what_waits_at_their_stage_and_when_the_run_settles(tmp_path: Path) -> None:
+    PacedProbe.seen.clear()
+    path = tmp_path / "pipeline.toml"
+    text = BASE.format(source="", kafka="", api="").replace('type = "memory"\ndelay', 'type = "paced"\ndelay')
+    path.write_text(text)
+    cfg = load_config(path, {}).with_overrides(None, settle="300ms")
+    outcome = run(cfg)
+    assert outcome.exit_code == ExitCode.OK, outcome.finished.results
+    for stage in ("kafka", "api"):
+        looks = PacedProbe.seen[stage]
+        assert max(w for w, _ in looks) > 0, stage  # canaries waited at some look
+        settling = [w for w, settles in looks if settles]
+        assert settling and set(settling) == {0}, stage  # the settle window: everything shown, probes look on
+    # every canary was sent before the kafka stage could show it, and the api's wait for kafka's
+    assert max(w for w, _ in PacedProbe.seen["kafka"]) <= 100 and max(w for w, _ in PacedProbe.seen["api"]) <= 100
+
+
+def test_the_run_says_what_each_probe_asked_of_the_system(tmp_path: Path) -> None:
+    outcome = run(config(tmp_path))
+    load = outcome.finished.probe_load
+    assert set(load) == {"kafka", "api"}
+    for figures in load.values():
+        looks = figures.calls["requests"]
+        assert looks > 10 and figures.bytes["requests"] == looks * memory.LOOK_BYTES
+        assert figures.seconds == outcome.finished.duration
 
 
 def test_an_unreachable_source_aborts_with_reports_saying_why(tmp_path: Path) -> None:

@@ -156,6 +156,13 @@ def test_the_charts_draw_the_runs_figures(lossy: SyntheticRun) -> None:
     assert "e2e.p99 < 30s" in markers and "stage.api.p95 < 10s" in markers
 
 
+def test_the_stage_table_shows_each_probes_load(lossy: SyntheticRun) -> None:
+    _, page = page_of(lossy)
+    text = " ".join(page.text)
+    assert "probe load" in text
+    assert "0.48 loads/s + 14 GETs/s, 200 kB/s" in text and "2.1 req/s, 2.1 kB/s" in text
+
+
 def test_the_banner_shows_every_check_as_judged(lossy: SyntheticRun) -> None:
     text, page = page_of(lossy)
     verdict = [a["data-verdict"] for a in page.all("span") if "data-verdict" in a]

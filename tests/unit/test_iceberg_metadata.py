@@ -13,7 +13,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField
 
-from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer
+from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer, without_snapshot_log
 
 SCHEMA = Schema(NestedField(1, "trade_id", LongType(), required=True))
 
@@ -101,3 +101,17 @@ def test_load_gives_a_scannable_table(table: Table) -> None:
     previous = loaded.metadata.snapshot_by_id(new_id).parent_snapshot_id  # type: ignore[union-attr]
     scan = loaded.incremental_append_scan(from_snapshot_id_exclusive=previous, to_snapshot_id_inclusive=new_id)
     assert sorted(scan.to_arrow()["trade_id"].to_pylist()) == [2, 3]
+
+
+def test_the_snapshot_log_is_cut_before_decoding_and_nothing_else(table: Table) -> None:
+    ids = [append(table, i) for i in range(4)]
+    raw = text(table).encode()
+    full = json.loads(raw)
+    assert full["snapshot-log"]  # the writer logs every snapshot
+    cut = json.loads(without_snapshot_log(raw))
+    assert cut["snapshot-log"] == []
+    assert {k: v for k, v in full.items() if k != "snapshot-log"} == {
+        k: v for k, v in cut.items() if k != "snapshot-log"
+    }
+    metadata, new = MetadataReader(ids[:2]).parse(raw)
+    assert new == set(ids[2:]) and metadata.current_snapshot_id == ids[-1]

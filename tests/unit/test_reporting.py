@@ -93,6 +93,29 @@ def test_json_document(tmp_path: Path, make_run: MakeRun) -> None:
     assert doc["config"] == {"load": {"count": 200, "rate": 100.0}}
 
 
+def test_every_report_says_what_the_probes_cost(tmp_path: Path, make_run: MakeRun) -> None:
+    run = make_run(thresholds=THRESHOLDS)
+    path = tmp_path / "report.json"
+    feed(JsonReporter(path), run)
+    load = strict_json(path)["probe_load"]
+    assert set(load) == {"kafka", "consumer", "iceberg", "api"}
+    assert load["api"] == {
+        "seconds": 12.5,
+        "requests": {"requests": 26},
+        "bytes": {"requests": 26_000},
+        "requests_per_s": {"requests": 2.08},
+        "bytes_per_s": 2080.0,
+        "text": "2.1 req/s, 2.1 kB/s",
+    }
+    assert load["iceberg"]["text"] == "0.48 loads/s + 14 GETs/s, 200 kB/s"
+    out = io.StringIO()
+    feed(ConsoleReporter(Console(file=out, width=300, color_system=None)), run)
+    assert (
+        "probe load: kafka 2.0 fetches/s + 0.16 admin req/s, 3.2 MB/s; consumer 10 admin req/s, 0 B/s; "
+        "iceberg 0.48 loads/s + 14 GETs/s, 200 kB/s; api 2.1 req/s, 2.1 kB/s"
+    ) in out.getvalue()
+
+
 def test_json_failed_run_with_infinity(tmp_path: Path, lossy: SyntheticRun) -> None:
     path = tmp_path / "report.json"
     feed(JsonReporter(path), lossy)

@@ -222,8 +222,16 @@ def test_a_healthy_pipeline_passes_and_the_counters_add_up(start_watch: Callable
         "pipeline_check_sla_ok",
         "pipeline_check_availability",
         "process_resident_memory_bytes",
+        "pipeline_check_probe_requests",
+        "pipeline_check_probe_bytes",
     } <= names
+    assert set(doc["probe_load"]) == {"kafka", "api"} and doc["probe_load"]["api"]["requests"]["requests"] > 0
     w.stop()
+
+    for stage in ("kafka", "api"):  # every generation's probe adds to one counter per stage
+        looks = w.value("pipeline_check_probe_requests_total", stage=stage, kind="requests")
+        assert looks > 10
+        assert w.value("pipeline_check_probe_bytes_total", stage=stage, kind="requests") == looks * memory.LOOK_BYTES
 
     injected = w.value("pipeline_check_canaries_injected_total")
     in_flight = w.watch.ring.in_flight

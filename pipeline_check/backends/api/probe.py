@@ -9,9 +9,11 @@ The API's order (newest or oldest first) and page cap (fewer records than ``limi
 answers, not assumed, and noted. An answer capped below ``limit`` and not ordered by time cannot be paged:
 its window is split in halves until each half answers below the cap; where that cannot be done (a cap
 within one unit of time) the answer is incomplete and the stage's retractions and duplicates are
-inconclusive. Records outside the window asked (an API that ignores a bound) are left out, and noted.
-The poll interval adapts: short while canaries keep arriving or the upstream stage holds some the API has
-not shown yet (they are due: a late look would read as API latency), growing to ``max_poll_interval``.
+inconclusive. Records outside the window asked (an API that ignores a bound) are left out, and noted, so
+paging ends where the window does. The poll interval adapts (``backends.polling``): ``poll_interval``
+while the upstream stage holds canaries the API has not shown yet (they are due: a late look would read as
+API latency) and during the settle window, ``idle_interval`` otherwise; ``max_request_rate`` caps the
+requests.
 
 Every request is timed (``responses``): the API's response times, judged by ``api.response`` thresholds.
 
@@ -46,7 +48,7 @@ from typing import Annotated, Any, ClassVar
 import httpx
 from pydantic import AfterValidator, Field, SecretStr
 
-from pipeline_check.backends.look_times import LookTimes
+from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext, Ref
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.tag_readers import TagSettings, tag_reader
@@ -100,7 +102,7 @@ def _template(value: str) -> str:
     return value
 
 
-class ApiSettings(TagSettings):
+class ApiSettings(TagSettings, PollSettings):
     base_url: Annotated[str, AfterValidator(_base_url)]
     query: Annotated[str, AfterValidator(_template)] = (
         "/v1/trades?symbol={symbol}&start_time={start_ms}&end_time={end_ms}&limit={limit}"
@@ -115,8 +117,6 @@ class ApiSettings(TagSettings):
     limit: int = Field(default=1000, ge=1)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 5.0
-    poll_interval: Duration = 0.1
-    max_poll_interval: Duration = 0.5
     search_window: NonNegativeDuration = 86_400.0  # either side of a missing canary's send time, at the end
     fields: Fields = Field(default_factory=dict)
 
@@ -158,12 +158,13 @@ class ApiProbe:
         self._unit = coarsest_unit_ms(self._forms)  # a window is asked in whole units of this (ms)
         headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self._client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=settings.timeout)
-        self._looks = LookTimes()
+        self._poll = PollPolicy.of(settings, ctx)
         self.responses = ResponseTimes()  # every request this probe makes (api.response thresholds)
         self._shown: dict[int, tuple[str, float | None]] = {}  # tag -> (symbol, record time ms) when last shown
         self._largest_page = 0  # the most records one answer held: the API's page cap, as far as seen
         self._largest_seen = 0  # answers of that size
         self._noted: set[str] = set()  # notes given once
+        self._settle_swept = False  # a sweep of the whole run completed while the run settled
         self._checked = False  # records and tag_field proven on a non-empty answer
         self._answered = False  # a query was answered: access works (a later 401/403 is noted, not fatal)
         self._throttled = 0  # 429 answers waited out
@@ -196,24 +197,26 @@ class ApiProbe:
             )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
-        settings, ctx = self.settings, self.ctx
-        interval = settings.poll_interval
+        ctx = self.ctx
         while not stop.is_set():
             # all delivered: keep re-reading the run's windows, for late copies and retractions
-            windows = ctx.recorder.pending_windows_ms(ctx.stage) or ctx.recorder.run_windows_ms()
-            new = sum(await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items())))
-            due = ctx.recorder.due(ctx.stage) > 0
-            interval = settings.poll_interval if new or due else min(settings.max_poll_interval, interval * 1.5)
-            await asyncio.sleep(interval)
+            pending, settling = ctx.recorder.pending_windows_ms(ctx.stage), ctx.pace.settling
+            windows = pending or ctx.recorder.run_windows_ms()
+            await asyncio.gather(*(self._sweep(s, first, last + 1) for s, (first, last) in windows.items()))
+            self._settle_swept |= settling and not pending  # the whole run swept within the settle window
+            await self._poll.wait(stop)
 
     async def finish(self) -> None:
-        """Sweep the whole run once more (every copy, every retraction), search missing canaries either
-        side of their window, then close the client. Canaries first found here get no latency: the probe
-        was not watching for them when they arrived."""
+        """Sweep the whole run once more (every copy, every retraction) unless a sweep of it was made within
+        the settle window (that was the last pass: the time to verdict need not wait for another), search
+        missing canaries either side of their window, then close the client. Canaries first found here get
+        no latency: the probe was not watching for them when they arrived."""
         try:
             ctx = self.ctx
-            for symbol, (first, last) in ctx.recorder.run_windows_ms().items():
-                await self._sweep(symbol, first, last + 1, timed=False)
+            if not self._settle_swept:  # every window at once: the time to verdict waits for the slowest
+                windows = ctx.recorder.run_windows_ms()
+                sweeps = (self._sweep(s, first, last + 1, timed=False) for s, (first, last) in windows.items())
+                await asyncio.gather(*sweeps)
             wide = int(self.settings.search_window * 1000)
             if wide and self._time is not None:
                 for symbol, (first, last) in ctx.recorder.pending_windows_ms(ctx.stage).items():
@@ -232,7 +235,7 @@ class ApiProbe:
 
     @property
     def resolution(self) -> float:
-        return self._looks.median
+        return self._poll.resolution
 
     async def _sweep(self, symbol: str, start_ms: int, end_ms: int, *, timed: bool = True) -> int:
         """Query ``[start_ms, end_ms)`` page by page; tell the recorder what it holds (every version, where
@@ -246,7 +249,7 @@ class ApiProbe:
             answer = await self._pages(symbol, start_ms, end_ms, answer.first_size, learn=False)
         now = self.ctx.clock.now()
         if timed:
-            self._looks.look(now)
+            self._poll.looked(now)
         recorder, stage, fields = self.ctx.recorder, self.ctx.stage, self.settings.fields
         new = 0
         for tag, copies in answer.counts.items():
@@ -419,7 +422,7 @@ class ApiProbe:
         again."""
         backoff = RATE_LIMIT_BACKOFF
         for _ in range(RATE_LIMIT_RETRIES):
-            response = await self.responses.timed(lambda: self._client.get(url))
+            response = await self._request(url)
             if response.status_code != 429:
                 return response
             wait = min(retry_after(response.headers.get("Retry-After")) or backoff, RATE_LIMIT_MAX_WAIT)
@@ -427,7 +430,18 @@ class ApiProbe:
             self._throttled += 1
             self._throttled_s += wait
             await asyncio.sleep(wait)
-        return await self.responses.timed(lambda: self._client.get(url))
+        return await self._request(url)
+
+    async def _request(self, url: str) -> httpx.Response:
+        """One GET, in its turn under ``max_request_rate``, timed and counted (its answer's bytes)."""
+        await self._poll.request()
+        try:
+            response = await self.responses.timed(lambda: self._client.get(url))
+        except httpx.HTTPError:
+            self.ctx.load.add("requests")
+            raise
+        self.ctx.load.add("requests", len(response.content))
+        return response
 
     def _access_error(self, url: str, response: httpx.Response) -> ConfigError:
         """The one-line error of a refused key: it names the headers setting, values masked."""

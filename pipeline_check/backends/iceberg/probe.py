@@ -11,6 +11,10 @@ A full refresh would parse every snapshot the table ever kept; on a SQL catalog 
 metadata pointer first and validates only the snapshots it has not handled (``iceberg_metadata``), so
 the cost of a poll stays flat as history grows. On a REST catalog it asks ``loadTable`` conditionally and
 for referenced snapshots only (:class:`RestMetadata`), to the same effect. Other catalogs get a plain ``refresh()``.
+
+It polls as ``backends.polling`` says: every ``poll_interval`` while the upstream stage holds canaries the table
+has not shown and during the settle window, every ``idle_interval`` otherwise, a poll (one catalog request)
+never more often than ``max_request_rate``. Every catalog request and file read is counted in the probe's load.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from pyiceberg.exceptions import ForbiddenError, NoSuchTableError, UnauthorizedE
 from pyiceberg.table import Table
 
 from pipeline_check.backends.iceberg.changes import ChangeFeed, LiveRows, SnapshotChange
-from pipeline_check.backends.iceberg.metadata import MetadataReader, metadata_pointer
+from pipeline_check.backends.iceberg.metadata import CountingIO, MetadataReader, metadata_pointer, without_snapshot_log
 from pipeline_check.backends.iceberg.tag_filter import TagFilter
-from pipeline_check.backends.look_times import LookTimes
-from pipeline_check.backends.probe import ProbeContext, Ref
+from pipeline_check.backends.polling import PollPolicy, PollSettings
+from pipeline_check.backends.probe import ProbeContext, ProbeLoad, Ref
 from pipeline_check.canary.fidelity import Fields
 from pipeline_check.canary.tag_readers import TagFormSettings
 from pipeline_check.core.durations import Duration
@@ -40,7 +44,7 @@ from pipeline_check.core.plugins import PluginSettings
 from pipeline_check.core.redaction import redact
 
 
-class IcebergSettings(TagFormSettings):
+class IcebergSettings(TagFormSettings, PollSettings):
     catalog: dict[str, str]  # pyiceberg catalog properties (type, uri, warehouse, credentials...)
     catalog_name: str = "default"
     table: str = Field(pattern=r"^[\w.]+\.\w+$")
@@ -48,7 +52,6 @@ class IcebergSettings(TagFormSettings):
     fields: Fields = Field(default_factory=dict)
     # a column whose values order the rows per key (e.g. kafka_offset): ordering is judged on it
     order_column: str | None = None
-    poll_interval: Duration = 0.1
     # how long polls may keep failing (a locked catalog, a catalog server restarting, a file mid-write)
     # before the run gives up on the stage
     give_up_after: Duration = 60.0
@@ -69,14 +72,16 @@ class IcebergProbe:
         self._rest: RestMetadata | None = None  # conditional loads, on a REST catalog
         self._reader = MetadataReader()
         self._live = LiveRows()
-        self._looks = LookTimes()
+        self._poll = PollPolicy.of(settings, ctx)
 
     async def start(self) -> None:
         table = await asyncio.to_thread(open_table, self.settings, f"stages.{self.ctx.stage}")
+        self.ctx.load.add("catalog_loads")
+        table = CountingIO.counted(table, self.ctx.load)
         self._check_columns(table)
         self._pointer = metadata_pointer(table)
         self._reader = MetadataReader(snapshot.snapshot_id for snapshot in table.snapshots())
-        self._rest = RestMetadata.of(table, self._reader)
+        self._rest = RestMetadata.of(table, self._reader, self.ctx.load)
         if self._pointer is not None:  # read the file once, so the first poll skips what it holds
             table, _ = await asyncio.to_thread(self._reader.load, table, table.metadata_location)
         self._table = table
@@ -89,8 +94,10 @@ class IcebergProbe:
     async def run(self, stop: asyncio.Event) -> None:
         failing_since: float | None = None
         while not stop.is_set():
+            await self._poll.request()
             try:
                 seen_at, changes = await asyncio.to_thread(self.poll)
+                self._poll.looked(seen_at)
                 failing_since = None
             except PipelineCheckError:
                 raise  # a change the probe cannot count: no retry makes it countable
@@ -108,16 +115,17 @@ class IcebergProbe:
                     ) from exc  # fmt: skip
                 changes, seen_at = [], now
             self._record(seen_at, changes)
-            await asyncio.sleep(self.settings.poll_interval)
+            await self._poll.wait(stop)
 
     async def finish(self) -> None:
         """A last look, so rows committed or removed just before the stop are counted."""
         if self._table is not None:
+            await self._poll.request()
             self._record(*await asyncio.to_thread(self.poll))
 
     @property
     def resolution(self) -> float:
-        return self._looks.median
+        return self._poll.resolution
 
     def poll(self) -> tuple[float, list[SnapshotChange]]:
         """Refresh, then read what each snapshot committed since the last poll changed (on a worker thread)."""
@@ -125,7 +133,6 @@ class IcebergProbe:
             raise RuntimeError("IcebergProbe.poll before start")
         table, new = self._refreshed(self._table)
         seen_at = self.ctx.clock.now()
-        self._looks.look(seen_at)
         changes = self._feed.poll(table)
         self._table = table
         self._reader.handled |= new
@@ -133,12 +140,15 @@ class IcebergProbe:
 
     def _refreshed(self, table: Table) -> tuple[Table, set[int]]:
         """The table as it is now, and the ids of snapshots validated for it that are new."""
+        load = self.ctx.load
         if self._rest is not None:
             return self._rest.load(table, self._feed.snapshot_id)
         if self._pointer is None:
+            load.add("catalog_loads")
             table.refresh()
-            return table, set()
+            return CountingIO.counted(table, load), set()
         location = self._pointer()
+        load.add("catalog_loads", len(location or ""))
         if location is None or location == table.metadata_location:
             return table, set()
         return self._reader.load(table, location)
@@ -208,7 +218,7 @@ class RestMetadata:
     refs load per poll.
     """
 
-    def __init__(self, table: Table, reader: MetadataReader) -> None:
+    def __init__(self, table: Table, reader: MetadataReader, load: ProbeLoad | None = None) -> None:
         from pyiceberg.catalog.rest import Endpoints, RestCatalog
 
         catalog = table.catalog
@@ -218,6 +228,7 @@ class RestMetadata:
         # pyiceberg builds the same URL for its own loadTable (private helpers, pinned pyiceberg)
         self._url = catalog.url(Endpoints.load_table, prefixed=True, **catalog._split_identifier_for_path(table.name()))
         self._reader = reader
+        self._load = load or ProbeLoad()  # every request to the catalog, counted
         self._etag: str | None = None
         self._etag_location: str | None = None  # the metadata location the ETag was given with
         self.not_modified = 0  # 304 answers: nothing committed since the last load
@@ -225,11 +236,11 @@ class RestMetadata:
         self.fallbacks = 0  # polls answered by pyiceberg's refresh()
 
     @classmethod
-    def of(cls, table: Table, reader: MetadataReader) -> RestMetadata | None:
+    def of(cls, table: Table, reader: MetadataReader, load: ProbeLoad | None = None) -> RestMetadata | None:
         """A loader for ``table`` when its catalog is a REST catalog, else None."""
         from pyiceberg.catalog.rest import RestCatalog
 
-        return cls(table, reader) if isinstance(table.catalog, RestCatalog) else None
+        return cls(table, reader, load) if isinstance(table.catalog, RestCatalog) else None
 
     def load(self, table: Table, since: int | None) -> tuple[Table, set[int]]:
         """The table as the catalog has it now, and the ids of the snapshots validated for it that are new
@@ -240,14 +251,16 @@ class RestMetadata:
         if self._etag is not None and self._etag_location == table.metadata_location:
             headers["If-None-Match"] = self._etag
         response = self._catalog._session.get(self._url, params={"snapshots": "refs"}, headers=headers)
+        self._load.add("catalog_loads", len(response.content))
         if response.status_code == 304:
             self.not_modified += 1
             return table, set()
         if response.status_code != 200:
             self.fallbacks += 1
+            self._load.add("catalog_loads")
             table.refresh()
-            return table, set()
-        body: dict[str, Any] = response.json()
+            return CountingIO.counted(table, self._load), set()
+        body: dict[str, Any] = json.loads(without_snapshot_log(response.content))
         metadata = body["metadata"]
         current = metadata.get("current-snapshot-id")
         snapshots = {s["snapshot-id"]: s for s in metadata.get("snapshots", [])}
@@ -255,11 +268,12 @@ class RestMetadata:
         if current not in (None, -1, since) and parent != since:
             self.full_loads += 1
             full = self._catalog._session.get(self._url)
+            self._load.add("catalog_loads", len(full.content))
             full.raise_for_status()
-            body = full.json()
+            body = json.loads(without_snapshot_log(full.content))
             metadata = body["metadata"]
         location = body["metadata-location"]
-        loaded, new = self._reader.parse(json.dumps(metadata))
+        loaded, new = self._reader.parse_dict(metadata)
         self._etag, self._etag_location = response.headers.get("ETag"), location
         return Table(table.name(), loaded, location, table.io, table.catalog), new
 

@@ -2,7 +2,9 @@
 
 Polls the group's committed offsets (admin API, read-only: it never joins the group); a canary counts
 as consumed at the first poll whose committed offset on its partition lies beyond the offset recorded
-for it upstream (by the ``kafka_topic`` probe).
+for it upstream (by the ``kafka_topic`` probe). It polls every ``poll_interval`` while the topic holds
+canaries the group has not committed past (and during the settle window), every ``idle_interval``
+otherwise, never more often than ``max_request_rate`` (``backends.polling``); each poll is one admin request.
 """
 
 from __future__ import annotations
@@ -18,19 +20,17 @@ from aiokafka.errors import KafkaError
 from pydantic import Field
 
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
-from pipeline_check.backends.look_times import LookTimes
+from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext
-from pipeline_check.core.durations import Duration
 from pipeline_check.core.plugins import PluginSettings
 
 
-class ConsumerGroupSettings(PluginSettings):
+class ConsumerGroupSettings(PollSettings):
     inherit: ClassVar = {"stages.kafka": ("bootstrap", "topic")}
 
     group: str = Field(min_length=1)
     bootstrap: str = Field(min_length=1)
     topic: str = Field(min_length=1)
-    poll_interval: Duration = 0.1
 
 
 class ConsumerGroupProbe:
@@ -42,7 +42,7 @@ class ConsumerGroupProbe:
         self.ctx = ctx
         self._admin: AIOKafkaAdminClient | None = None  # made in start: an unstarted one warns when collected
         self._partitions: list[int] = []
-        self._looks = LookTimes()
+        self._poll = PollPolicy.of(settings, ctx)
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap
@@ -59,7 +59,7 @@ class ConsumerGroupProbe:
             raise RuntimeError("ConsumerGroupProbe.run before start")
         while not stop.is_set():
             await self._look(admin)
-            await asyncio.sleep(self.settings.poll_interval)
+            await self._poll.wait(stop)
 
     async def finish(self) -> None:
         if self._admin is None:
@@ -71,7 +71,7 @@ class ConsumerGroupProbe:
 
     @property
     def resolution(self) -> float:
-        return self._looks.median
+        return self._poll.resolution
 
     async def _look(self, admin: AIOKafkaAdminClient) -> None:
         ctx = self.ctx
@@ -81,7 +81,7 @@ class ConsumerGroupProbe:
             ctx.note(f"consumer group {self.settings.group!r} offsets unavailable ({type(exc).__name__}); retrying")
             return
         now = ctx.clock.now()
-        self._looks.look(now)
+        self._poll.looked(now)
         tags, partitions, offsets = ctx.recorder.pending_refs(ctx.stage, ctx.upstream)
         located = (partitions >= 0) & (partitions < len(committed))
         done = np.zeros(len(tags), bool)
@@ -93,6 +93,8 @@ class ConsumerGroupProbe:
         """Committed offset per partition index (-1 where the group committed nothing yet)."""
         topic = self.settings.topic
         tps = [TopicPartition(topic, p) for p in self._partitions]
+        await self._poll.request()
+        self.ctx.load.add("admin")
         offsets = await admin.list_consumer_group_offsets(self.settings.group, partitions=tps)
         committed = np.full(max(self._partitions, default=0) + 1, -1, np.int64)
         for tp, meta in offsets.items():

@@ -17,11 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline_check.backends.capabilities import PROBES
-from pipeline_check.backends.probe import Probe, ProbeContext, Ref
+from pipeline_check.backends.polling import Pace
+from pipeline_check.backends.probe import Probe, ProbeContext, ProbeLoad, Ref
 from pipeline_check.canary.time_forms import Instant
 from pipeline_check.config import PipelineConfig
 from pipeline_check.core.clock import Clock
 from pipeline_check.runs.watch.ring import CanaryRing, Generation, Ints
+from pipeline_check.trace.stages import SOURCE
 
 
 class GenerationRecorder:
@@ -75,15 +77,31 @@ class GenerationRecorder:
     def pending_refs(self, stage: str, at: str) -> tuple[Ints, npt.NDArray[np.int32], Ints]:
         return self.ring.pending_refs(self.gen, stage, at)
 
+    def waiting(self, stage: str) -> int:
+        """Open canaries ``stage`` should show next: those its upstream stage holds, or, fed by the source,
+        those sent (the generation's probe of the stage looks quickly while there are any)."""
+        if self.ring.route.upstream[stage] == SOURCE:
+            return len(self.ring.pending(self.gen, stage))
+        return self.ring.due(self.gen, stage)
+
 
 class ProbeSet:
     """The probes of one generation: started together, run as tasks, finished together."""
 
     def __init__(
-        self, config: PipelineConfig, ring: CanaryRing, gen: Generation, clock: Clock, note: Callable[[str], None]
+        self,
+        config: PipelineConfig,
+        ring: CanaryRing,
+        gen: Generation,
+        clock: Clock,
+        note: Callable[[str], None],
+        *,
+        rate: float,
+        load: Mapping[str, ProbeLoad],
     ) -> None:
         self.gen = gen
         self.recorder = GenerationRecorder(ring, gen)
+        self.pace = Pace.for_watch(self.recorder.waiting, rate)
         route = config.route
         self.stages = route.stages
         self.probes: list[Probe] = [
@@ -96,6 +114,8 @@ class ProbeSet:
                     run=gen.run,
                     recorder=self.recorder,
                     note=note,
+                    load=load[section.name],
+                    pace=self.pace,
                 ),
             )
             for section in config.stages

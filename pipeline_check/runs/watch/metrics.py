@@ -1,7 +1,8 @@
 """The watch's Prometheus metrics, on a registry of their own (never the process-wide default).
 
 Counters move as canaries are injected, first seen at a stage and closed (delivered on time or lost);
-histograms take each first sighting's latency; gauges carry the last window evaluation. A check that
+histograms take each first sighting's latency; gauges carry the last window evaluation; the probes' own
+requests and bytes (what watching costs the pipeline) are read from their counters at each scrape. A check that
 the window could not judge (inconclusive, not applicable) reads ``NaN`` in ``pipeline_check_sla_ok``,
 so an alert on ``== 0`` fires on breaches only, and so does an unjudged availability (no canary of the
 window has reached its loss deadline yet).
@@ -10,12 +11,15 @@ window has reached its loss deadline yet).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from pipeline_check.trace.stages import SOURCE
+from pipeline_check.verdict.probe_load import KINDS, ProbeLoad
 from pipeline_check.verdict.results import CheckResult
 from pipeline_check.verdict.status import Status
 
@@ -108,6 +112,9 @@ class WatchMetrics:
         self.sla_ok = {check: sla_ok.labels(check) for check in checks}
         for gauge in (self.availability, *self.sla_ok.values()):
             gauge.set(math.nan)
+        # one counter per stage for the whole watch: every generation's probe of a stage adds to it
+        self.probe_load = {stage: ProbeLoad() for stage in stages}
+        registry.register(ProbeLoadCollector(self.probe_load))
 
     def judged(self, results: Iterable[CheckResult], availability: float, canaries: int) -> None:
         """Publish one window evaluation."""
@@ -115,6 +122,35 @@ class WatchMetrics:
             self.sla_ok[result.threshold].set(_ok(result.status))
         self.availability.set(availability)
         self.window_canaries.set(canaries)
+
+
+class ProbeLoadCollector(Collector):
+    """``pipeline_check_probe_requests_total`` and ``pipeline_check_probe_bytes_total`` by stage and kind, read
+    from the probes' counters when scraped (no work per request)."""
+
+    def __init__(self, loads: Mapping[str, ProbeLoad]) -> None:
+        self.loads = loads
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "pipeline_check_probe_requests",
+            "Requests the probes made to the system they watch (kind: requests, catalog_loads, object_gets, "
+            "fetches, admin).",
+            labels=["stage", "kind"],
+        )
+        moved = CounterMetricFamily(
+            "pipeline_check_probe_bytes",
+            "Bytes the probes' requests moved, by stage and kind.",
+            labels=["stage", "kind"],
+        )
+        for stage, load in self.loads.items():
+            calls, nbytes = load.snapshot()
+            for kind in KINDS:
+                if kind in calls:
+                    requests.add_metric([stage, kind], calls[kind])
+                    moved.add_metric([stage, kind], nbytes.get(kind, 0))
+        yield requests
+        yield moved
 
 
 def _ok(status: Status) -> float:

@@ -30,7 +30,7 @@ from pipeline_check.canary.tags import MAX_SEQ, RunId
 from pipeline_check.canary.trades import Trade, TradeFactory
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.errors import ConfigError
-from pipeline_check.reporting.json import check_dict, iso_utc, json_safe
+from pipeline_check.reporting.json import check_dict, iso_utc, json_safe, load_dict
 from pipeline_check.runs.pacing import MAX_BACKLOG
 from pipeline_check.runs.plan import Plan
 from pipeline_check.runs.watch.generation import ProbeSet
@@ -130,6 +130,7 @@ class Watch:
         self.last = WindowVerdict(time.time(), 0, 0, None)
         self._document: dict[str, Any] = {"verdict": "starting"}
         self._ticked: float | None = None
+        self._began = self.clock.now()  # the probes' load is per second since then
         self._rotation_wanted = False
         self._retry_at = 0.0
         self._retry = RETRY_FIRST
@@ -177,7 +178,15 @@ class Watch:
                 await self.injector.close()
 
     async def _start_generation(self, run: RunId) -> ProbeSet:
-        probes = ProbeSet(self.config, self.ring, Generation(run, self.ring.next_index), self.clock, self.notes.note)
+        probes = ProbeSet(
+            self.config,
+            self.ring,
+            Generation(run, self.ring.next_index),
+            self.clock,
+            self.notes.note,
+            rate=self.settings.rate,
+            load=self.metrics.probe_load,
+        )
         await probes.start()
         return probes
 
@@ -374,6 +383,10 @@ class Watch:
             "availability": verdict.availability,
             "checks": [check_dict(r) for r in verdict.results],
             "totals": {"injected": self.ring.next_index, "in_flight": self.ring.in_flight},
+            "probe_load": {
+                stage: load_dict(load.figures(self.clock.now() - self._began))
+                for stage, load in self.metrics.probe_load.items()
+            },
             "notes": [{"at": iso_utc(at), "note": note} for at, note in self.notes.recent],
         }
         if s is not None:
