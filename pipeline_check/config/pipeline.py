@@ -27,7 +27,7 @@ from pipeline_check.config.sections import (
 )
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.core.redaction import redact
-from pipeline_check.faults.steps import FaultTargets, Owned
+from pipeline_check.faults.steps import FaultTargets, Owned, on_brokers
 from pipeline_check.trace.stages import SOURCE, Route
 from pipeline_check.verdict.contract_spec import StageContract
 from pipeline_check.verdict.thresholds import API_RESPONSE, Threshold, parse_threshold, parse_thresholds
@@ -78,22 +78,47 @@ class PipelineConfig(_Model):
             if scenario.faults:
                 owned = owned or self.owned()
                 owned.check(scenario.faults, f"scenarios.{name}.faults")
+                broker_steps = [i for i, f in enumerate(scenario.faults) if on_brokers(f, owned.brokers)]
+                if broker_steps and self.kafka_cluster() is None:
+                    raise ConfigError(
+                        f"scenarios.{name}.faults[{broker_steps[0]}].target", scenario.faults[broker_steps[0]].target,
+                        "acts on Kafka brokers, and no Kafka stage or [faults] bootstrap says where the cluster is",
+                        "set [faults] bootstrap",
+                    )  # fmt: skip
         return self
+
+    def kafka_cluster(self) -> tuple[str, str, tuple[str, ...]] | None:
+        """The Kafka cluster faults on brokers read leadership from: (bootstrap, its setting, the topics
+        of the Kafka stages), from ``[faults] bootstrap`` or else the first stage with a bootstrap."""
+        kafka = [
+            (s.name, str(s.settings.bootstrap), str(getattr(s.settings, "topic", "")))
+            for s in self.stages
+            if hasattr(s.settings, "bootstrap")
+        ]
+        topics = tuple(dict.fromkeys(topic for _, _, topic in kafka if topic))
+        if self.faults.bootstrap is not None:
+            return self.faults.bootstrap, "faults.bootstrap", topics
+        if not kafka:
+            return None
+        name, bootstrap, _ = kafka[0]
+        return bootstrap, f"stages.{name}.bootstrap", topics
 
     def owned(self) -> Owned:
         """What this config's faults may act on: its stack's services and links, SQLite catalogs."""
         services: tuple[str, ...] = ()
+        brokers: tuple[str, ...] = ()
         links = self.faults.links
         if self.faults.stack is not None:
             from pipeline_check.stack.spec import load_stack
 
             spec = load_stack(self.faults.stack, run_dir=self.faults.run_dir)
             services = tuple(spec.services)
+            brokers = spec.kafka_nodes
             links = links or tuple(spec.proxies)
         catalogs = tuple(
             s.name for s in self.stages if (lock := STAGE_TYPES.lock(s.type)) is not None and lock.lockable(s.settings)
         )
-        return Owned(services, links, catalogs)
+        return Owned(services, links, catalogs, brokers)
 
     def _check_stage_keys(self) -> None:
         """``[contract.STAGE]`` and ``passive.event_time`` name configured stages, with parts they can hold."""

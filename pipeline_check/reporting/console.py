@@ -289,7 +289,15 @@ class ConsoleReporter:
     def _faults(self, summary: RunSummary) -> None:
         for f in summary.faults:
             end = f"{f.end_s:.1f}s" if math.isfinite(f.end_s) else "the end (never undone)"
-            self.console.print(Text(f"fault {f.label}: from {f.start_s:.1f}s to {end}", style="yellow"))
+            acted = f" ({', '.join(f.services)})" if f.services and f.services != (f.target,) else ""
+            self.console.print(Text(f"fault {f.label}{acted}: from {f.start_s:.1f}s to {end}", style="yellow"))
+            for moment, states in f.partitions.items():
+                leaders = ", ".join(
+                    f"{key} {f.brokers.get(s.leader, s.leader)}"
+                    + (f" (isr {','.join(map(str, s.isr))})" if set(s.isr) != set(s.replicas) else "")
+                    for key, s in states.items()
+                )
+                self.console.print(Text(f"  leaders {moment}: {leaders or 'unknown'}", style="dim"))
             if f.output.strip():
                 self.console.print(Text(f.output.rstrip(), style="dim"))
         for window, stats in summary.windows.items():

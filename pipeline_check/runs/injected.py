@@ -161,7 +161,7 @@ class Run:
                     await self.injector.close()
         for event in self._progress():
             yield event
-        for note in self.notes.notes():
+        for note in self.notes.notes(final=True):
             yield note
 
         if injection is None:
@@ -215,7 +215,8 @@ class Run:
         from pipeline_check.faults.runner import FaultRunner
         from pipeline_check.runs.fault_targets import targets_of
 
-        return FaultRunner(self.plan.faults, targets_of(self.config, self.stack), self.clock, self.notes.note)
+        targets = targets_of(self.config, self.stack, self.plan.faults)
+        return FaultRunner(self.plan.faults, targets, self.clock, self.notes.note)
 
     def _freshness_limit(self) -> float:
         """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the

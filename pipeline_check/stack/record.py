@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline_check.core.errors import StackError
 from pipeline_check.core.atomic_files import write_atomically
+from pipeline_check.core.errors import StackError
 from pipeline_check.stack.spec import StackSpec
 
 RECORD_FILE = "running.json"

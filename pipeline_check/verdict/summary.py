@@ -70,9 +70,24 @@ class InjectionStats:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Who led one partition and which of its replicas were in sync, at one moment (Kafka node ids)."""
+
+    leader: int  # -1: no leader
+    isr: tuple[int, ...]
+    replicas: tuple[int, ...]
+
+
+# moment ("before", "during", "after" a fault) -> "topic/partition" -> its state
+Leadership = dict[str, dict[str, PartitionState]]
+
+
 @dataclass(slots=True)
 class FaultWindow:
-    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds)."""
+    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds).
+    A fault on Kafka brokers also says which services its target named when it was applied and the
+    leaders and in-sync replicas of the watched partitions before, during and after it."""
 
     label: str
     action: str
@@ -80,6 +95,9 @@ class FaultWindow:
     start: float
     end: float = math.nan
     output: str = ""
+    services: tuple[str, ...] = ()
+    brokers: dict[int, str] = field(default_factory=dict)  # node id -> service
+    partitions: Leadership = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,9 @@ class FaultSummary:
     start_s: float
     end_s: float  # NaN: never undone (the run ended first)
     output: str
+    services: tuple[str, ...] = ()
+    brokers: dict[int, str] = field(default_factory=dict)
+    partitions: Leadership = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +241,9 @@ def window_masks(book: TraceBook, faults: Collection[FaultWindow]) -> dict[str, 
 
 def _fault(book: TraceBook, w: FaultWindow) -> FaultSummary:
     t0 = float(np.nanmin(book.first_seen(SOURCE))) if book.injected else w.start
-    return FaultSummary(w.label, w.action, w.target, w.start - t0, w.end - t0, w.output)
+    return FaultSummary(
+        w.label, w.action, w.target, w.start - t0, w.end - t0, w.output, w.services, w.brokers, w.partitions
+    )
 
 
 def _stage(book: TraceBook, stage: str, delivered: np.ndarray) -> StageSummary:

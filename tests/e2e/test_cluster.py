@@ -22,14 +22,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.config import load_config
-from pipeline_check.engine import run_async
-from pipeline_check.events import Event, Note
+from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.runs.driver import run_async
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.stack.record import RECORD_FILE
 from pipeline_check.stack.spec import profile_file
-from pipeline_check.status import Status
+from pipeline_check.verdict.events import Event, Note
+from pipeline_check.verdict.status import Status
 from tests.e2e.conftest import AfterInjected, profile_stack
 from tests.e2e.helpers import wait_for
 

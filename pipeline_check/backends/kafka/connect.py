@@ -12,13 +12,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from pipeline_check.core.errors import EndpointError
+from pipeline_check.core.log_repeats import collapse_repeats
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
 
 
 async def reach(step: Awaitable[T], bootstrap: str, setting: str) -> T:
-    """Await a connecting step (start a client, fetch metadata) or explain why Kafka is unreachable."""
+    """Await a connecting step (start a client, fetch metadata) or explain why Kafka is unreachable.
+    aiokafka's repeated records (an ERROR per refused connection while a broker is down) are collapsed."""
+    collapse_repeats("aiokafka")
     began = time.monotonic()
     try:
         return await asyncio.wait_for(step, CONNECT_TIMEOUT)

@@ -2,7 +2,8 @@
 
 Polls the group's committed offsets (admin API, read-only: it never joins the group); a canary counts
 as consumed at the first poll whose committed offset on its partition lies beyond the offset recorded
-for it upstream (by the ``kafka_topic`` probe).
+for it upstream (by the ``kafka_topic`` probe). On a cluster the offsets come from the group's coordinator,
+found again on another broker at once when one dies or stalls (``group_offsets.GroupOffsets``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiokafka.errors import KafkaError
 from pydantic import Field
 
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
+from pipeline_check.backends.kafka.group_offsets import GroupOffsets
 from pipeline_check.backends.look_times import LookTimes
 from pipeline_check.backends.probe import ProbeContext
 from pipeline_check.core.durations import Duration
@@ -41,6 +43,7 @@ class ConsumerGroupProbe:
         self.settings = settings
         self.ctx = ctx
         self._admin: AIOKafkaAdminClient | None = None  # made in start: an unstarted one warns when collected
+        self._offsets: GroupOffsets | None = None
         self._partitions: list[int] = []
         self._looks = LookTimes()
 
@@ -51,21 +54,23 @@ class ConsumerGroupProbe:
         await reach(admin.start(), bootstrap, setting)
         tps = await topic_partitions(admin, bootstrap, self.settings.topic, setting)
         self._partitions = [tp.partition for tp in tps]
-        await reach(self._committed(admin), bootstrap, f"stages.{self.ctx.stage}.group")
+        self._offsets = offsets = GroupOffsets(admin, self.settings.group)
+        await reach(self._committed(offsets), bootstrap, f"stages.{self.ctx.stage}.group")
 
     async def run(self, stop: asyncio.Event) -> None:
-        admin = self._admin
-        if admin is None:
+        offsets = self._offsets
+        if offsets is None:
             raise RuntimeError("ConsumerGroupProbe.run before start")
         while not stop.is_set():
-            await self._look(admin)
+            await self._look(offsets)
             await asyncio.sleep(self.settings.poll_interval)
 
     async def finish(self) -> None:
         if self._admin is None:
             return
         try:
-            await self._look(self._admin)
+            if self._offsets is not None:
+                await self._look(self._offsets)
         finally:
             await self._admin.close()
 
@@ -73,10 +78,10 @@ class ConsumerGroupProbe:
     def resolution(self) -> float:
         return self._looks.median
 
-    async def _look(self, admin: AIOKafkaAdminClient) -> None:
+    async def _look(self, source: GroupOffsets) -> None:
         ctx = self.ctx
         try:
-            committed = await self._committed(admin)
+            committed = await self._committed(source)
         except (KafkaError, OSError) as exc:  # a broker restart: keep looking until the run ends
             ctx.note(f"consumer group {self.settings.group!r} offsets unavailable ({type(exc).__name__}); retrying")
             return
@@ -89,13 +94,12 @@ class ConsumerGroupProbe:
         for tag in tags[done]:
             ctx.recorder.seen(ctx.stage, int(tag), now)
 
-    async def _committed(self, admin: AIOKafkaAdminClient) -> npt.NDArray[np.int64]:
+    async def _committed(self, source: GroupOffsets) -> npt.NDArray[np.int64]:
         """Committed offset per partition index (-1 where the group committed nothing yet)."""
         topic = self.settings.topic
-        tps = [TopicPartition(topic, p) for p in self._partitions]
-        offsets = await admin.list_consumer_group_offsets(self.settings.group, partitions=tps)
+        fetched = await source.fetch(TopicPartition(topic, p) for p in self._partitions)
         committed = np.full(max(self._partitions, default=0) + 1, -1, np.int64)
-        for tp, meta in offsets.items():
-            if tp.topic == topic and meta is not None and meta.offset >= 0:
-                committed[tp.partition] = meta.offset
+        for tp, offset in fetched.items():
+            if tp.topic == topic and offset >= 0:
+                committed[tp.partition] = offset
         return committed
