@@ -73,6 +73,8 @@ class PipelineConfig(_Model):
             self.thresholds_for(name, passive=self.is_passive(name))
         self.thresholds_for(None)
         self.thresholds_for(None, passive=True)
+        if self.load.background.engine == "trogdor":
+            self.background_target()
         owned = None
         for name, scenario in self.scenarios.items():
             if scenario.faults:
@@ -87,14 +89,40 @@ class PipelineConfig(_Model):
                     )  # fmt: skip
         return self
 
+    def background_target(self) -> tuple[str, str]:
+        """Where Trogdor's agents send background trades: (bootstrap, topic), from ``[load.background]`` or
+        the first Kafka stage (the raw topic the pipeline reads)."""
+        given = self.load.background
+        kafka = next((k for k in self._kafka_stages() if k[2]), None)
+        bootstrap = given.bootstrap or (kafka[1] if kafka is not None else None)
+        topic = given.topic or (kafka[2] if kafka is not None else None)
+        if bootstrap is None or topic is None:
+            missing = "load.background.bootstrap" if bootstrap is None else "load.background.topic"
+            raise ConfigError(
+                missing, None, 'engine "trogdor" sends to Kafka, and no Kafka stage says where',
+                "set load.background.bootstrap and load.background.topic",
+            )  # fmt: skip
+        symbols = self.messages.background_symbols
+        if not 0 < len(symbols) <= 100:
+            raise ConfigError(
+                "messages.background_symbols", list(symbols), "Trogdor shares records out in whole percents",
+                "give 1 to 100 background symbols",
+            )  # fmt: skip
+        return bootstrap, topic
+
+    def _kafka_stages(self) -> list[tuple[str, str, str]]:
+        """(stage, bootstrap, topic) of every stage that talks to Kafka (topic "" when it names none)."""
+        found = []
+        for s in self.stages:
+            bootstrap = getattr(s.settings, "bootstrap", None)
+            if isinstance(bootstrap, str):
+                found.append((s.name, bootstrap, str(getattr(s.settings, "topic", "") or "")))
+        return found
+
     def kafka_cluster(self) -> tuple[str, str, tuple[str, ...]] | None:
         """The Kafka cluster faults on brokers read leadership from: (bootstrap, its setting, the topics
         of the Kafka stages), from ``[faults] bootstrap`` or else the first stage with a bootstrap."""
-        kafka = [
-            (s.name, str(s.settings.bootstrap), str(getattr(s.settings, "topic", "")))
-            for s in self.stages
-            if hasattr(s.settings, "bootstrap")
-        ]
+        kafka = self._kafka_stages()
         topics = tuple(dict.fromkeys(topic for _, _, topic in kafka if topic))
         if self.faults.bootstrap is not None:
             return self.faults.bootstrap, "faults.bootstrap", topics

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,10 +49,11 @@ class Services(Protocol):
 
 
 class Leadership(Protocol):
-    """Who leads the watched partitions now (``backends.kafka.leadership.KafkaLeadership``); an
-    ``EndpointError`` when no broker answers."""
+    """Who leads the watched partitions now (``backends.kafka.leadership.KafkaLeadership``), asked of
+    the brokers not in ``held`` first (those a fault holds down would only time out); an ``EndpointError``
+    when no broker answers."""
 
-    async def partitions(self) -> dict[str, PartitionState]: ...
+    async def partitions(self, held: Collection[int] = ()) -> dict[str, PartitionState]: ...
 
     async def close(self) -> None: ...
 
@@ -78,10 +79,12 @@ class Targets:
 
 
 class _Applied:
-    """How to undo one applied fault; ``watched``: it acts on brokers whose partitions are recorded."""
+    """How to undo one applied fault on ``services``; ``watched``: they are brokers whose partitions are
+    recorded."""
 
-    def __init__(self, undo: Callable[[], str], watched: bool = False) -> None:
+    def __init__(self, undo: Callable[[], str], services: tuple[str, ...] = (), watched: bool = False) -> None:
         self.undo = undo
+        self.services = services
         self.watched = watched
         self.done = False
 
@@ -125,7 +128,7 @@ class FaultRunner:
         shown = f" ({', '.join(names)})" if names != (step.target,) else ""
         self.note(f"fault: {step.label}{shown} for {step.duration:g}s")
         undo = await asyncio.to_thread(self._apply, step, window, names)
-        applied = _Applied(undo, watched=bool(window.partitions))
+        applied = _Applied(undo, names, watched=bool(window.partitions))
         self._applied.append((window, applied))
         await asyncio.sleep(step.duration)
         await self._undo(window, applied)
@@ -158,7 +161,7 @@ class FaultRunner:
             return names
         if leadership is None:
             raise StackError(f"fault {step.label!r}: no Kafka cluster to find the {target.role} on")
-        states = await leadership.partitions()
+        states = await leadership.partitions(self._held())
         state = states.get(target.key)
         if state is None:
             raise StackError(f"fault {step.label!r}: {target.key} is not a partition of the cluster's topics")
@@ -186,10 +189,15 @@ class FaultRunner:
             return None
         window.brokers = dict(self.targets.brokers)
         try:
-            return await self.targets.leadership.partitions()
+            return await self.targets.leadership.partitions(self._held())
         except EndpointError as exc:
             self.note(f"fault {window.label}: leadership unknown ({exc})")
             return None
+
+    def _held(self) -> set[int]:
+        """The brokers faults hold down now (killed, stopped or paused, not yet undone)."""
+        nodes = {name: node for node, name in self.targets.brokers.items()}
+        return {nodes[s] for _, a in self._applied if not a.done for s in a.services if s in nodes}
 
     async def _in_sync(self, window: FaultWindow) -> dict[str, PartitionState]:
         """Once every replica of every watched partition is in sync again (or ``IN_SYNC_TIMEOUT`` passed,
@@ -221,7 +229,7 @@ class FaultRunner:
         for i, name in enumerate(brokers.values()):
             began = self.clock.now()
             await asyncio.to_thread(services.stop, name)
-            applied = _Applied(partial(_revive, services, name))
+            applied = _Applied(partial(_revive, services, name), (name,))
             self._applied.append((window, applied))  # revived whatever ends the run
             if i == 0:
                 window.partitions["during"] = await self._leaders(window) or {}

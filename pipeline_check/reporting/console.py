@@ -350,6 +350,23 @@ class ConsoleReporter:
                 f"settled {s.settle_s:.1f}s after the last delivery"
             )
         )
+        load = inj.background_load
+        if load is not None:
+            achieved = "unknown" if load.achieved_rate is None else f"{load.achieved_rate:,.0f}/s"
+            sent = f"{load.sent:,} in {load.seconds:.1f}s" if load.sent is not None else "count unknown"
+            agents = "; " + ", ".join(
+                f"{a.agent} {a.sent if a.sent is not None else '?'}{f' ({a.error})' if a.error else ''}"
+                for a in load.agents
+            )
+            self.console.print(
+                Text(
+                    f"background ({load.engine}): {achieved} achieved of {load.asked_rate:,.0f}/s asked "
+                    f"({sent}{agents if load.agents else ''})",
+                    style="bold yellow" if load.short else "",
+                )
+            )
+            if load.short:
+                self.console.print(Text(load.short, style="bold yellow"))
         if done.resolution:
             resolution = ", ".join(f"{s} {format_value(v, 'latency')}" for s, v in done.resolution.items())
             self.console.print(Text(f"probe resolution: {resolution}"))

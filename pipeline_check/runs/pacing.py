@@ -14,7 +14,7 @@ from pipeline_check.backends.injector import Injector
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.core.clock import Clock
 from pipeline_check.trace.book import TraceBook
-from pipeline_check.verdict.summary import InjectionStats
+from pipeline_check.verdict.summary import BackgroundLoad, InjectionStats
 
 # Behind schedule by more than this (a subscriber reconnecting, a stalled broker), the schedule moves on
 # instead of sending the backlog in one burst: a source pauses, it does not flood.
@@ -42,6 +42,11 @@ class Pacing:
 
     def stats(self) -> InjectionStats:
         late = self.lateness[: self.sent]
+        span = self.ended - self.started
+        background = None
+        if self.background_rate > 0:
+            rate = self.background / span if span > 0 else None
+            background = BackgroundLoad("local", self.background_rate, rate, self.background, span)
         return InjectionStats(
             sent=self.sent,
             background=self.background,
@@ -49,6 +54,7 @@ class Pacing:
             achieved_rate=self.achieved_rate(self.ended),
             lateness_p99=float(np.percentile(late, 99)) if len(late) else 0.0,
             pauses=self.pauses,
+            background_load=background,
         )
 
 

@@ -49,6 +49,49 @@ class StageSummary:
     shards: list[ShardCoverage] = field(default_factory=list)
 
 
+SHORT_OF = 0.9  # background load below this share of the rate asked did not test the pipeline at that rate
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLoad:
+    """One load agent's share of the background (Trogdor: one ProduceBench task)."""
+
+    agent: str
+    target_rate: float
+    sent: int | None  # None: it never reported a count
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundLoad:
+    """The background trades a run sent beside its canaries, by the engine that sent them (``local``: the
+    validator's own process, interleaved with the canaries; ``trogdor``: Trogdor's agents)."""
+
+    engine: str
+    asked_rate: float
+    achieved_rate: float | None  # None: unknown (an agent never reported)
+    sent: int | None
+    seconds: float
+    agents: tuple[AgentLoad, ...] = ()
+    detail: str = ""  # how the engine made the records, where it differs from the asked
+
+    @property
+    def short(self) -> str | None:
+        """Why the pipeline was not tested at the background rate asked (None when it was)."""
+        if self.asked_rate <= 0:
+            return None
+        asked = f"{self.asked_rate:,.0f}/s asked"
+        if self.achieved_rate is None:
+            return f"{self.engine} background load unknown ({asked}): the pipeline may not have been tested at it"
+        if self.achieved_rate < SHORT_OF * self.asked_rate:
+            share = 100 * self.achieved_rate / self.asked_rate
+            return (
+                f"{self.engine} background load reached {self.achieved_rate:,.0f}/s of {asked} ({share:.0f}%): "
+                "the pipeline was not tested at the rate asked"
+            )
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class InjectionStats:
     """What the injector achieved against what was asked of it."""
@@ -59,15 +102,20 @@ class InjectionStats:
     achieved_rate: float
     lateness_p99: float  # seconds a send started after its scheduled time
     pauses: int  # times the source waited for a subscriber or skipped ahead
+    background_load: BackgroundLoad | None = None  # None: no background asked
 
     @property
     def limited(self) -> str | None:
         """Why the validator, not the pipeline, set the pace (None when it kept its schedule): it paused,
-        i.e. fell so far behind (a subscriber reconnecting, a stalled broker) that it skipped ahead. A
-        rate below the one asked is no reason by itself: delivery is judged against the rate achieved."""
+        i.e. fell so far behind (a subscriber reconnecting, a stalled broker) that it skipped ahead, or its
+        background load fell short of the rate asked. A canary rate below the one asked is no reason by
+        itself: delivery is judged against the rate achieved."""
+        reasons = []
         if self.pauses:
-            return f"injection paused {self.pauses} times (a subscriber reconnecting, a stalled broker)"
-        return None
+            reasons.append(f"injection paused {self.pauses} times (a subscriber reconnecting, a stalled broker)")
+        if self.background_load is not None and self.background_load.short:
+            reasons.append(self.background_load.short)
+        return "; ".join(reasons) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ class FakeCluster:
         self.rejoining: dict[int, int] = {}  # node -> metadata reads until it is in sync again
         self.rejoin_looks = rejoin_looks
         self.calls: list[str] = []
+        self.held: list[set[int]] = []  # the brokers each metadata read was told faults hold down
 
     # -- Services ----------------------------------------------------------------------------------
 
@@ -72,8 +74,9 @@ class FakeCluster:
 
     # -- Leadership --------------------------------------------------------------------------------
 
-    async def partitions(self) -> dict[str, PartitionState]:
+    async def partitions(self, held: Collection[int] = ()) -> dict[str, PartitionState]:
         self.calls.append("metadata")
+        self.held.append(set(held))
         out_of_sync = self.down | {n for n, looks in self.rejoining.items() if looks > 0}
         self.rejoining = {n: looks - 1 for n, looks in self.rejoining.items() if looks > 0}
         return {
@@ -127,6 +130,18 @@ def test_followers_are_the_other_replicas(target: str, acted: tuple[str, ...]) -
     assert {f"resume {s}" for s in acted} <= set(cluster.calls)
     during = window.partitions["during"][f"{TOPIC}/0"]
     assert during.leader == 1 and during.isr == tuple(sorted(set((1, 2, 3)) - {SERVICE_NODE[s] for s in acted}))
+
+
+def test_a_leader_killed_while_its_followers_are_paused_is_found_without_asking_them() -> None:
+    cluster = FakeCluster()
+    steps = (
+        FaultStep(at=0, target=f"followers:{TOPIC}/0", action="pause", duration=0.2),
+        FaultStep(at=0.1, target=f"leader:{TOPIC}/0", action="kill", duration=0.05),
+    )
+    pause, kill = run_faults(cluster, *steps).windows
+    assert pause.services == ("kafka2", "kafka3") and kill.services == ("kafka",)
+    assert cluster.held[1] == {2, 3}  # resolving the leader: the paused followers asked last
+    assert cluster.calls.index("kill kafka") < cluster.calls.index("resume kafka2")
 
 
 def test_a_fault_on_a_broker_named_as_a_service_records_leadership_too() -> None:

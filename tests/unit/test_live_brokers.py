@@ -142,3 +142,11 @@ def test_every_broker_down_raises_the_last_failure() -> None:
     with pytest.raises(KafkaConnectionError):
         asyncio.run(LiveBrokers(client).ask(FindCoordinatorRequest("g", 0)))  # type: ignore[arg-type]
     assert [node for node, _ in client.asked] == [1, 2, 3]
+
+
+def test_brokers_a_fault_holds_down_are_asked_after_every_other() -> None:
+    client = FakeClient()
+    client.stalled |= {1, 2}  # paused by a fault: they would each cost a deadline
+    began = time.monotonic()
+    asyncio.run(LiveBrokers(client).ask(FindCoordinatorRequest("g", 0), last={1, 2}))  # type: ignore[arg-type]
+    assert client.asked == [(3, "find")] and time.monotonic() - began < 0.1

@@ -4,7 +4,7 @@ Faults use it to find the broker a ``leader:TOPIC/P`` target names and to record
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import for_code
@@ -26,15 +26,16 @@ class KafkaLeadership:
         self._admin: AIOKafkaAdminClient | None = None
         self._brokers: LiveBrokers | None = None
 
-    async def partitions(self) -> dict[str, PartitionState]:
-        """``"topic/partition"`` -> its leader and ISR now; ``EndpointError`` when no broker answers or a
-        topic is unknown."""
+    async def partitions(self, held: Collection[int] = ()) -> dict[str, PartitionState]:
+        """``"topic/partition"`` -> its leader and ISR now, asked of the brokers not ``held`` down first;
+        ``EndpointError`` when no broker answers or a topic is unknown."""
         if self._brokers is None:
             self._admin = admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             await reach(admin.start(), self.bootstrap, self.setting)
             self._brokers = LiveBrokers(admin._client)
         try:
-            response = await self._brokers.ask(MetadataRequest(self.topics, allow_auto_topic_creation=False))
+            request = MetadataRequest(self.topics, allow_auto_topic_creation=False)
+            response = await self._brokers.ask(request, last=held)
             return parse_metadata(response.to_object())
         except FAILURES as exc:
             what = f"Kafka metadata of {', '.join(self.topics)}: {type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient
@@ -32,11 +32,12 @@ class LiveBrokers:
         self._failed: dict[int, float] = {}  # broker -> when it last failed
         self.failovers = 0  # brokers given up on for another
 
-    async def ask(self, request: Any, node: int | None = None) -> Any:
+    async def ask(self, request: Any, node: int | None = None, last: Collection[int] = ()) -> Any:
         """The answer of ``node``, or of the first broker that answers (those that have not failed lately
-        first); the last failure when none did."""
+        first, those in ``last`` after every other); the last failure when none did."""
         error: Exception = KafkaConnectionError("no broker known")
-        for candidate in [node] if node is not None else self.candidates():
+        order = [node] if node is not None else sorted(self.candidates(), key=lambda n: n in last)
+        for candidate in order:
             try:
                 return await asyncio.wait_for(self.client.send(candidate, request), ATTEMPT_TIMEOUT)
             except FAILURES as exc:
