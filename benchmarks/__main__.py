@@ -5,7 +5,8 @@ Figures, in the order they run (processes each group needs are started and stopp
 
 - memory_per_message, iceberg_probe_cost, injection_websocket: no external process;
 - injection_kafka, measurement_resolution: one Kafka broker (compose/stack.toml's ``kafka`` only);
-- time_to_verdict, pipeline_capacity: the whole local stack.
+- time_to_verdict, pipeline_capacity: the whole local stack;
+- trogdor_background: the cluster profile's brokers and Trogdor (benchmarks/trogdor.py).
 
 Exit code 0 when every figure ran (goals met or not: the report says), 1 when one raised.
 """
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import capacity, iceberg_cost, injection, memory, resolution, verdict, watch
+from benchmarks import capacity, iceberg_cost, injection, memory, resolution, trogdor, verdict, watch
 from benchmarks.common import ROOT, Figure, bootstrap_of, failed_figure, local_stack, machine
 
 GOALS = {
@@ -37,11 +38,13 @@ GOALS = {
     "time_to_verdict": ("Time to verdict", f"<= {verdict.GOAL_S:g} s"),
     "pipeline_capacity": ("Reference pipeline capacity", f">= {capacity.GOAL_RATE:,} msg/s"),
     "watch_cost": ("pipeline-check watch: memory and CPU", "RSS steady after the ring wraps; < 5% of a core at 100/s"),
+    "trogdor_background": ("Background load: Trogdor agents vs pipeline-check's generator", trogdor.GOAL),
 }
 GROUPS: list[tuple[str, list[str]]] = [
     ("none", ["memory_per_message", "iceberg_probe_cost", "injection_websocket", "watch_cost"]),
     ("kafka", ["injection_kafka", "measurement_resolution"]),
     ("stack", ["time_to_verdict", "pipeline_capacity"]),
+    ("cluster", ["trogdor_background"]),
 ]
 
 
@@ -52,6 +55,9 @@ def _environment(kind: str) -> Iterator[Any]:
         yield None
     elif kind == "kafka":
         with local_stack(["kafka"]) as stack:
+            yield stack
+    elif kind == "cluster":
+        with trogdor.cluster() as stack:
             yield stack
     else:
         with local_stack() as stack:
@@ -68,6 +74,7 @@ def _runner(name: str, env: Any) -> Callable[[], Figure]:
         "time_to_verdict": lambda: verdict.run(dict(env.spec.exports)),
         "pipeline_capacity": lambda: capacity.run(env),
         "watch_cost": watch.run,
+        "trogdor_background": lambda: trogdor.run(env),
     }
     return runners[name]
 

@@ -8,8 +8,11 @@ commands) runs on worker threads so the probes keep looking meanwhile.
 
 A target that names a broker by its role (``leader:TOPIC/P``) is resolved when the fault is applied, from
 the cluster's metadata (``Targets.leadership``); a fault on brokers records the leaders and in-sync
-replicas of the watched partitions before, during (at the end of) and after it. A rolling restart stops
-and starts each broker in turn, the next only once every replica is back in sync.
+replicas of the watched partitions before it, during it (the last state seen while it held) and after it
+(once every replica is in sync again). On a cluster (more than one broker) a killed or stopped broker is
+started again when its fault ends, and the window ends there: the other brokers serve while it boots and
+catches up, which "after" waits for (a lone broker is waited for until it answers, as any other service).
+A rolling restart stops and starts each broker in turn, the next only once every replica is back in sync.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from pipeline_check.faults.toxiproxy import Stream, Toxiproxy
 from pipeline_check.verdict.summary import FaultWindow, PartitionState
 
 OUTPUT_KEPT = 2000  # characters of a command's output kept for the report
-IN_SYNC_TIMEOUT = 90.0  # seconds a broker back up gets to rejoin every ISR before the fault ends anyway
+IN_SYNC_TIMEOUT = 90.0  # seconds a broker started again gets to rejoin every ISR (else "after" is what it was)
+BOOT_TIMEOUT = 180.0  # seconds a broker started again on a cluster gets to answer (three JVMs on two cores)
 IN_SYNC_POLL = 0.5
+WATCH_POLL = 1.0  # seconds between two looks at the leadership while a fault on brokers holds
 
 
 class Services(Protocol):
@@ -42,6 +47,10 @@ class Services(Protocol):
     def stop(self, name: str, timeout: float = ...) -> None: ...
 
     def revive(self, name: str) -> object: ...
+
+    def launch(self, name: str) -> None: ...
+
+    def wait_healthy(self, name: str, timeout: float) -> object: ...
 
     def pause(self, name: str) -> None: ...
 
@@ -80,12 +89,13 @@ class Targets:
 
 class _Applied:
     """How to undo one applied fault on ``services``; ``watched``: they are brokers whose partitions are
-    recorded."""
+    recorded; ``booting``: brokers the undo started again without waiting for them."""
 
     def __init__(self, undo: Callable[[], str], services: tuple[str, ...] = (), watched: bool = False) -> None:
         self.undo = undo
         self.services = services
         self.watched = watched
+        self.booting: tuple[str, ...] = ()
         self.done = False
 
 
@@ -112,7 +122,7 @@ class FaultRunner:
         then let go of the clients the faults used."""
         try:
             for window, applied in reversed(self._applied):
-                await self._undo(window, applied)
+                await self._undo(window, applied, settle=False)
         finally:
             await self.targets.close()
 
@@ -129,22 +139,51 @@ class FaultRunner:
         self.note(f"fault: {step.label}{shown} for {step.duration:g}s")
         undo = await asyncio.to_thread(self._apply, step, window, names)
         applied = _Applied(undo, names, watched=bool(window.partitions))
+        if step.action in ("kill", "stop", "restart") and len(self.targets.brokers) > 1:
+            applied.booting = tuple(n for n in names if n in self.targets.brokers.values())
         self._applied.append((window, applied))
-        await asyncio.sleep(step.duration)
+        until = self.clock.now() + step.duration
+        if applied.watched:
+            try:
+                await asyncio.wait_for(self._watch_held(window), step.duration)
+            except TimeoutError:
+                pass
+        await asyncio.sleep(max(0.0, until - self.clock.now()))
         await self._undo(window, applied)
 
-    async def _undo(self, window: FaultWindow, applied: _Applied) -> None:
+    async def _undo(self, window: FaultWindow, applied: _Applied, *, settle: bool = True) -> None:
+        """Undo one fault; the window ends once its target is back. A fault on brokers then waits (unless
+        the run is ending: ``settle`` False) until every replica is in sync again to record "after"."""
         if applied.done:
             return
         applied.done = True
-        if applied.watched:
+        if applied.watched and "during" not in window.partitions:
             window.partitions["during"] = await self._leaders(window) or {}
-        output = await asyncio.to_thread(applied.undo)
-        if applied.watched:
-            window.partitions["after"] = await self._in_sync(window)
+        services = self.targets.services
+        if applied.booting and services is not None:
+            for name in applied.booting:  # the cluster serves meanwhile: the fault is over once it is started
+                await asyncio.to_thread(services.launch, name)
+            output = ""
+        else:
+            output = await asyncio.to_thread(applied.undo)
         window.end = self.clock.now()
         window.output = (window.output + output)[-OUTPUT_KEPT:]
         self.note(f"fault over: {window.label} after {window.end - window.start:.1f}s")
+        if applied.booting and services is not None and settle:
+            for name in applied.booting:  # a broker that does not come back leaves the pipeline broken
+                await asyncio.to_thread(services.wait_healthy, name, BOOT_TIMEOUT)
+        if applied.watched:
+            after = await self._in_sync(window) if settle else await self._leaders(window)
+            window.partitions["after"] = after or {}
+
+    async def _watch_held(self, window: FaultWindow) -> None:
+        """While the fault holds: the leadership, every ``WATCH_POLL``; the last one seen is "during" (a
+        killed leader's partitions led by another once the cluster fenced it)."""
+        while True:
+            now = await self._leaders(window, quiet=True)
+            if now:
+                window.partitions["during"] = now
+            await asyncio.sleep(WATCH_POLL)
 
     async def _resolve(self, step: FaultStep, window: FaultWindow) -> tuple[str, ...]:
         """The services ``step`` acts on: its target, or the brokers its role names now. A step on brokers
@@ -183,15 +222,16 @@ class FaultRunner:
         window.partitions["before"] = states
         return names
 
-    async def _leaders(self, window: FaultWindow) -> dict[str, PartitionState] | None:
-        """The watched partitions' leaders now; None (and a note) when no broker answered."""
+    async def _leaders(self, window: FaultWindow, *, quiet: bool = False) -> dict[str, PartitionState] | None:
+        """The watched partitions' leaders now; None (and, unless ``quiet``, a note) when no broker answered."""
         if self.targets.leadership is None:
             return None
         window.brokers = dict(self.targets.brokers)
         try:
             return await self.targets.leadership.partitions(self._held())
         except EndpointError as exc:
-            self.note(f"fault {window.label}: leadership unknown ({exc})")
+            if not quiet:
+                self.note(f"fault {window.label}: leadership unknown ({exc})")
             return None
 
     def _held(self) -> set[int]:
@@ -205,7 +245,7 @@ class FaultRunner:
         deadline = self.clock.now() + IN_SYNC_TIMEOUT
         states: dict[str, PartitionState] = {}
         while True:
-            states = await self._leaders(window) or states
+            states = await self._leaders(window, quiet=True) or states
             if states and all(set(s.isr) == set(s.replicas) for s in states.values()):
                 return states
             if self.clock.now() >= deadline:
@@ -216,7 +256,8 @@ class FaultRunner:
 
     async def _rolling_restart(self, step: FaultStep, window: FaultWindow) -> None:
         """Each broker in node order: stopped (a controlled shutdown hands its leaderships over), started,
-        and every replica back in sync before the next one stops."""
+        and every replica back in sync before the next one stops; the window ends once the last one is
+        started again."""
         services = self._services(step)
         brokers = dict(sorted(self.targets.brokers.items()))
         if not brokers:
@@ -226,20 +267,26 @@ class FaultRunner:
         before = await self._leaders(window)
         if before is not None:
             window.partitions["before"] = before
-        for i, name in enumerate(brokers.values()):
+        names = list(brokers.values())
+        for i, name in enumerate(names):
             began = self.clock.now()
             await asyncio.to_thread(services.stop, name)
             applied = _Applied(partial(_revive, services, name), (name,))
             self._applied.append((window, applied))  # revived whatever ends the run
             if i == 0:
                 window.partitions["during"] = await self._leaders(window) or {}
-            await asyncio.to_thread(services.revive, name)
-            applied.done = True
+            if i < len(names) - 1:
+                await asyncio.to_thread(services.revive, name)
+                applied.done = True
+            else:  # the last one started again: the restart is over (the others serve while it boots)
+                await asyncio.to_thread(services.launch, name)
+                applied.done = True
+                window.end = self.clock.now()
+                self.note(f"fault over: {window.label} after {window.end - window.start:.1f}s")
+                await asyncio.to_thread(services.wait_healthy, name, BOOT_TIMEOUT)
             up = self.clock.now() - began
             window.partitions["after"] = await self._in_sync(window)
             window.output += f"{name}: back after {up:.1f}s, in sync after {self.clock.now() - began:.1f}s\n"
-        window.end = self.clock.now()
-        self.note(f"fault over: {window.label} after {window.end - window.start:.1f}s")
 
     def _apply(self, step: FaultStep, window: FaultWindow, names: tuple[str, ...]) -> Callable[[], str]:
         """Apply ``step`` to ``names`` (its target's services; on a worker thread); the function that undoes it."""

@@ -66,6 +66,14 @@ class FakeCluster:
         self.rejoining[node] = self.rejoin_looks
         return None
 
+    def launch(self, name: str) -> None:  # started again, not waited for
+        self.revive(name)
+        self.calls[-1] = f"launch {name}"
+
+    def wait_healthy(self, name: str, timeout: float) -> object:
+        self.calls.append(f"healthy {name}")
+        return None
+
     def resume(self, name: str) -> None:
         self.calls.append(f"resume {name}")
         node = SERVICE_NODE[name]
@@ -112,7 +120,8 @@ def test_the_leader_is_the_broker_leading_the_partition_when_the_fault_is_applie
     [window] = run_faults(cluster, FaultStep(at=0, target=f"leader:{TOPIC}/0", action="kill", duration=0.01)).windows
     assert window.services == ("kafka3",)
     assert cluster.calls[:2] == ["metadata", "kill kafka3"]
-    assert "revive kafka3" in cluster.calls
+    # on a cluster the broker is started again and the fault is over; it is waited for after
+    assert cluster.calls.index("launch kafka3") < cluster.calls.index("healthy kafka3")
     before, during, after = (window.partitions[m][f"{TOPIC}/0"] for m in ("before", "during", "after"))
     assert before.leader == 3 and before.isr == (1, 2, 3)
     assert during.leader != 3 and 3 not in during.isr  # leadership moved away while it was down
@@ -164,7 +173,9 @@ def test_a_rolling_restart_waits_for_every_replica_in_sync_before_the_next_broke
     cluster = FakeCluster(rejoin_looks=3)
     [window] = run_faults(cluster, FaultStep(at=0, target="brokers", action="rolling-restart")).windows
     actions = [c for c in cluster.calls if c not in ("metadata", "close")]
-    assert actions == ["stop kafka", "revive kafka", "stop kafka2", "revive kafka2", "stop kafka3", "revive kafka3"]
+    assert actions == [
+        "stop kafka", "revive kafka", "stop kafka2", "revive kafka2", "stop kafka3", "launch kafka3", "healthy kafka3"
+    ]  # fmt: skip
     # between a revive and the next stop, metadata was read until the revived broker was in sync again
     for name in ("kafka", "kafka2"):
         between = cluster.calls[cluster.calls.index(f"revive {name}") + 1 :]
@@ -282,3 +293,41 @@ def test_metadata_answers_become_leadership() -> None:
     }
     with pytest.raises(Exception, match="metadata of topic 'gone'"):
         parse_metadata({"topics": [{"error_code": 3, "topic": "gone", "partitions": []}]})
+
+
+def test_during_is_what_the_fault_made_and_it_still_holds_its_whole_duration() -> None:
+    cluster = FakeCluster()
+    [window] = run_faults(cluster, FaultStep(at=0, target=f"leader:{TOPIC}/0", action="kill", duration=0.3)).windows
+    assert window.partitions["during"][f"{TOPIC}/0"].leader != 1
+    assert window.end - window.start >= 0.3  # seen early, undone on time
+
+
+def test_a_run_that_ends_does_not_wait_for_replicas_to_catch_up() -> None:
+    cluster = FakeCluster(rejoin_looks=10_000)  # never back in sync
+    step = FaultStep(at=0, target="kafka3", action="kill", duration=60)
+    runner = FaultRunner((step,), Targets(cluster, brokers=BROKERS, leadership=cluster), Clock(), lambda _: None)
+
+    async def go() -> None:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.05)
+        task.cancel()  # Ctrl-C while the broker is down
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(runner.undo_all(), 5)  # one look at the leadership, not IN_SYNC_TIMEOUT
+
+    asyncio.run(go())
+    [window] = runner.windows
+    assert "launch kafka3" in cluster.calls and "healthy kafka3" not in cluster.calls
+    assert 3 not in window.partitions["after"][f"{TOPIC}/0"].isr
+
+
+def test_a_lone_broker_is_waited_for_until_it_answers() -> None:
+    cluster = FakeCluster()
+    step = FaultStep(at=0, target="kafka", action="kill", duration=0.01)
+    runner = FaultRunner((step,), Targets(cluster, brokers={1: "kafka"}, leadership=cluster), Clock(), lambda _: None)
+
+    async def go() -> None:
+        await runner.run()
+        await runner.undo_all()
+
+    asyncio.run(go())
+    assert "revive kafka" in cluster.calls and not any(c.startswith("launch") for c in cluster.calls)

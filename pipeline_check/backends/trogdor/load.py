@@ -2,9 +2,11 @@
 until each is sending, then watched while the run goes on (a task that fails is told at once), stopped with
 the run, and the rate they achieved read from their final counts.
 
-The rate is each task's acknowledged records over the span from the first task's start to the last one's end
-as the coordinator dates them (its own clock: agents on other hosts with other clocks do not skew it); a
-task's start includes checking the topic and making its producer, a fraction of a second.
+The rate is the tasks' records (their final counts: acknowledged or failed, as ProduceBench counts them) over
+the span from the moment the first was seen sending to the moment the run stopped them, on the validator's
+clock. The coordinator relays a worker's status about once a second, so a task may have sent for up to a
+second before it is seen sending (a few percent more on a short run); its start before that (checking the
+topic, making its producer: seconds on a loaded machine) does not count against it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TrogdorLoad:
         self.clock = clock
         self.created: list[str] = []
         self._states: dict[str, TaskState] = {}
+        self._sending_since: dict[str, float] = {}  # task -> when it was first seen sending
+        self._stopped_at: float | None = None
         self._told: set[str] = set()
 
     async def start(self) -> None:
@@ -56,6 +60,9 @@ class TrogdorLoad:
         deadline = self.clock() + SENDING_TIMEOUT
         while True:
             states = await self._read()
+            for task_id, state in states.items():
+                if state.sending:
+                    self._sending_since.setdefault(task_id, self.clock())
             failed = {i: s for i, s in states.items() if s.state == "DONE"}
             if failed:
                 task_id, state = next(iter(failed.items()))
@@ -95,6 +102,7 @@ class TrogdorLoad:
     async def stop(self) -> BackgroundLoad:
         """Stop every task created (whatever ends the run) and the figures of their final counts."""
         try:
+            self._stopped_at = self.clock()
             for task_id in self.created:
                 try:
                     await self.coordinator.stop(task_id)
@@ -123,12 +131,10 @@ class TrogdorLoad:
             if state is not None and state.state != "DONE":
                 error = error or f"still {state.state} when the run ended"
             agents.append(AgentLoad(task.agent, task.rate, state.sent if state is not None else None, error))
-        states = [self._states[t.task_id] for t in self.plan.tasks if t.task_id in self._states]
-        starts = [s.started_ms for s in states if s.started_ms]
-        ends = [s.done_ms for s in states if s.done_ms]
         counts = [a.sent for a in agents if a.sent is not None]
-        known = bool(agents) and len(counts) == len(ends) == len(agents) and bool(starts)
-        seconds = (max(ends) - min(starts)) / 1000 if known else 0.0
+        began = min(self._sending_since.values(), default=None)
+        known = bool(agents) and len(counts) == len(agents) and began is not None and self._stopped_at is not None
+        seconds = self._stopped_at - began if known and self._stopped_at is not None and began is not None else 0.0
         sent = sum(counts) if known else None
         rate = sent / seconds if sent is not None and seconds > 0 else None
         return BackgroundLoad("trogdor", self.plan.asked, rate, sent, seconds, tuple(agents), self.detail)

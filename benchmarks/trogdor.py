@@ -1,0 +1,152 @@
+"""Background load: how fast Trogdor's agents send background trades, with 1 and 2 agents, against
+pipeline-check's own background generator (``pacing.inject`` through the Kafka injector), in one run, to
+one topic on the same brokers (the cluster profile's three, without the pipeline).
+
+Each side is asked for more than it can send for ``SECONDS`` and its achieved rate read as a run reads it
+(``backends.trogdor.load.TrogdorLoad``: final counts over the time it was seen sending; the local engine's
+background count over its injection). The agents share the 2 cores with three brokers and each other, so
+the figure says how the rate grows with agents here; past this machine (agents on hosts of their own) the
+growth is a claim about Trogdor's design, not a measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import COMPOSE, Figure, free_ports
+from benchmarks.injection import _kafka_config, injector_for
+from pipeline_check.backends.kafka.connect import topic_shape
+from pipeline_check.backends.trogdor.client import Coordinator
+from pipeline_check.backends.trogdor.load import TrogdorLoad
+from pipeline_check.backends.trogdor.spec import produce_bench
+from pipeline_check.canary.tags import RunId
+from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.core.clock import Clock
+from pipeline_check.runs.background import trade_pools
+from pipeline_check.runs.pacing import Pacing, inject
+from pipeline_check.trace.book import TraceBook
+
+SECONDS = 15.0  # each side's send
+ASKED = 1_000_000  # records/s asked of each side: more than any reaches here
+TOPIC = "bench.background"
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+SERVICES = ["kafka", "kafka2", "kafka3", "trogdor-agent1", "trogdor-agent2", "trogdor-coordinator"]
+GOAL = "2 agents reach more than pipeline-check's own generator"
+
+
+@contextmanager
+def cluster() -> Iterator[Any]:
+    """The cluster profile's brokers and Trogdor (no pipeline services) on free ports; yields the stack."""
+    from pipeline_check.stack import LocalStack, load_stack
+    from pipeline_check.stack.spec import profile_file
+
+    profile = profile_file("cluster", COMPOSE / "stack.toml")
+    with tempfile.TemporaryDirectory(prefix="pc-bench-cluster-") as tmp:
+        declared = load_stack(profile)
+        stack = LocalStack(load_stack(profile, run_dir=Path(tmp), ports=free_ports(list(declared.ports))))
+        try:
+            stack.up(only=SERVICES)  # up() stops everything it started if one fails
+            yield stack
+        finally:
+            stack.down()
+
+
+def _factory() -> TradeFactory:
+    return TradeFactory(RunId.new(), seed=1, count=1, symbols=("CANARYUSDT",), background_symbols=SYMBOLS)
+
+
+async def _trogdor(stack: Any, agents: tuple[str, ...], round_: str) -> dict[str, Any]:
+    bootstrap = stack.spec.exports["PC_KAFKA_BOOTSTRAP"]
+    partitions, replication = await topic_shape(bootstrap, TOPIC, "bench")
+    clock = Clock()
+    plan = produce_bench(
+        run=f"bench-{round_}",
+        rate=ASKED,
+        agents=agents,
+        bootstrap=bootstrap,
+        topic=TOPIC,
+        partitions=partitions,
+        replication=replication,
+        trades=trade_pools(_factory(), SYMBOLS, clock.wall_ms(clock.now())),
+        duration_s=SECONDS * 4,
+    )
+    load = TrogdorLoad(Coordinator(stack.spec.exports["PC_TROGDOR_URL"], "bench"), plan, lambda _: None)
+    try:
+        await load.start()
+        await asyncio.sleep(SECONDS)
+    finally:
+        figures = await load.stop()
+    return {
+        "agents": len(agents),
+        "records_per_s": round(figures.achieved_rate or 0),
+        "sent": figures.sent,
+        "seconds": round(figures.seconds, 2),
+        "per_agent": {a.agent: a.sent for a in figures.agents},
+    }
+
+
+async def _local(bootstrap: str) -> dict[str, Any]:
+    """pipeline-check's own background generator at its fastest: one canary a second beside it."""
+    config = _kafka_config(bootstrap, TOPIC)
+    clock = Clock()
+    run = RunId.new(clock.wall(clock.now()))
+    count = int(SECONDS)
+    factory = TradeFactory(run, seed=1, count=count, symbols=("CANARYUSDT",), background_symbols=SYMBOLS)
+    book = TraceBook(run, factory, config.route, clock)
+    injector = injector_for(config, clock)
+    await injector.start()
+    try:
+        pacing = Pacing(count, 1.0, ASKED)
+        stats = await inject(injector, book, factory, pacing, clock)
+    finally:
+        await injector.close()
+    load = stats.background_load
+    return {"records_per_s": round(load.achieved_rate or 0) if load else 0, "sent": stats.background}
+
+
+def _create_topic(bootstrap: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+
+
+def run(stack: Any) -> Figure:
+    """Background records/s: the local generator, then Trogdor with 1 and with 2 agents."""
+    bootstrap = stack.spec.exports["PC_KAFKA_BOOTSTRAP"]
+    _create_topic(bootstrap)
+    began = time.monotonic()
+    local = asyncio.run(_local(bootstrap))
+    one = asyncio.run(_trogdor(stack, ("agent1",), "1"))
+    two = asyncio.run(_trogdor(stack, ("agent1", "agent2"), "2"))
+    growth = two["records_per_s"] / one["records_per_s"] if one["records_per_s"] else 0.0
+    return Figure(
+        name="trogdor_background",
+        title="Background load: Trogdor agents vs pipeline-check's generator",
+        headline=(
+            f"2 agents {two['records_per_s']:,}/s, 1 agent {one['records_per_s']:,}/s (x{growth:.2f}); "
+            f"pipeline-check's own {local['records_per_s']:,}/s"
+        ),
+        goal=GOAL,
+        met=two["records_per_s"] > local["records_per_s"],
+        values={"local": local, "trogdor_1_agent": one, "trogdor_2_agents": two, "growth_1_to_2": round(growth, 3)},
+        notes=(
+            f"{SECONDS:g} s each, asked {ASKED:,}/s; topic {TOPIC} (3 partitions, RF 1) on the cluster profile's "
+            "three brokers, nothing else of the pipeline running; trades of the run's generator keyed by symbol "
+            "(Trogdor: a pool of 50 per symbol, acks=all, linger 5 ms; local: the Kafka injector, acks=all, "
+            f"idempotent); the agents and brokers share the machine's cores; took {time.monotonic() - began:.0f} s"
+        ),
+    )
