@@ -36,27 +36,15 @@ from pipeline_check.core.asyncutil import run_sync
 from pipeline_check.reporting.json import JsonReporter
 from pipeline_check.runs.driver import run_async
 
-PLAIN = (
-    "smoke",
-    "freshness",
-    "consumer-kill",
-    "broker-restart",
-    "network-latency",
-    "network-cut",
-    "catalog-outage",
-    "api-outage",
-    "consumer-pause",
-)
-CLUSTER = (
-    "smoke",
-    "background",
-    "leader-kill",
-    "leader-stop",
-    "leader-pause",
-    "rolling-restart",
-    "isr-shrink",
-    "leader-kill-lagging",
-)
+
+def scenarios(config: Path) -> tuple[str, ...]:
+    """smoke and freshness, then every injected scenario ``config`` ships (its faults among them)."""
+    shipped = load_config(config, {}).scenarios
+    return ("smoke", "freshness", *(n for n, s in shipped.items() if s.mode == "active" and n != "freshness"))
+
+
+PLAIN = scenarios(COMPOSE / "pipeline.toml")
+CLUSTER = scenarios(COMPOSE / "pipeline.cluster.toml")
 STACKS = {
     "plain": (None, COMPOSE / "pipeline.toml", PLAIN),
     "cluster": ("cluster", COMPOSE / "pipeline.cluster.toml", CLUSTER),

@@ -21,14 +21,11 @@ from typing import Any
 
 from benchmarks.common import COMPOSE, Figure, free_ports
 from benchmarks.injection import _kafka_config, injector_for
-from pipeline_check.backends.kafka.connect import topic_shape
-from pipeline_check.backends.trogdor.client import Coordinator
-from pipeline_check.backends.trogdor.load import TrogdorLoad
-from pipeline_check.backends.trogdor.spec import produce_bench
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
+from pipeline_check.config import PipelineConfig
 from pipeline_check.core.clock import Clock
-from pipeline_check.runs.background import trade_pools
+from pipeline_check.runs.background import trogdor_load
 from pipeline_check.runs.pacing import Pacing, inject
 from pipeline_check.trace.book import TraceBook
 
@@ -62,21 +59,10 @@ def _factory() -> TradeFactory:
 
 
 async def _trogdor(stack: Any, agents: tuple[str, ...], round_: str) -> dict[str, Any]:
-    bootstrap = stack.spec.exports["PC_KAFKA_BOOTSTRAP"]
-    partitions, replication = await topic_shape(bootstrap, TOPIC, "bench")
+    """Trogdor's agents asked for more than they can send, as a run asks them (``runs.background``)."""
+    config = _config(stack.spec.exports["PC_KAFKA_BOOTSTRAP"], stack.spec.exports["PC_TROGDOR_URL"], agents)
     clock = Clock()
-    plan = produce_bench(
-        run=f"bench-{round_}",
-        rate=ASKED,
-        agents=agents,
-        bootstrap=bootstrap,
-        topic=TOPIC,
-        partitions=partitions,
-        replication=replication,
-        trades=trade_pools(_factory(), SYMBOLS, clock.wall_ms(clock.now())),
-        duration_s=SECONDS * 4,
-    )
-    load = TrogdorLoad(Coordinator(stack.spec.exports["PC_TROGDOR_URL"], "bench"), plan, lambda _: None)
+    load = await trogdor_load(config, config.load, _factory(), f"bench-{round_}", clock, lambda _: None, SECONDS * 4)
     try:
         await load.start()
         await asyncio.sleep(SECONDS)
@@ -89,6 +75,20 @@ async def _trogdor(stack: Any, agents: tuple[str, ...], round_: str) -> dict[str
         "seconds": round(figures.seconds, 2),
         "per_agent": {a.agent: a.sent for a in figures.agents},
     }
+
+
+def _config(bootstrap: str, coordinator: str, agents: tuple[str, ...]) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "source": {"type": "kafka"},
+            "stages": {"kafka": {"bootstrap": bootstrap, "topic": TOPIC}},
+            "messages": {"background_symbols": list(SYMBOLS)},
+            "load": {
+                "background_rate": ASKED,
+                "background": {"engine": "trogdor", "coordinator": coordinator, "agents": list(agents)},
+            },
+        }
+    )
 
 
 async def _local(bootstrap: str) -> dict[str, Any]:

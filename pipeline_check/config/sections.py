@@ -109,6 +109,9 @@ class LoadConfig(_Model):
     settle: NonNegativeDuration | None = None
     # concurrent API queries (symbols and windows drawn from the run) for the run's duration
     api_concurrency: int = Field(default=0, ge=0, le=64)
+    # with faults: stop injecting this long after the last one is over (``count`` is then at most): a fault
+    # whose target takes long to come back still has canaries after it, and a quick one no idle tail
+    after_faults: NonNegativeDuration | None = None
 
 
 class LoadOverride(_Model):
@@ -119,6 +122,7 @@ class LoadOverride(_Model):
     drain_timeout: Duration | None = None
     settle: NonNegativeDuration | None = None
     api_concurrency: int | None = Field(default=None, ge=0, le=64)
+    after_faults: NonNegativeDuration | None = None
 
 
 class SlaConfig(_Model):

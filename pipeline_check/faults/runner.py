@@ -18,6 +18,7 @@ A rolling restart stops and starts each broker in turn, the next only once every
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import subprocess
 from collections.abc import Callable, Collection, Mapping
@@ -116,6 +117,12 @@ class FaultRunner:
         """Every step at its time, concurrently (two faults may overlap); returns when all are undone."""
         t0 = self.clock.now()
         await asyncio.gather(*(self._step(step, t0) for step in self.steps))
+
+    def over_at(self) -> float | None:
+        """When the last fault was over (its window ended), once every one is; None before."""
+        if len(self.windows) < len(self.steps) or any(math.isnan(w.end) for w in self.windows):
+            return None
+        return max((w.end for w in self.windows), default=None)
 
     async def undo_all(self) -> None:
         """Undo what is still applied, newest first: the end of every run, error and Ctrl-C included;

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -145,7 +145,8 @@ class Run:
             if background is not None:
                 tasks.append(asyncio.create_task(background.watch(stop), name="background"))
             injecting = asyncio.create_task(
-                inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
+                inject(self.injector, self.book, self.factory, self.pacing, self.clock, self._enough(faults)),
+                name="inject",
             )
             tasks.append(injecting)
             faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
@@ -227,6 +228,18 @@ class Run:
             if shards and stage != fed:
                 self.factory.use_symbols(covering_symbols(messages.symbol, max(shards) + 1))
                 return
+
+    def _enough(self, faults: FaultRunner | None) -> Callable[[], bool] | None:
+        """With ``load.after_faults``: injection is done that long after the last fault is over."""
+        after = self.load.after_faults
+        if after is None or faults is None:
+            return None
+
+        def enough() -> bool:
+            over = faults.over_at()
+            return over is not None and self.clock.now() >= over + after
+
+        return enough
 
     async def _trogdor_load(self) -> TrogdorLoad:
         """The run's background on Trogdor's agents, bounded to twice the run's expected length (should the

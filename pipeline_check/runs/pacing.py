@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,9 +60,15 @@ class Pacing:
 
 
 async def inject(
-    injector: Injector, book: TraceBook, factory: TradeFactory, pacing: Pacing, clock: Clock
+    injector: Injector,
+    book: TraceBook,
+    factory: TradeFactory,
+    pacing: Pacing,
+    clock: Clock,
+    done: Callable[[], bool] | None = None,
 ) -> InjectionStats:
-    """Send ``pacing.count`` canaries (recorded in ``book``) interleaved with background trades."""
+    """Send ``pacing.count`` canaries (recorded in ``book``) interleaved with background trades; fewer when
+    ``done`` says so first (it is asked before each canary)."""
     pacing.lateness = np.zeros(pacing.count, np.float32)
     canary_gap = 1 / pacing.rate
     background_gap = 1 / pacing.background_rate if pacing.background_rate > 0 else math.inf
@@ -83,6 +90,8 @@ async def inject(
             since_yield = 0
         since_yield += 1
         if next_canary <= next_background:
+            if done is not None and done():
+                break
             at = clock.now()
             pacing.lateness[pacing.sent] = at - next_canary
             await injector.send(book.inject(pacing.sent, at))

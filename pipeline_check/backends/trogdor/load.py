@@ -3,10 +3,10 @@ until each is sending, then watched while the run goes on (a task that fails is 
 the run, and the rate they achieved read from their final counts.
 
 The rate is the tasks' records (their final counts: acknowledged or failed, as ProduceBench counts them) over
-the span from the moment the first was seen sending to the moment the run stopped them, on the validator's
-clock. The coordinator relays a worker's status about once a second, so a task may have sent for up to a
-second before it is seen sending (a few percent more on a short run); its start before that (checking the
-topic, making its producer: seconds on a loaded machine) does not count against it.
+the span from the moment the first was seen sending to the moment all were seen done (a stopped producer
+still sends what it holds), on the validator's clock. The coordinator relays a worker's status about once
+a second, so each end of the span may be seen up to a second late; a task's start before it sends
+(checking the topic, making its producer: seconds on a loaded machine) does not count against it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline_check.core.errors import EndpointError
 from pipeline_check.verdict.summary import AgentLoad, BackgroundLoad
 
 SENDING_TIMEOUT = 60.0  # seconds every task gets to start sending (its agent checks the topic first)
-STOP_TIMEOUT = 30.0  # seconds every task gets to report its final count once stopped
+STOP_TIMEOUT = 60.0  # seconds every task gets to report its final count once stopped (it sends what it holds)
 POLL = 0.25
 WATCH_EVERY = 1.0
 
@@ -46,7 +46,7 @@ class TrogdorLoad:
         self.created: list[str] = []
         self._states: dict[str, TaskState] = {}
         self._sending_since: dict[str, float] = {}  # task -> when it was first seen sending
-        self._stopped_at: float | None = None
+        self._done_at: float | None = None  # when every task was seen done
         self._told: set[str] = set()
 
     async def start(self) -> None:
@@ -102,7 +102,6 @@ class TrogdorLoad:
     async def stop(self) -> BackgroundLoad:
         """Stop every task created (whatever ends the run) and the figures of their final counts."""
         try:
-            self._stopped_at = self.clock()
             for task_id in self.created:
                 try:
                     await self.coordinator.stop(task_id)
@@ -115,7 +114,11 @@ class TrogdorLoad:
                 except EndpointError as exc:
                     self.note(f"background: {exc}")
                     break
-                if all(s.state in ("DONE", "UNKNOWN") for s in states.values()) or self.clock() >= deadline:
+                if all(s.state in ("DONE", "UNKNOWN") for s in states.values()):
+                    self._done_at = self.clock()
+                    break
+                if self.clock() >= deadline:
+                    self.note(f"background: Trogdor tasks not done {STOP_TIMEOUT:g}s after they were stopped")
                     break
                 await asyncio.sleep(POLL)
             return self.figures()
@@ -133,8 +136,9 @@ class TrogdorLoad:
             agents.append(AgentLoad(task.agent, task.rate, state.sent if state is not None else None, error))
         counts = [a.sent for a in agents if a.sent is not None]
         began = min(self._sending_since.values(), default=None)
-        known = bool(agents) and len(counts) == len(agents) and began is not None and self._stopped_at is not None
-        seconds = self._stopped_at - began if known and self._stopped_at is not None and began is not None else 0.0
+        done = self._done_at
+        known = bool(agents) and len(counts) == len(agents) and began is not None and done is not None
+        seconds = done - began if known and done is not None and began is not None else 0.0
         sent = sum(counts) if known else None
         rate = sent / seconds if sent is not None and seconds > 0 else None
         return BackgroundLoad("trogdor", self.plan.asked, rate, sent, seconds, tuple(agents), self.detail)
