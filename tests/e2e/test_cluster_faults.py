@@ -2,7 +2,8 @@
 compose/pipeline.cluster.toml (the leader of a partition killed, stopped or frozen, a rolling restart, a
 follower frozen out of the ISRs, the leader killed while its followers lag) loses and duplicates nothing on
 the reference pipeline and recovers, with the leadership before, during and after in the run's JSON; the
-same lagging-leader kill loses canaries when the ingestor produces with acks=1 (UNSAFE_PRODUCER_ACKS=1)."""
+same lagging-leader kill loses canaries when the ingestor produces with acks=1 (UNSAFE_PRODUCER_ACKS=1); the
+validator's own Kafka producer rides through a leader kill too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from pipeline_check.stack.local import LocalStack
 from pipeline_check.verdict.status import Status
-from tests.e2e.cluster import TOPIC, validate
+from tests.e2e.cluster import CONFIG, TOPIC, cluster_config, validate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.cluster]
 
@@ -65,6 +66,21 @@ def test_the_reference_pipeline_rides_through_a_leader_fault(
         first = node_of(last, "kafka")  # down first: a controlled shutdown handed its leaderships over
         assert all(s["leader"] != first for s in during.values()), leadership(last)
     assert not any("leadership unknown" in n for n in notes.lines if "pause followers" not in n), notes.lines
+
+
+def test_the_kafka_injector_rides_through_a_leader_kill(cluster_up: LocalStack, tmp_path: Path) -> None:
+    """pipeline-check's own producer (source type kafka: idempotent, acks=all, its own batches) writes the
+    canaries straight to the raw topic while the leader of partition 0 is killed: its retries land every
+    canary once, on the new leader."""
+    text = CONFIG.read_text()
+    start, end = text.index("[source]\n"), text.index("\n[messages]")
+    config = cluster_config(cluster_up, f'{text[:start]}[source]\ntype = "kafka"\n{text[end:]}', tmp_path)
+    outcome, report, _ = validate(cluster_up, "leader-kill", tmp_path / "report.json", config)
+    [fault] = report["faults"]
+    print(f"kafka source: {fault['label']} on {fault['services']}; {leadership(fault)}")
+    outcome.check()
+    assert report["run"]["source"] == "kafka" and report["lost"]["count"] == 0 and report["duplicates"] == 0
+    assert fault["partitions"]["during"][P0]["leader"] != node_of(fault, fault["services"][0])
 
 
 def test_an_acks_1_producer_loses_what_a_dying_leader_acknowledged(cluster_up: LocalStack, tmp_path: Path) -> None:
