@@ -17,7 +17,7 @@ CONFIG ?= $(if $(PIPELINE_CHECK_CONFIG),,$(if $(wildcard pipeline.toml),,compose
 
 .PHONY: help setup test test-unit lint typecheck stack-up stack-down stack-status validate-pipeline \
         test-e2e test-e2e-rest test-e2e-pipeline test-e2e-health test-e2e-freshness test-e2e-resilience \
-        test-e2e-cluster bench clean \
+        test-e2e-cluster bench soak clean \
         gate-production
 
 help: ## list targets
@@ -95,7 +95,7 @@ test-e2e-rest: setup ## every e2e suite `make test` leaves out but the fault sce
 	$(PYTEST) -m "e2e and not resilience and not cluster" $(addprefix --ignore=,$(TEST_E2E)) tests/e2e
 
 # -rP: each passed test's output
-test-e2e-cluster: setup ## the cluster profile: 3 brokers, RF 3 / min ISR 2, a validation, a broker killed mid-run, Trogdor
+test-e2e-cluster: setup ## the cluster profile: 3 brokers, RF 3 / min ISR 2, a validation, the faults on brokers, Trogdor background load
 	$(PYTEST) -rP -m cluster tests/e2e
 
 # -rP: each passed scenario's output, which names its fault and recovery time
@@ -143,6 +143,9 @@ test-e2e-freshness: setup ## freshness SLA, per-stage budgets, throughput floor,
 
 bench: setup ## benchmarks (not part of `make test`): writes reports/bench.json, prints a table; see BENCHMARKS.md
 	$(PY) -m benchmarks
+
+soak: setup ## 50 consecutive validations (default stack and cluster, plain and fault scenarios): reports/soak.json, the flaky ones with their cause (about an hour)
+	$(PY) -m benchmarks.soak --runs 50
 
 clean: ## remove the venv, stamps, stack state and reports
 	-$(PC) stack down 2>/dev/null

@@ -6,7 +6,8 @@ Figures, in the order they run (processes each group needs are started and stopp
 - memory_per_message, iceberg_probe_cost, iceberg_rest_cost (its S3 and catalog server of its own),
   injection_websocket, watch_cost: no shared process;
 - injection_kafka, measurement_resolution, kafka_probe_scan: one Kafka broker (compose/stack.toml's ``kafka``);
-- time_to_verdict, observer_cost, pipeline_capacity: the whole local stack.
+- time_to_verdict, observer_cost, pipeline_capacity: the whole local stack;
+- trogdor_background: the cluster profile's brokers and Trogdor (benchmarks/trogdor.py).
 
 Every figure is the median of 3 rounds with the lowest and highest shown; the machine's load while each was
 taken is recorded beside it. The run rewrites BENCHMARKS.md's results section from its report
@@ -38,6 +39,7 @@ from benchmarks import (
     memory,
     observer_cost,
     resolution,
+    trogdor,
     verdict,
     watch,
 )
@@ -55,11 +57,13 @@ GOALS = {
     "observer_cost": ("Observer cost on the pipeline", f"<= {observer_cost.GOAL:.0%}"),
     "pipeline_capacity": ("Reference pipeline capacity", f">= {capacity.GOAL_RATE:,} msg/s"),
     "watch_cost": ("pipeline-check watch: memory and CPU", f"RSS <= +{watch.GROWTH_GOAL:g}%; < 5% of a core at 100/s"),
+    "trogdor_background": ("Background load: Trogdor agents vs pipeline-check's generator", trogdor.GOAL),
 }
 GROUPS: list[tuple[str, list[str]]] = [
     ("none", ["memory_per_message", "iceberg_probe_cost", "iceberg_rest_cost", "injection_websocket", "watch_cost"]),
     ("kafka", ["injection_kafka", "measurement_resolution", "kafka_probe_scan"]),
     ("stack", ["time_to_verdict", "observer_cost", "pipeline_capacity"]),
+    ("cluster", ["trogdor_background"]),
 ]
 
 
@@ -70,6 +74,9 @@ def _environment(kind: str) -> Iterator[Any]:
         yield None
     elif kind == "kafka":
         with local_stack(["kafka"]) as stack:
+            yield stack
+    elif kind == "cluster":
+        with trogdor.cluster() as stack:
             yield stack
     else:
         with local_stack() as stack:
@@ -89,6 +96,7 @@ def _runner(name: str, env: Any) -> Callable[[], Figure]:
         "time_to_verdict": lambda: verdict.run(dict(env.spec.exports)),
         "pipeline_capacity": lambda: capacity.run(env),
         "watch_cost": watch.run,
+        "trogdor_background": lambda: trogdor.run(env),
     }
     return runners[name]
 

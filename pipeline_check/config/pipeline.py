@@ -27,7 +27,7 @@ from pipeline_check.config.sections import (
 )
 from pipeline_check.core.errors import ConfigError
 from pipeline_check.core.redaction import redact
-from pipeline_check.faults.steps import FaultTargets, Owned
+from pipeline_check.faults.steps import FaultTargets, Owned, on_brokers
 from pipeline_check.trace.stages import SOURCE, Route
 from pipeline_check.verdict.contract_spec import StageContract
 from pipeline_check.verdict.thresholds import API_RESPONSE, Threshold, parse_threshold, parse_thresholds
@@ -73,27 +73,80 @@ class PipelineConfig(_Model):
             self.thresholds_for(name, passive=self.is_passive(name))
         self.thresholds_for(None)
         self.thresholds_for(None, passive=True)
+        if self.load.background.engine == "trogdor":
+            self.background_target()
         owned = None
         for name, scenario in self.scenarios.items():
             if scenario.faults:
                 owned = owned or self.owned()
                 owned.check(scenario.faults, f"scenarios.{name}.faults")
+                broker_steps = [i for i, f in enumerate(scenario.faults) if on_brokers(f, owned.brokers)]
+                if broker_steps and self.kafka_cluster() is None:
+                    raise ConfigError(
+                        f"scenarios.{name}.faults[{broker_steps[0]}].target", scenario.faults[broker_steps[0]].target,
+                        "acts on Kafka brokers, and no Kafka stage or [faults] bootstrap says where the cluster is",
+                        "set [faults] bootstrap",
+                    )  # fmt: skip
         return self
+
+    def background_target(self) -> tuple[str, str]:
+        """Where Trogdor's agents send background trades: (bootstrap, topic), from ``[load.background]`` or
+        the first Kafka stage (the raw topic the pipeline reads)."""
+        given = self.load.background
+        kafka = next((k for k in self._kafka_stages() if k[2]), None)
+        bootstrap = given.bootstrap or (kafka[1] if kafka is not None else None)
+        topic = given.topic or (kafka[2] if kafka is not None else None)
+        if bootstrap is None or topic is None:
+            missing = "load.background.bootstrap" if bootstrap is None else "load.background.topic"
+            raise ConfigError(
+                missing, None, 'engine "trogdor" sends to Kafka, and no Kafka stage says where',
+                "set load.background.bootstrap and load.background.topic",
+            )  # fmt: skip
+        symbols = self.messages.background_symbols
+        if not 0 < len(symbols) <= 100:
+            raise ConfigError(
+                "messages.background_symbols", list(symbols), "Trogdor shares records out in whole percents",
+                "give 1 to 100 background symbols",
+            )  # fmt: skip
+        return bootstrap, topic
+
+    def _kafka_stages(self) -> list[tuple[str, str, str]]:
+        """(stage, bootstrap, topic) of every stage that talks to Kafka (topic "" when it names none)."""
+        found = []
+        for s in self.stages:
+            bootstrap = getattr(s.settings, "bootstrap", None)
+            if isinstance(bootstrap, str):
+                found.append((s.name, bootstrap, str(getattr(s.settings, "topic", "") or "")))
+        return found
+
+    def kafka_cluster(self) -> tuple[str, str, tuple[str, ...]] | None:
+        """The Kafka cluster faults on brokers read leadership from: (bootstrap, its setting, the topics
+        of the Kafka stages), from ``[faults] bootstrap`` or else the first stage with a bootstrap."""
+        kafka = self._kafka_stages()
+        topics = tuple(dict.fromkeys(topic for _, _, topic in kafka if topic))
+        if self.faults.bootstrap is not None:
+            return self.faults.bootstrap, "faults.bootstrap", topics
+        if not kafka:
+            return None
+        name, bootstrap, _ = kafka[0]
+        return bootstrap, f"stages.{name}.bootstrap", topics
 
     def owned(self) -> Owned:
         """What this config's faults may act on: its stack's services and links, SQLite catalogs."""
         services: tuple[str, ...] = ()
+        brokers: tuple[str, ...] = ()
         links = self.faults.links
         if self.faults.stack is not None:
             from pipeline_check.stack.spec import load_stack
 
             spec = load_stack(self.faults.stack, run_dir=self.faults.run_dir)
             services = tuple(spec.services)
+            brokers = spec.kafka_nodes
             links = links or tuple(spec.proxies)
         catalogs = tuple(
             s.name for s in self.stages if (lock := STAGE_TYPES.lock(s.type)) is not None and lock.lockable(s.settings)
         )
-        return Owned(services, links, catalogs)
+        return Owned(services, links, catalogs, brokers)
 
     def _check_stage_keys(self) -> None:
         """``[contract.STAGE]`` and ``passive.event_time`` name configured stages, with parts they can hold."""

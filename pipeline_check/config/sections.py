@@ -4,7 +4,7 @@ plugin's own settings model inside), messages, load, SLA, passive sampling, repo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -14,6 +14,7 @@ from pydantic import (
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -69,10 +70,38 @@ class MessagesConfig(_Model):
         return self
 
 
+class BackgroundConfig(_Model):
+    """``[load.background]``: what sends the background trades (``load.background_rate`` a second): the
+    validator's own process beside the canaries (``local``), or Trogdor's agents (``trogdor``: a
+    ProduceBench task per agent, ``pipeline_check.backends.trogdor``)."""
+
+    engine: Literal["local", "trogdor"] = "local"
+    coordinator: str | None = None  # trogdor: the coordinator's REST URL
+    agents: tuple[str, ...] = ()  # trogdor: the agents' node names (a list, or one comma-separated string)
+    bootstrap: str | None = None  # trogdor: Kafka as the agents reach it (default: the Kafka stage's)
+    topic: str | None = None  # trogdor: where the trades go (default: the Kafka stage's topic)
+    producer: dict[str, str] = Field(default_factory=dict)  # trogdor: the agents' producer settings
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return tuple(a.strip() for a in value.split(",") if a.strip()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> BackgroundConfig:
+        if self.engine == "trogdor" and (not self.coordinator or not self.agents):
+            raise ValueError('engine "trogdor" needs `coordinator` (its URL) and `agents` (their names)')
+        trogdor_only = (self.coordinator, self.agents, self.bootstrap, self.topic, self.producer)
+        if self.engine == "local" and any(trogdor_only):
+            raise ValueError('coordinator, agents, bootstrap, topic and producer belong to engine "trogdor"')
+        return self
+
+
 class LoadConfig(_Model):
     count: int = Field(default=1000, ge=1, le=67_108_863)
     rate: float = Field(default=100.0, gt=0)
     background_rate: float = Field(default=0.0, ge=0)
+    background: BackgroundConfig = BackgroundConfig()  # what sends the background trades
     seed: int = 42
     drain_timeout: Duration = 60.0
     # how long probes keep watching after the last canary arrived, for late copies and retractions;
@@ -80,6 +109,9 @@ class LoadConfig(_Model):
     settle: NonNegativeDuration | None = None
     # concurrent API queries (symbols and windows drawn from the run) for the run's duration
     api_concurrency: int = Field(default=0, ge=0, le=64)
+    # with faults: stop injecting this long after the last one is over (``count`` is then at most): a fault
+    # whose target takes long to come back still has canaries after it, and a quick one no idle tail
+    after_faults: NonNegativeDuration | None = None
 
 
 class LoadOverride(_Model):
@@ -90,6 +122,7 @@ class LoadOverride(_Model):
     drain_timeout: Duration | None = None
     settle: NonNegativeDuration | None = None
     api_concurrency: int | None = Field(default=None, ge=0, le=64)
+    after_faults: NonNegativeDuration | None = None
 
 
 class SlaConfig(_Model):

@@ -300,7 +300,15 @@ class ConsoleReporter:
     def _faults(self, summary: RunSummary) -> None:
         for f in summary.faults:
             end = f"{f.end_s:.1f}s" if math.isfinite(f.end_s) else "the end (never undone)"
-            self.console.print(Text(f"fault {f.label}: from {f.start_s:.1f}s to {end}", style="yellow"))
+            acted = f" ({', '.join(f.services)})" if f.services and f.services != (f.target,) else ""
+            self.console.print(Text(f"fault {f.label}{acted}: from {f.start_s:.1f}s to {end}", style="yellow"))
+            for moment, states in f.partitions.items():
+                leaders = ", ".join(
+                    f"{key} {f.brokers.get(s.leader, s.leader)}"
+                    + (f" (isr {','.join(map(str, s.isr))})" if set(s.isr) != set(s.replicas) else "")
+                    for key, s in states.items()
+                )
+                self.console.print(Text(f"  leaders {moment}: {leaders or 'unknown'}", style="dim"))
             if f.output.strip():
                 self.console.print(Text(f.output.rstrip(), style="dim"))
         for window, stats in summary.windows.items():
@@ -363,12 +371,29 @@ class ConsoleReporter:
                 f"settled {s.settle_s:.1f}s after the last delivery"
             )
         )
+        load = inj.background_load
+        if load is not None:
+            achieved = "unknown" if load.achieved_rate is None else f"{load.achieved_rate:,.0f}/s"
+            sent = f"{load.sent:,} in {load.seconds:.1f}s" if load.sent is not None else "count unknown"
+            agents = "; " + ", ".join(
+                f"{a.agent} {a.sent if a.sent is not None else '?'}{f' ({a.error})' if a.error else ''}"
+                for a in load.agents
+            )
+            self.console.print(
+                Text(
+                    f"background ({load.engine}): {achieved} achieved of {load.asked_rate:,.0f}/s asked "
+                    f"({sent}{agents if load.agents else ''})",
+                    style="bold yellow" if load.short else "",
+                )
+            )
+            if load.short:
+                self.console.print(Text(load.short, style="bold yellow"))
         if done.resolution:
             resolution = ", ".join(f"{s} {format_value(v, 'latency')}" for s, v in done.resolution.items())
             self.console.print(Text(f"probe resolution: {resolution}"))
         if done.probe_load:
-            load = "; ".join(f"{stage} {figures.text()}" for stage, figures in done.probe_load.items())
-            self.console.print(Text(f"probe load: {load}"))
+            asked = "; ".join(f"{stage} {figures.text()}" for stage, figures in done.probe_load.items())
+            self.console.print(Text(f"probe load: {asked}"))
 
     def _verdict(self, done: RunFinished) -> None:
         took = f" in {done.duration:.1f}s (exit {int(done.exit_code)})"

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,10 +43,11 @@ from pipeline_check.verdict.events import (
 )
 from pipeline_check.verdict.measurements import measurements
 from pipeline_check.verdict.status import exit_code, verdict_of
-from pipeline_check.verdict.summary import InjectionStats, summarise
+from pipeline_check.verdict.summary import BackgroundLoad, InjectionStats, summarise
 from pipeline_check.verdict.thresholds import e2e_bound
 
 if TYPE_CHECKING:
+    from pipeline_check.backends.trogdor.load import TrogdorLoad
     from pipeline_check.faults.runner import FaultRunner, Services
 
 TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
@@ -104,7 +105,9 @@ class Run:
             )
             for section in config.stages
         ]
-        self.pacing = Pacing(self.load.count, self.load.rate, self.load.background_rate)
+        # background trades from the validator's own process, unless another engine sends them
+        self.trogdor = self.load.background.engine == "trogdor" and self.load.background_rate > 0
+        self.pacing = Pacing(self.load.count, self.load.rate, 0.0 if self.trogdor else self.load.background_rate)
         self._settle = 0.0
         self.settled_at: float | None = None  # when the watch ended (settle over, or the drain deadline)
         self._coverage_caveat = ""
@@ -128,6 +131,8 @@ class Run:
         tasks: list[asyncio.Task[object]] = []
         attempted: list[Probe] = []
         injection: InjectionStats | None = None
+        background: TrogdorLoad | None = None
+        background_figures: BackgroundLoad | None = None
         faults = self._fault_runner()
         try:
             for probe in self.probes:
@@ -136,14 +141,20 @@ class Run:
             await self._choose_symbols()
             await self.injector.start()
             self._adopt_source_symbols()
+            if self.trogdor:
+                background = await self._trogdor_load()
+                await background.start()  # sending before the first canary
             for note in self.notes.notes():
                 yield note
             stages = self.route.stages
             tasks = [
                 asyncio.create_task(p.run(stop), name=f"probe:{s}") for p, s in zip(self.probes, stages, strict=True)
             ]
+            if background is not None:
+                tasks.append(asyncio.create_task(background.watch(stop), name="background"))
             injecting = asyncio.create_task(
-                inject(self.injector, self.book, self.factory, self.pacing, self.clock), name="inject"
+                inject(self.injector, self.book, self.factory, self.pacing, self.clock, self._enough(faults)),
+                name="inject",
             )
             tasks.append(injecting)
             faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
@@ -159,20 +170,30 @@ class Run:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                if faults is not None:
-                    await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
+                if background is not None:
+                    background_figures = await background.stop()  # on every ending, like the faults
             finally:
                 try:
-                    await self._finish(attempted)
+                    if faults is not None:
+                        await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
                 finally:
-                    await self.injector.close()
+                    try:
+                        await self._finish(attempted)
+                    finally:
+                        await self.injector.close()
         for event in self._progress():
             yield event
-        for note in self.notes.notes():
+        for note in self.notes.notes(final=True):
             yield note
 
         if injection is None:
             raise RuntimeError("injection ended without its figures")
+        if background_figures is not None:
+            injection = dataclasses.replace(injection, background_load=background_figures)
+            if background_figures.short:
+                self.notes.note(background_figures.short)
+                for note in self.notes.notes(final=True):
+                    yield note
         fed = self.injector.feeds_stage
         windows = faults.windows if faults is not None else []
         resolution = {s: p.resolution for s, p in zip(self.route.stages, self.probes, strict=True)}
@@ -232,6 +253,29 @@ class Run:
                 self._steered = (stage, placement)
                 return
 
+    def _enough(self, faults: FaultRunner | None) -> Callable[[], bool] | None:
+        """With ``load.after_faults``: injection is done that long after the last fault is over."""
+        after = self.load.after_faults
+        if after is None or faults is None:
+            return None
+
+        def enough() -> bool:
+            over = faults.over_at()
+            return over is not None and self.clock.now() >= over + after
+
+        return enough
+
+    async def _trogdor_load(self) -> TrogdorLoad:
+        """The run's background on Trogdor's agents, bounded to twice the run's expected length (should the
+        validator die, the agents stop by themselves)."""
+        from pipeline_check.runs.background import trogdor_load
+
+        faults = sum(f.at + f.duration for f in self.plan.faults)
+        expected = self.load.count / self.load.rate + self.load.drain_timeout + faults + 60
+        return await trogdor_load(
+            self.config, self.load, self.factory, str(self.run_id), self.clock, self.notes.note, 2 * expected
+        )
+
     def _fault_runner(self) -> FaultRunner | None:
         """The scenario's faults, wired to what they act on; None without faults."""
         if not self.plan.faults:
@@ -239,7 +283,8 @@ class Run:
         from pipeline_check.faults.runner import FaultRunner
         from pipeline_check.runs.fault_targets import targets_of
 
-        return FaultRunner(self.plan.faults, targets_of(self.config, self.stack), self.clock, self.notes.note)
+        targets = targets_of(self.config, self.stack, self.plan.faults)
+        return FaultRunner(self.plan.faults, targets, self.clock, self.notes.note)
 
     def _freshness_limit(self) -> float:
         """The e2e latency a canary must meet for the pipeline to count as recovered: the bound of the

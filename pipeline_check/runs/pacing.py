@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ from pipeline_check.backends.injector import Injector
 from pipeline_check.canary.trades import TradeFactory
 from pipeline_check.core.clock import Clock
 from pipeline_check.trace.book import TraceBook
-from pipeline_check.verdict.summary import InjectionStats
+from pipeline_check.verdict.summary import BackgroundLoad, InjectionStats
 
 # Behind schedule by more than this (a subscriber reconnecting, a stalled broker), the schedule moves on
 # instead of sending the backlog in one burst: a source pauses, it does not flood.
@@ -42,6 +43,11 @@ class Pacing:
 
     def stats(self) -> InjectionStats:
         late = self.lateness[: self.sent]
+        span = self.ended - self.started
+        background = None
+        if self.background_rate > 0:
+            rate = self.background / span if span > 0 else None
+            background = BackgroundLoad("local", self.background_rate, rate, self.background, span)
         return InjectionStats(
             sent=self.sent,
             background=self.background,
@@ -49,13 +55,20 @@ class Pacing:
             achieved_rate=self.achieved_rate(self.ended),
             lateness_p99=float(np.percentile(late, 99)) if len(late) else 0.0,
             pauses=self.pauses,
+            background_load=background,
         )
 
 
 async def inject(
-    injector: Injector, book: TraceBook, factory: TradeFactory, pacing: Pacing, clock: Clock
+    injector: Injector,
+    book: TraceBook,
+    factory: TradeFactory,
+    pacing: Pacing,
+    clock: Clock,
+    done: Callable[[], bool] | None = None,
 ) -> InjectionStats:
-    """Send ``pacing.count`` canaries (recorded in ``book``) interleaved with background trades."""
+    """Send ``pacing.count`` canaries (recorded in ``book``) interleaved with background trades; fewer when
+    ``done`` says so first (it is asked before each canary)."""
     pacing.lateness = np.zeros(pacing.count, np.float32)
     canary_gap = 1 / pacing.rate
     background_gap = 1 / pacing.background_rate if pacing.background_rate > 0 else math.inf
@@ -77,6 +90,8 @@ async def inject(
             since_yield = 0
         since_yield += 1
         if next_canary <= next_background:
+            if done is not None and done():
+                break
             at = clock.now()
             pacing.lateness[pacing.sent] = at - next_canary
             await injector.send(book.inject(pacing.sent, at))

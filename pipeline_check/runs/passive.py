@@ -158,7 +158,7 @@ class PassiveRun:
                 result = evaluate_series(threshold, series.get(threshold.series or ""))
             results.append(result)
             yield CheckFinished(result)
-        for note in self.notes.notes():
+        for note in self.notes.notes(final=True):
             yield note
         verdict = verdict_of([r.status for r in results])
         freshness = {name: latency_stats(s.samples) for name, s in series.items() if name.startswith("freshness.")}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from pipeline_check.core.asyncutil import run_sync
+from pipeline_check.core.log_repeats import collapse_repeats
 
 TIMEOUT = 2.0
 
@@ -30,6 +31,7 @@ def check_kafka(bootstrap: str) -> Health:
 async def _kafka_metadata(bootstrap: str) -> Health:
     from aiokafka import AIOKafkaClient  # heavy import, only when a Kafka check runs
 
+    collapse_repeats("aiokafka")  # a broker starting refuses every look: one ERROR line, then a count
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(TIMEOUT * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), TIMEOUT)

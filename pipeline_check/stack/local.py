@@ -164,16 +164,16 @@ class LocalStack:
 
     # -- whole stack -------------------------------------------------------------------------------
 
-    def up(self, with_optional: Iterable[str] = ()) -> list[StartReport]:
-        """Start every non-optional service (plus ``with_optional``) in dependency order, each healthy
-        before its dependents start; the stopped members of a ``group`` are spawned together, then each
-        waited for (a Raft quorum answers only once most of its voters run). On a failure everything is
-        stopped and the error raised."""
-        extra = set(with_optional)
+    def up(self, with_optional: Iterable[str] = (), only: Iterable[str] | None = None) -> list[StartReport]:
+        """Start every non-optional service (plus ``with_optional``; or ``only`` these and what they depend
+        on) in dependency order, each healthy before its dependents start; the stopped members of a
+        ``group`` are spawned together, then each waited for (a Raft quorum answers only once most of its
+        voters run). On a failure everything is stopped and the error raised."""
+        extra = set(with_optional) | set(only or ())
         unknown = extra - set(self.spec.services)
         if unknown:
             raise StackError(f"unknown service(s) {sorted(unknown)}; services: {', '.join(self.spec.services)}")
-        wanted = {n for n, s in self.spec.services.items() if not s.optional} | extra
+        wanted = set(only) if only is not None else {n for n, s in self.spec.services.items() if not s.optional} | extra
         order = self.spec.start_order(wanted)
         reports: list[StartReport] = []
         try:
@@ -371,6 +371,11 @@ class LocalStack:
         """Stop then start ``name``; ``env`` overrides its variables for the new process."""
         self.stop(name)
         return self.start(name, env)
+
+    def launch(self, name: str) -> None:
+        """Spawn ``name`` again with the overrides it last ran with, without waiting for it to be healthy
+        (``wait_healthy`` does): a cluster's node that the others stand in for while it boots."""
+        self._spawn(name, self._state[name].env_overrides)
 
     def revive(self, name: str) -> StartReport:
         """Start ``name`` again with the overrides it last ran with, as a supervisor brings a crashed or

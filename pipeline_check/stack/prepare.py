@@ -43,6 +43,18 @@ def kafka_properties(spec: StackSpec, service: ServiceSpec) -> tuple[Path, str]:
         raise StackError(f"{template} (services.{service.name}.prepare): {exc.problem}; fix the template") from None
 
 
+def node_ids(spec: StackSpec) -> dict[int, str]:
+    """Kafka node id -> the service that runs that node (its ``node.id`` in its rendered properties)."""
+    nodes: dict[int, str] = {}
+    for name in spec.kafka_nodes:
+        _, rendered = kafka_properties(spec, spec.services[name])
+        ids = [line.split("=", 1)[1].strip() for line in rendered.splitlines() if line.startswith("node.id=")]
+        if len(ids) != 1 or not ids[0].isdigit():
+            raise StackError(f"services.{name}: its server.properties sets no single numeric node.id ({ids})")
+        nodes[int(ids[0])] = name
+    return nodes
+
+
 def prepare_kafka_kraft(spec: StackSpec, service: ServiceSpec) -> None:
     """Write the node's server.properties (``kafka_properties``) and format its KRaft storage (``folder``/data)
     once.

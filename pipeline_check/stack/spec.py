@@ -153,6 +153,11 @@ class StackSpec:
         return Path(str(self.placeholders["kafka_libs"]))
 
     @property
+    def kafka_nodes(self) -> tuple[str, ...]:
+        """The services that are Kafka nodes (prepared as ``kafka-kraft``), in file order."""
+        return tuple(n for n, s in self.services.items() if s.prepare is not None and s.prepare.step == "kafka-kraft")
+
+    @property
     def record_dir(self) -> Path:
         """Where ``stack.record`` keeps which stack runs: the home, else the run folder itself."""
         return self.home or self.run_dir

@@ -112,7 +112,8 @@ class Handler(Protocol):
 
 class NoteBuffer:
     """Notes gathered between two looks of the engine; a repeat of the last note is counted, not queued
-    again (an API that stays down is one note, not one per poll)."""
+    again (an API that stays down is one note, not one per poll). The count is told once, when another
+    note comes or the run ends (``notes(final=True)``), however many looks the repeats spanned."""
 
     def __init__(self) -> None:
         self._notes: list[Note] = []
@@ -126,16 +127,21 @@ class NoteBuffer:
             return
         self._flush_repeats()
         self._last_note = message
-        self._notes.append(Note(message))
-        self.all.append(message)
+        self._add(message)
 
-    def notes(self) -> list[Note]:
-        """The notes since the last call."""
-        self._flush_repeats()
+    def notes(self, *, final: bool = False) -> list[Note]:
+        """The notes since the last call; ``final``: with the count of the last note's repeats so far."""
+        if final:
+            self._flush_repeats()
         notes, self._notes = self._notes, []
         return notes
 
+    def _add(self, message: str) -> None:
+        self._notes.append(Note(message))
+        self.all.append(message)
+
     def _flush_repeats(self) -> None:
         if self._repeats:
-            self._notes.append(Note(f"(the note above repeated {self._repeats} more times)"))
+            times = "once more" if self._repeats == 1 else f"{self._repeats} more times"
+            self._add(f"(the note above repeated {times})")
             self._repeats = 0

@@ -248,15 +248,18 @@ def _order_tally(count: int | None, placed: int, detail: str) -> Tally:
 
 def recovery(book: TraceBook, faults: Collection[FaultWindow], limit: float) -> Recovery:
     """Per fault, seconds from its end to the first canary sent after it (before the next fault) that
-    met ``limit``, every later one meeting it too; the slowest of them."""
+    met ``limit``, every later one meeting it too; the slowest of them. A fault that ended while another
+    still held is recovered from with that one."""
     sent = book.first_seen(SOURCE)
     e2e = book.latencies_since_injection(book.route.final)
     windows = sorted(faults, key=lambda w: w.start)
     worst, parts = 0.0, []
-    for i, w in enumerate(windows):
+    for w in windows:
         if math.isnan(w.end):
             return Recovery(math.inf, f"{w.label} was never undone", None)
-        until = windows[i + 1].start if i + 1 < len(windows) else np.inf
+        if any(o is not w and o.start <= w.end < o.end for o in windows):
+            continue  # it ended while another held: recovery counts from the end of that one
+        until = min((o.start for o in windows if o.start > w.end), default=np.inf)
         after = (sent > w.end) & (sent < until) & ~np.isnan(e2e)  # unmeasured latencies tell nothing
         if after.sum() < MIN_RECOVERY_CANARIES:
             return Recovery(

@@ -80,6 +80,49 @@ class StageSummary:
 KEPT_PACE = 0.9  # an injection that achieved less than this share of its rate fell behind its schedule
 
 
+SHORT_OF = 0.9  # background load below this share of the rate asked did not test the pipeline at that rate
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLoad:
+    """One load agent's share of the background (Trogdor: one ProduceBench task)."""
+
+    agent: str
+    target_rate: float
+    sent: int | None  # None: it never reported a count
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundLoad:
+    """The background trades a run sent beside its canaries, by the engine that sent them (``local``: the
+    validator's own process, interleaved with the canaries; ``trogdor``: Trogdor's agents)."""
+
+    engine: str
+    asked_rate: float
+    achieved_rate: float | None  # None: unknown (an agent never reported)
+    sent: int | None
+    seconds: float
+    agents: tuple[AgentLoad, ...] = ()
+    detail: str = ""  # how the engine made the records, where it differs from the asked
+
+    @property
+    def short(self) -> str | None:
+        """Why the pipeline was not tested at the background rate asked (None when it was)."""
+        if self.asked_rate <= 0:
+            return None
+        asked = f"{self.asked_rate:,.0f}/s asked"
+        if self.achieved_rate is None:
+            return f"{self.engine} background load unknown ({asked}): the pipeline may not have been tested at it"
+        if self.achieved_rate < SHORT_OF * self.asked_rate:
+            share = 100 * self.achieved_rate / self.asked_rate
+            return (
+                f"{self.engine} background load reached {self.achieved_rate:,.0f}/s of {asked} ({share:.0f}%): "
+                "the pipeline was not tested at the rate asked"
+            )
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class InjectionStats:
     """What the injector achieved against what was asked of it."""
@@ -90,25 +133,45 @@ class InjectionStats:
     achieved_rate: float
     lateness_p99: float  # seconds a send started after its scheduled time
     pauses: int  # times the source waited for a subscriber or skipped ahead
+    background_load: BackgroundLoad | None = None  # None: no background asked
 
     @property
     def limited(self) -> str | None:
         """Why the validator, not the pipeline, set the pace (None when it kept its schedule): it fell
         behind its own schedule, pausing (so far behind, a subscriber reconnecting or a stalled broker, that
-        it skipped ahead) or sending at less than ``KEPT_PACE`` of the rate asked."""
+        it skipped ahead) or sending at less than ``KEPT_PACE`` of the rate asked, or its background load fell
+        short of the rate asked."""
+        reasons = []
         if self.pauses:
-            return f"injection paused {self.pauses} times (a subscriber reconnecting, a stalled broker)"
-        if self.sent > 1 and self.achieved_rate < KEPT_PACE * self.offered_rate:
-            return (
+            reasons.append(f"injection paused {self.pauses} times (a subscriber reconnecting, a stalled broker)")
+        elif self.sent > 1 and self.achieved_rate < KEPT_PACE * self.offered_rate:
+            reasons.append(
                 f"injection fell behind its schedule: {self.achieved_rate:.1f}/s achieved of the "
                 f"{self.offered_rate:g}/s asked (give the validator more CPU, or ask a lower rate)"
             )
-        return None
+        if self.background_load is not None and self.background_load.short:
+            reasons.append(self.background_load.short)
+        return "; ".join(reasons) or None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Who led one partition and which of its replicas were in sync, at one moment (Kafka node ids)."""
+
+    leader: int  # -1: no leader
+    isr: tuple[int, ...]
+    replicas: tuple[int, ...]
+
+
+# moment ("before", "during", "after" a fault) -> "topic/partition" -> its state
+Leadership = dict[str, dict[str, PartitionState]]
 
 
 @dataclass(slots=True)
 class FaultWindow:
-    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds)."""
+    """When one fault held: from applied to undone (monotonic seconds; ``end`` NaN while it holds).
+    A fault on Kafka brokers also says which services its target named when it was applied and the
+    leaders and in-sync replicas of the watched partitions before, during and after it."""
 
     label: str
     action: str
@@ -116,6 +179,9 @@ class FaultWindow:
     start: float
     end: float = math.nan
     output: str = ""
+    services: tuple[str, ...] = ()
+    brokers: dict[int, str] = field(default_factory=dict)  # node id -> service
+    partitions: Leadership = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +194,9 @@ class FaultSummary:
     start_s: float
     end_s: float  # NaN: never undone (the run ended first)
     output: str
+    services: tuple[str, ...] = ()
+    brokers: dict[int, str] = field(default_factory=dict)
+    partitions: Leadership = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +366,9 @@ def window_masks(book: TraceBook, faults: Collection[FaultWindow]) -> dict[str, 
 
 def _fault(book: TraceBook, w: FaultWindow) -> FaultSummary:
     t0 = float(np.nanmin(book.first_seen(SOURCE))) if book.injected else w.start
-    return FaultSummary(w.label, w.action, w.target, w.start - t0, w.end - t0, w.output)
+    return FaultSummary(
+        w.label, w.action, w.target, w.start - t0, w.end - t0, w.output, w.services, w.brokers, w.partitions
+    )
 
 
 def _stage(

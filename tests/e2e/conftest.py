@@ -12,7 +12,7 @@ import pytest
 from pipeline_check.config import PipelineConfig, load_config
 from pipeline_check.pytest_plugin import PipelineStack, free_ports
 from pipeline_check.stack.local import LocalStack
-from pipeline_check.stack.spec import load_stack
+from pipeline_check.stack.spec import load_stack, profile_file
 from pipeline_check.verdict.events import Event, Injected
 from tests.e2e.lakehouse import PROFILE
 
@@ -20,6 +20,7 @@ from tests.e2e.lakehouse import PROFILE
 from tests.support.report_schema import reports_follow_the_schema  # noqa: F401
 
 CONFIG = Path(__file__).parents[2] / "compose" / "pipeline.toml"
+CLUSTER_PROFILE = profile_file("cluster", CONFIG.parent / "stack.toml")
 ConfigVariant = Callable[..., PipelineConfig]
 
 
@@ -104,3 +105,19 @@ def lakehouse_reset(lakehouse: LocalStack) -> Iterator[LocalStack]:
     """The module's lakehouse stack for a test that restarts services; back to its declared state after."""
     yield lakehouse
     lakehouse.reset()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The cluster profile's stack (three brokers, Toxiproxy, consumer, ingestor, API, Trogdor) on free ports,
+    for the cluster suites (``make test-e2e-cluster``), stopped after them."""
+    with profile_stack(CLUSTER_PROFILE, tmp_path_factory.mktemp("cluster")) as local:
+        yield local
+
+
+@pytest.fixture
+def cluster_up(cluster: LocalStack) -> Iterator[LocalStack]:
+    """The session's cluster, every service up; back to its declared state (default settings) after."""
+    cluster.up()
+    yield cluster
+    cluster.reset()

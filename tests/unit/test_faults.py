@@ -82,6 +82,16 @@ def test_a_command_fault_holds_for_its_window_and_is_undone(tmp_path: Path) -> N
     assert doc["faults"][0]["label"] == "command marker" and set(doc["windows"]) == {"before", "during", "after"}
 
 
+def test_injection_ends_a_while_after_the_last_fault_is_over(tmp_path: Path) -> None:
+    extra = 'load = { count = 5000, after_faults = "0.6s" }'  # at 100/s: 50 s unless the faults say sooner
+    outcome = run(load_config(config_file(tmp_path, extra=extra), {}), "probe")
+    [fault] = outcome.finished.summary.faults
+    sent = outcome.finished.summary.injection.sent
+    last_sent = (sent - 1) / 100  # canary n goes n / rate seconds after the first
+    assert 0.55 <= last_sent - fault.end_s <= 0.8, (sent, fault)  # the faults' end + 0.6 s, not 5,000
+    assert outcome.book.injected == sent and outcome.result("recovery < 1s").status is Status.PASSED
+
+
 def test_faults_are_undone_when_the_run_is_interrupted(tmp_path: Path) -> None:
     config = load_config(config_file(tmp_path, source="interrupt_after = 80"), {})  # 0.8 s: inside the window
     with pytest.raises(KeyboardInterrupt):
@@ -210,6 +220,15 @@ def test_recovery_from_the_end_of_a_fault(latencies: list[float], expected: floa
     found = recovery(book, [window], limit=1.0)
     assert found.inconclusive is None
     assert found.seconds == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_fault_that_ends_inside_another_is_recovered_from_with_it() -> None:
+    book = book_with([0.1] * 10 + [5.0] * 15 + [0.1] * 25)  # stale from 1.0 s to 2.4 s
+    pause = FaultWindow("pause followers", "pause", "followers:t/0", 1.0, 1.5)  # ends while the kill holds
+    kill = FaultWindow("kill leader", "kill", "leader:t/0", 1.2, 1.9)
+    found = recovery(book, [pause, kill], limit=1.0)
+    assert found.inconclusive is None and found.seconds == pytest.approx(0.6, abs=1e-6)
+    assert "kill leader: 0.6s" in found.detail and "pause followers" not in found.detail
 
 
 def test_too_few_canaries_after_a_fault_is_inconclusive() -> None:

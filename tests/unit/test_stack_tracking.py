@@ -276,3 +276,14 @@ def test_a_group_starts_and_stops_together(quorum: Quorum) -> None:
 def test_a_member_started_alone_names_its_stopped_group(quorum: Quorum) -> None:
     with pytest.raises(StackError, match=r"not healthy after 2s .*its group 'q', of which n2 do not run"):
         quorum(2).start("n1")
+
+
+def test_up_only_some_services_starts_just_those(stacks: Stacks) -> None:
+    local = LocalStack.open(stacks.profile)
+    stacks.opened.append(local)
+    local.up(only=["b"])  # a benchmark's brokers without the pipeline
+    assert local.running() == ["b"]
+    local.up(only=["extra"])  # an optional one, named
+    assert sorted(local.running()) == ["b", "extra"]
+    with pytest.raises(StackError, match="unknown service"):
+        local.up(only=["nope"])

@@ -5,6 +5,8 @@ as consumed at the first poll whose committed offset on its partition lies beyon
 for it upstream (by the ``kafka_topic`` probe). It polls every ``poll_interval`` while the topic holds
 canaries the group has not committed past (and during the settle window), every ``idle_interval``
 otherwise, never more often than ``max_request_rate`` (``backends.polling``); each poll is one admin request.
+On a cluster the offsets come from the group's coordinator, found again on another broker at once when one
+dies or stalls (``group_offsets.GroupOffsets``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiokafka.errors import KafkaError
 from pydantic import Field
 
 from pipeline_check.backends.kafka.connect import reach, topic_partitions
+from pipeline_check.backends.kafka.group_offsets import GroupOffsets
 from pipeline_check.backends.polling import PollPolicy, PollSettings
 from pipeline_check.backends.probe import ProbeContext
 from pipeline_check.core.plugins import PluginSettings
@@ -41,6 +44,7 @@ class ConsumerGroupProbe:
         self.settings = settings
         self.ctx = ctx
         self._admin: AIOKafkaAdminClient | None = None  # made in start: an unstarted one warns when collected
+        self._offsets: GroupOffsets | None = None
         self._partitions: list[int] = []
         self._poll = PollPolicy.of(settings, ctx)
 
@@ -51,21 +55,23 @@ class ConsumerGroupProbe:
         await reach(admin.start(), bootstrap, setting)
         tps = await topic_partitions(admin, bootstrap, self.settings.topic, setting)
         self._partitions = [tp.partition for tp in tps]
-        await reach(self._committed(admin), bootstrap, f"stages.{self.ctx.stage}.group")
+        self._offsets = offsets = GroupOffsets(admin, self.settings.group)
+        await reach(self._committed(offsets), bootstrap, f"stages.{self.ctx.stage}.group")
 
     async def run(self, stop: asyncio.Event) -> None:
-        admin = self._admin
-        if admin is None:
+        offsets = self._offsets
+        if offsets is None:
             raise RuntimeError("ConsumerGroupProbe.run before start")
         while not stop.is_set():
-            await self._look(admin)
+            await self._look(offsets)
             await self._poll.wait(stop)
 
     async def finish(self) -> None:
         if self._admin is None:
             return
         try:
-            await self._look(self._admin)
+            if self._offsets is not None:
+                await self._look(self._offsets)
         finally:
             await self._admin.close()
 
@@ -73,10 +79,10 @@ class ConsumerGroupProbe:
     def resolution(self) -> float:
         return self._poll.resolution
 
-    async def _look(self, admin: AIOKafkaAdminClient) -> None:
+    async def _look(self, source: GroupOffsets) -> None:
         ctx = self.ctx
         try:
-            committed = await self._committed(admin)
+            committed = await self._committed(source)
         except (KafkaError, OSError) as exc:  # a broker restart: keep looking until the run ends
             ctx.note(f"consumer group {self.settings.group!r} offsets unavailable ({type(exc).__name__}); retrying")
             return
@@ -89,15 +95,14 @@ class ConsumerGroupProbe:
         for tag in tags[done]:
             ctx.recorder.seen(ctx.stage, int(tag), now)
 
-    async def _committed(self, admin: AIOKafkaAdminClient) -> npt.NDArray[np.int64]:
+    async def _committed(self, source: GroupOffsets) -> npt.NDArray[np.int64]:
         """Committed offset per partition index (-1 where the group committed nothing yet)."""
         topic = self.settings.topic
-        tps = [TopicPartition(topic, p) for p in self._partitions]
         await self._poll.request()
         self.ctx.load.add("admin")
-        offsets = await admin.list_consumer_group_offsets(self.settings.group, partitions=tps)
+        fetched = await source.fetch(TopicPartition(topic, p) for p in self._partitions)
         committed = np.full(max(self._partitions, default=0) + 1, -1, np.int64)
-        for tp, meta in offsets.items():
-            if tp.topic == topic and meta is not None and meta.offset >= 0:
-                committed[tp.partition] = meta.offset
+        for tp, offset in fetched.items():
+            if tp.topic == topic and offset >= 0:
+                committed[tp.partition] = offset
         return committed

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from pipeline_check.backends.kafka.connect import reach
+from pipeline_check.backends.kafka.group_offsets import GroupOffsets
 from pipeline_check.backends.kafka.group_probe import ConsumerGroupSettings
 from pipeline_check.backends.kafka.records import RecordReader
 from pipeline_check.backends.sampler import Reading, SamplerContext, age
@@ -31,12 +32,14 @@ class ConsumerGroupSampler:
         self.ctx = ctx
         self._reader = RecordReader(settings.bootstrap, settings.topic, f"stages.{ctx.stage}.bootstrap")
         self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: GroupOffsets | None = None
         self._times: dict[tuple[int, int], float] = {}  # (partition, offset) -> record time, epoch ms
 
     async def start(self) -> None:
         await self._reader.start()
         self._admin = admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
         await reach(admin.start(), self.settings.bootstrap, f"stages.{self.ctx.stage}.bootstrap")
+        self._offsets = GroupOffsets(admin, self.settings.group)
         await self._committed()
 
     async def sample(self) -> Reading:
@@ -73,14 +76,14 @@ class ConsumerGroupSampler:
 
     async def _committed(self) -> dict[TopicPartition, int]:
         """The group's committed offset per partition (partitions it never committed are left out)."""
-        if self._admin is None:
+        if self._offsets is None:
             raise RuntimeError("ConsumerGroupSampler used before start")
         group = self.settings.group
         try:
-            offsets = await self._admin.list_consumer_group_offsets(group, partitions=self._reader.partitions)
+            offsets = await self._offsets.fetch(self._reader.partitions)
         except (KafkaError, OSError) as exc:
             raise EndpointError(
                 f"stages.{self.ctx.stage}.group", group, f"offsets unavailable ({type(exc).__name__}: {exc})",
                 "is the broker up and the group name the pipeline's?",
             ) from None  # fmt: skip
-        return {tp: meta.offset for tp, meta in offsets.items() if meta is not None and meta.offset >= 0}
+        return {tp: offset for tp, offset in offsets.items() if offset >= 0}

@@ -1,0 +1,1 @@
+"""Background load through Apache Kafka's Trogdor: ProduceBench tasks on its agents, through its coordinator."""
