@@ -19,6 +19,7 @@ from pipeline_check.reporting.junit import JUnitReporter
 from pipeline_check.runs.driver import Outcome, run
 from pipeline_check.verdict.events import Event, RunAborted, RunFinished
 from pipeline_check.verdict.status import Status
+from pipeline_check.verdict.summary import KEPT_PACE
 from pipeline_check.verdict.thresholds import DEFAULT_THRESHOLDS
 from tests.support import memory
 
@@ -220,10 +221,14 @@ def test_a_bug_aborts_as_an_internal_error(tmp_path: Path) -> None:
 def test_pacing_reports_what_it_achieved(tmp_path: Path) -> None:
     outcome = run(config(tmp_path).with_overrides(None, count=50, rate=500, background_rate=500))
     injection = outcome.finished.summary.injection
-    assert injection.sent == 50 and injection.offered_rate == 500
-    assert 400 < injection.achieved_rate <= 510 and injection.pauses == 0
+    assert injection.sent == 50 and injection.offered_rate == 500 and injection.pauses == 0
+    # what it achieved is what the book's injection times show, never above the schedule; on a busy machine it
+    # may fall behind, and then (only then) the run says the validator set the pace
+    sent_at = outcome.book.injected_at[: injection.sent]
+    assert injection.achieved_rate == pytest.approx(49 / (sent_at[-1] - sent_at[0]), rel=0.05)
+    assert injection.achieved_rate <= 510
+    assert (injection.limited is None) == (injection.achieved_rate >= KEPT_PACE * 500), injection.limited
     assert 35 <= injection.background <= 65  # as many background trades as canaries, over the same time
-    assert injection.limited is None  # it never paused
 
 
 def test_a_run_without_an_iceberg_stage_never_imports_pyiceberg(tmp_path: Path) -> None:
