@@ -107,7 +107,8 @@ def _cost(base: PipelineConfig, pids: dict[str, int]) -> dict[str, Any]:
         return Spread.of([a["cpu_ms_per_1k_records"] / k["cpu_ms_per_1k_records"] - 1 for a, k in pairs])
 
     api_ms = Spread.of([1000 * r["cpu_s"]["api"] / max(1, r["api_requests"]) for r in rounds["all_probes"]])
-    return {"overhead": overhead("all_probes"), "without_api": overhead("without_api"), "api_ms": api_ms, **rounds}
+    spreads = {"overhead": overhead("all_probes"), "overhead_without_api": overhead("without_api"), "api_ms": api_ms}
+    return spreads | rounds
 
 
 def _step(base: PipelineConfig, rate: int) -> dict[str, Any]:
@@ -151,7 +152,7 @@ def run(stack: Any) -> Figure:
     cost = _cost(base, pids)
     knees = _knees(base)
     overhead: Spread = cost["overhead"]
-    without_api: Spread = cost["without_api"]
+    without_api: Spread = cost["overhead_without_api"]
     api_ms: Spread = cost["api_ms"]
     knee = knees["knee"]
     knee_share = 1 - knee["all_probes"] / knee["without_iceberg_and_api"] if knee["without_iceberg_and_api"] else 0.0

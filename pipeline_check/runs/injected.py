@@ -88,6 +88,7 @@ class Run:
             self.run_id, self.factory, self.route, self.clock, sent_record=getattr(self.injector, "sent_record", None)
         )
         self.pace = Pace(self._waiting)
+        self._sending = False  # the injection is under way
         self.probe_load = {stage: ProbeLoad() for stage in self.route.stages}
         self.probes: list[Probe] = [
             PROBES.get(section.type)(
@@ -156,6 +157,8 @@ class Run:
                 inject(self.injector, self.book, self.factory, self.pacing, self.clock, self._enough(faults)),
                 name="inject",
             )
+            self._sending = True
+            injecting.add_done_callback(lambda _: setattr(self, "_sending", False))
             tasks.append(injecting)
             faulting = asyncio.create_task(faults.run(), name="faults") if faults is not None else None
             if faulting is not None:
@@ -372,9 +375,13 @@ class Run:
 
     def _waiting(self, stage: str) -> int:
         """Canaries ``stage`` should show next (its probe looks quickly while there are any): those its
-        upstream stage holds, or, fed by the source, those sent."""
+        upstream stage holds, or, fed by the source, those sent; while the source sends, the next canary is
+        always about to wait there, so a stage fed by it looks without pause (a look only once one was
+        seen sent would date canaries late by the gap, a long-poll client's records left unread meanwhile)."""
         book = self.book
-        return book.injected - book.reached(stage) if self.route.upstream[stage] == SOURCE else book.due(stage)
+        if self.route.upstream[stage] == SOURCE:
+            return book.injected - book.reached(stage) or int(self._sending)
+        return book.due(stage)
 
     def _settle_window(self, since: float) -> float:
         """``load.settle``, or the larger of 2 s and twice the longest gap between deliveries at the
