@@ -7,7 +7,8 @@ that saw nothing to judge (an idle pipeline) is inconclusive, never passed. A pe
 samples to mean anything (p99 needs 100). A latency percentile over canaries some of whose latencies were
 not measured (found by a last sweep) is taken with those at both extremes: it passes only when the worst
 case passes, fails when even the best case fails, and is inconclusive in between. A latency bound tighter
-than the resolution of the probes a latency spans is inconclusive.
+than the resolution of the probes a latency spans is inconclusive, unless the latency exceeds it by more
+than that resolution (then it fails).
 
 A rate threshold (``<``, ``<=`` or ``==``: an upper limit) fails when the observed rate breaks the limit and
 passes only when the one-sided 95 % upper bound on the rate keeps it, so it demands enough canaries; the
@@ -106,16 +107,20 @@ def _latency(t: Threshold, m: Measurements) -> CheckResult:
             f"too few samples for {agg} of {series} latency: {n} < {needed}; inject more canaries",
             n,
         )
-    if coarse is not None and t.op in ("<", "<=") and t.value < coarse[0]:
-        return _result(
-            t, Status.INCONCLUSIVE, None,
-            f"{series} latencies are known to ±{coarse[0]:.2f}s ({coarse[1]}): coarser than the {t.value:g}s bound; "
-            "make the probes look more often (their poll_interval)",
-            n,
-        )  # fmt: skip
     best, worst = extremes(samples, agg)
     if t.op in (">", ">="):
         best, worst = worst, best
+    if coarse is not None and t.op in ("<", "<=") and t.value < coarse[0]:
+        # a bound finer than the probes can tell decides nothing, unless even the best case less the
+        # resolution breaks it (1.2 s known to ±0.1 s is over 1 ms whatever the probes missed)
+        least = best - coarse[0]
+        if not (least >= t.value if t.op == "<" else least > t.value):
+            return _result(
+                t, Status.INCONCLUSIVE, None,
+                f"{series} latencies are known to ±{coarse[0]:.2f}s ({coarse[1]}): coarser than the {t.value:g}s "
+                "bound; make the probes look more often (their poll_interval)",
+                n,
+            )  # fmt: skip
     never = int(np.isinf(samples).sum())
     unmeasured = int(np.isnan(samples).sum())
     detail = f"{agg} of {n} {series} latencies" + (

@@ -205,6 +205,17 @@ def test_a_stage_bound_finer_than_its_probes_is_inconclusive_and_no_latency_is_n
     assert api.resolution_s == pytest.approx(0.5, abs=0.1)
 
 
+def test_a_latency_over_a_fine_bound_by_more_than_the_resolution_fails(tmp_path: Path) -> None:
+    # the api shows canaries 2 s after they were sent, 1.5 s or more after the table (seen to ±0.5 s): over
+    # 300 ms whatever the probes missed
+    cfg = config(
+        tmp_path, ["stage.api.p50 < 300ms"],
+        iceberg="look_every = 0.5\ndelay = 0.01", api="delay = 2.0", count=100, rate=100, drain="4s",
+    )  # fmt: skip
+    check = run(cfg).result("stage.api.p50 < 300ms")
+    assert check.status == Status.FAILED and "±0.5" in check.detail, check.detail
+
+
 # -- 8, 9: ordering at every ordered stage, per source partition ---------------------------------------
 
 
