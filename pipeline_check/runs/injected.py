@@ -134,6 +134,7 @@ class Run:
         injection: InjectionStats | None = None
         background: TrogdorLoad | None = None
         background_figures: BackgroundLoad | None = None
+        completed = False
         faults = self._fault_runner()
         try:
             for probe in self.probes:
@@ -166,6 +167,7 @@ class Run:
             async for event in self._watch(injecting, tasks, faulting):
                 yield event
             injection = injecting.result()
+            completed = True
         finally:
             stop.set()
             for task in tasks:
@@ -174,7 +176,9 @@ class Run:
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 if background is not None:
-                    background_figures = await background.stop()  # on every ending, like the faults
+                    # on every ending, like the faults; a run cut short (an error, Ctrl-C) waits only briefly
+                    # for the final counts: nothing will be judged by them
+                    background_figures = await background.stop(cut_short=not completed)
             finally:
                 try:
                     if faults is not None:

@@ -59,7 +59,9 @@ def test_the_reference_pipeline_rides_through_a_leader_fault(
         [follower] = last["services"]
         node = node_of(last, follower)
         assert node in before[P0]["isr"] and before[P0]["leader"] != node
-        assert node not in during[P0]["isr"] and during[P0]["leader"] == before[P0]["leader"], leadership(last)
+        # it left the ISRs by lag (each leader drops it on its own check, not every one by the last look)
+        assert any(node not in s["isr"] for s in during.values()), leadership(last)
+        assert during[P0]["leader"] == before[P0]["leader"], leadership(last)
     else:  # rolling restart: every broker, one after the other, each back in sync before the next
         assert last["services"] == ["kafka", "kafka2", "kafka3"]
         assert last["output"].count("in sync after") == 3, last["output"]

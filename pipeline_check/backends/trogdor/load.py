@@ -22,6 +22,7 @@ from pipeline_check.verdict.summary import AgentLoad, BackgroundLoad
 
 SENDING_TIMEOUT = 60.0  # seconds every task gets to start sending (its agent checks the topic first)
 STOP_TIMEOUT = 60.0  # seconds every task gets to report its final count once stopped (it sends what it holds)
+ABORT_TIMEOUT = 5.0  # the same on a run that did not finish (an error, Ctrl-C): stop requests sent, no long wait
 POLL = 0.25
 WATCH_EVERY = 1.0
 
@@ -99,15 +100,17 @@ class TrogdorLoad:
             except TimeoutError:
                 pass
 
-    async def stop(self) -> BackgroundLoad:
-        """Stop every task created (whatever ends the run) and the figures of their final counts."""
+    async def stop(self, cut_short: bool = False) -> BackgroundLoad:
+        """Stop every task created (whatever ends the run) and the figures of their final counts, waiting for
+        the tasks to say they are done ``STOP_TIMEOUT`` at most, ``ABORT_TIMEOUT`` for a run ``cut_short``."""
+        patience = ABORT_TIMEOUT if cut_short else STOP_TIMEOUT
         try:
             for task_id in self.created:
                 try:
                     await self.coordinator.stop(task_id)
                 except EndpointError as exc:
                     self.note(f"background: stopping {task_id}: {exc}")
-            deadline = self.clock() + STOP_TIMEOUT
+            deadline = self.clock() + patience
             while self.created:
                 try:
                     states = await self._read()
@@ -118,7 +121,7 @@ class TrogdorLoad:
                     self._done_at = self.clock()
                     break
                 if self.clock() >= deadline:
-                    self.note(f"background: Trogdor tasks not done {STOP_TIMEOUT:g}s after they were stopped")
+                    self.note(f"background: Trogdor tasks not done {patience:g}s after they were stopped")
                     break
                 await asyncio.sleep(POLL)
             return self.figures()
