@@ -10,6 +10,7 @@ plan's checks). The drain and settle logic is :meth:`Run._watch` and :meth:`Run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 TICK = 0.02  # how often the engine looks at the trace book: bounds the time to verdict
 PROGRESS_EVERY = 0.5
+CUT_SHORT_LOOKS = 5.0  # seconds the probes' last looks get when the run was cut short
 MIN_SETTLE = 2.0  # seconds; at least twice the longest gap between deliveries at the last stage
 
 
@@ -185,7 +187,7 @@ class Run:
                         await faults.undo_all()  # on a verdict, an error or Ctrl-C alike: leave the pipeline whole
                 finally:
                     try:
-                        await self._finish(attempted)
+                        await self._last_looks(attempted, completed)
                     finally:
                         await self.injector.close()
         for event in self._progress():
@@ -361,6 +363,16 @@ class Run:
         bound met the SLA and must not be counted lost because the run stopped looking first."""
         bound = e2e_bound(self.thresholds)
         return self.load.drain_timeout if bound is None else max(self.load.drain_timeout, bound)
+
+    async def _last_looks(self, probes: list[Probe], completed: bool) -> None:
+        """The probes' last looks; a run cut short (an error, Ctrl-C) judges nothing by them, so it gives them
+        ``CUT_SHORT_LOOKS`` seconds at most (a last sweep of an API full of background trades can take
+        minutes on a busy machine) and then cancels them: each closes its clients on the way out."""
+        if completed:
+            await self._finish(probes)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finish(probes), CUT_SHORT_LOOKS)
 
     async def _finish(self, probes: list[Probe]) -> None:
         """Every probe's last look, a stage after its upstream stage's (a consumer group's last look maps the
