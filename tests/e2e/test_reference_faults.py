@@ -24,6 +24,8 @@ from tests.e2e.test_reference_pipeline import current_snapshot_id, symbol, trade
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+QUIET_S = 0.5  # seconds without a late change pending, over at least two looks, before the table is read
+
 Sent = tuple[str, dict[int, dict[str, Any]]]  # a symbol and its trades by id
 
 
@@ -60,15 +62,17 @@ def late_changes_pending(stack: LocalStack) -> int:
 
 def settled(stack: LocalStack, exports: Mapping[str, str], sym: str, count: int) -> list[dict[str, Any]]:
     """The table's rows of ``sym`` once it holds ``count`` and the consumer has no rewrite, delete or restore
-    left to make (seen twice, half a second apart: the consumer schedules a batch's changes just after the
-    commit that adds its rows, so a look right after that commit could come before them)."""
+    left to make (none pending on every look for half a second: the consumer schedules a batch's changes just
+    after the commit that adds its rows, so a single look right after that commit could come before them)."""
     in_table(exports, sym, count)
+    quiet_since: list[float] = []
 
     def quiet() -> bool:
         if late_changes_pending(stack):
+            quiet_since.clear()
             return False
-        time.sleep(0.5)
-        return late_changes_pending(stack) == 0
+        quiet_since[:] = quiet_since or [time.monotonic()]
+        return time.monotonic() - quiet_since[0] >= QUIET_S
 
     wait_for(quiet, 30, f"no late change pending for {sym}")
     return table_rows(exports, sym)
