@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from pipeline_check.canary.coverage import Placement
 from pipeline_check.canary.trades import Trade
 from pipeline_check.core.clock import Clock
 from pipeline_check.core.plugins import PluginSettings
@@ -31,7 +32,8 @@ class Injector(Protocol):
     ingestor subscribed), raising ``EndpointError`` otherwise. ``send`` hands over one message and may
     wait (backpressure, a subscriber reconnecting); ``flush`` waits until everything sent is handed over.
     ``feeds_stage`` names the stage the injector writes itself (the Kafka injector: ``kafka``), whose
-    order is then the validator's, not the pipeline's.
+    order is then the validator's, not the pipeline's. Optional hooks (looked up, not required):
+    ``sent_record``, ``canary_symbols`` and ``steer`` (see :func:`steer`).
     """
 
     Settings: ClassVar[type[PluginSettings]]
@@ -51,3 +53,15 @@ class Injector(Protocol):
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def steer(injector: Injector, stage: str, placement: Placement) -> bool:
+    """Tell an injector that writes ``stage`` itself where the pipeline's producer puts a record's key
+    (its optional ``steer`` hook, called before ``start``): its canaries then land there too, so the topic
+    keeps one partition per key for the pipeline's consumers and for the next run's partitioner inference.
+    True when it was told."""
+    hook: Callable[[Placement], None] | None = getattr(injector, "steer", None)
+    if stage != injector.feeds_stage or hook is None:
+        return False
+    hook(placement)
+    return True

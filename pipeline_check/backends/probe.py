@@ -36,6 +36,7 @@ __all__ = [
     "Recorder",
     "Ref",
     "TimedProbe",
+    "first_placement",
     "placement_of",
 ]
 
@@ -169,3 +170,14 @@ async def placement_of(probe: Probe, partitions: int) -> Placement:
     if isinstance(probe, PlacingProbe):
         return await probe.placement()
     return Placement.standard(partitions)
+
+
+async def first_placement(
+    stages: Sequence[str], probes: Sequence[Probe], shards: Mapping[str, Sequence[int]]
+) -> tuple[str, Placement] | None:
+    """The first sharded stage of the route and where a record keyed by a canary's symbol lands there: the
+    placement canaries are steered by; None when no stage has shards."""
+    for stage, probe in zip(stages, probes, strict=True):
+        if found := shards.get(stage):
+            return stage, await placement_of(probe, max(found) + 1)
+    return None

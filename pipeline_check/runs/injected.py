@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline_check.backends.capabilities import INJECTORS, PROBES
-from pipeline_check.backends.injector import Injector, InjectorContext
+from pipeline_check.backends.injector import Injector, InjectorContext, steer
 from pipeline_check.backends.polling import Pace
-from pipeline_check.backends.probe import Probe, ProbeContext, ProbeLoad, placement_of
+from pipeline_check.backends.probe import Probe, ProbeContext, ProbeLoad, first_placement
 from pipeline_check.canary.coverage import Placement, covering_symbols, landing
 from pipeline_check.canary.tags import RunId
 from pipeline_check.canary.trades import TradeFactory
@@ -247,20 +247,18 @@ class Run:
         yield finished
 
     async def _choose_symbols(self) -> None:
-        """Canaries spread over every partition of the first sharded stage the validator does not write
-        itself (it spreads its own writes round-robin), under the partitioner its probe finds; explicit
-        ``canary_symbols`` win."""
-        messages = self.config.messages
-        if messages.canary_symbols:
+        """Canaries spread over every partition of the first sharded stage, under the partitioner its probe
+        finds (explicit ``canary_symbols`` win); an injector that writes that stage itself is told it, so each
+        canary lands where the pipeline's producer would put its key."""
+        found = await first_placement(self.route.stages, self.probes, self.book.shards)
+        if found is None:
             return
-        fed = self.injector.feeds_stage
-        for stage, probe in zip(self.route.stages, self.probes, strict=True):
-            shards = self.book.shards.get(stage)
-            if shards and stage != fed:
-                placement = await placement_of(probe, max(shards) + 1)
-                self.factory.use_symbols(covering_symbols(messages.symbol, placement))
+        stage, placement = found
+        steered = steer(self.injector, stage, placement)
+        if not self.config.messages.canary_symbols:
+            self.factory.use_symbols(covering_symbols(self.config.messages.symbol, placement))
+            if not steered:
                 self._steered = (stage, placement)
-                return
 
     def _enough(self, faults: FaultRunner | None) -> Callable[[], bool] | None:
         """With ``load.after_faults``: injection is done that long after the last fault is over."""

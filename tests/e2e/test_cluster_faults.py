@@ -97,6 +97,9 @@ def test_an_acks_1_producer_loses_what_a_dying_leader_acknowledged(cluster_up: L
     outcome, report, _ = validate(cluster_up, "leader-kill-lagging", tmp_path / "report.json", drain_timeout="20s")
     lost = outcome.result("lost == 0")
     print(f"acks=1: {lost.detail}")
+    for fault in report["faults"]:
+        print(f"  {fault['label']} on {fault['services']} from {fault['start_s']:.1f}s to {fault['end_s']:.1f}s")
+        print(f"    {leadership(fault)}")
     assert lost.status is Status.FAILED and lost.observed is not None and lost.observed > 0, lost.detail
     assert outcome.exit_code == 1
     # every lost canary was sent while the followers lagged: between the freeze and the kill, on partition 0

@@ -9,17 +9,18 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pyiceberg.catalog import load_catalog
 from pyiceberg.types import StringType
 
 from pipeline_check.backends.cleanup import Selection
 from pipeline_check.backends.kafka.codecs import AvroCodec, to_comparable
+from pipeline_check.backends.kafka.partitioners import HASHES
 from pipeline_check.backends.kafka.records import RecordReader
 from pipeline_check.backends.kafka.topic_sampler import KafkaTopicSampler
 from pipeline_check.backends.sampler import SamplerContext
@@ -132,7 +133,8 @@ def test_the_kafka_injector_writes_each_codec_and_the_probe_and_sampler_read_it(
     config = load_config(path, {})
     outcome = validator(config=config, count=30, rate=300, background_rate=100)
     outcome.check()
-    records = asyncio.run(keyed_records(config.stage("kafka").settings.bootstrap, topic, {b"CANARYUSDT"}, 30))  # type: ignore[union-attr]
+    keys = {s.encode() for s in outcome.book.factory.symbols}
+    records = asyncio.run(keyed_records(config.stage("kafka").settings.bootstrap, topic, keys, 30))  # type: ignore[union-attr]
     assert codecs_of(local_stack.spec.run_dir, records) == {codec}
     ctx = SamplerContext("kafka", Clock(), lambda _: None, ResponseTimes(), (), None, 1.0)
     sampler = KafkaTopicSampler(config.stage("kafka").settings, ctx)  # type: ignore[union-attr, arg-type]
@@ -145,6 +147,47 @@ def test_the_kafka_injector_writes_each_codec_and_the_probe_and_sampler_read_it(
             await sampler.close()
 
     assert 0 <= run_sync(sample()) < 60
+
+
+# -- the validator's own canaries keep the topic's key placement -------------------------------------------------
+
+
+def test_the_kafka_injector_puts_each_canary_where_the_topics_partitioner_puts_its_key(
+    pipeline_stack: PipelineStack, validator: Validator, tmp_path: Path, topic: str
+) -> None:
+    """A topic a librdkafka producer keys by CRC32: canaries the validator writes itself (source type kafka) go
+    where CRC32 puts their symbol, one partition per key, and still cover every partition; so a second run on the
+    topic, its records now partly canaries, finds CRC32 again (canaries spread over partitions whatever their
+    key would have told it that keys do not decide the partition)."""
+    bootstrap = pipeline_stack.exports["PC_KAFKA_BOOTSTRAP"]
+    keys = [f"CRC{i}".encode() for i in range(30)]
+    asyncio.run(produce_placed(bootstrap, topic, [k for k in keys for _ in range(4)], HASHES["crc32"]))
+    text = f'[source]\ntype = "kafka"\ntopic = "{topic}"\n[stages.kafka]\nbootstrap = "{bootstrap}"\n'
+    text += f'topic = "{topic}"\n[sla]\nthresholds = ["lost == 0", "coverage == 100%"]\n'
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    config = load_config(path, {})
+    for run, written in (("first", 60), ("second", 120)):  # the same symbols both times: the same placement
+        outcome = validator(config=config, count=60, rate=300)
+        outcome.check()
+        (found,) = [n for n in outcome.finished.notes if n.startswith("stages.kafka.partitioner auto:")]
+        assert found.startswith("stages.kafka.partitioner auto: crc32 ("), (run, found)
+        symbols = {s.encode() for s in outcome.book.factory.symbols}
+        canaries = asyncio.run(keyed_records(bootstrap, topic, symbols, written, 10.0))
+        assert {r.partition for r in canaries} == {0, 1, 2}, run
+        misplaced = [(r.key, r.partition) for r in canaries if r.partition != HASHES["crc32"](r.key, 3)]
+        assert not misplaced, (run, misplaced[:5])
+
+
+async def produce_placed(bootstrap: str, topic: str, keys: list[bytes], place: Callable[[bytes, int], int]) -> None:
+    """A record per key in ``keys``, each on the partition ``place`` gives its key (of 3)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key in keys:
+            await producer.send_and_wait(topic, b"{}", key=key, partition=place(key, 3))
+    finally:
+        await producer.stop()
 
 
 def test_a_codec_this_install_cannot_read_is_exit_2_naming_stages_kafka(pipeline_stack: PipelineStack) -> None:

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from pydantic import AfterValidator, Field
 
@@ -32,6 +31,7 @@ from pipeline_check.backends.kafka.codecs.record_format import FormatSettings, c
 from pipeline_check.backends.kafka.compression import Compression, producer_codec
 from pipeline_check.backends.kafka.connect import missing_topic, reach
 from pipeline_check.backends.kafka.template import Binder, Render, check_template, flat, template_fields
+from pipeline_check.canary.coverage import Place, Placement, partition_of
 from pipeline_check.canary.trades import TRADE_FIELDS, Trade
 from pipeline_check.core.durations import NonNegativeDuration
 from pipeline_check.core.errors import ConfigError, EndpointError
@@ -63,8 +63,9 @@ class KafkaSettings(FormatSettings):
 
 
 class KafkaInjector:
-    """An idempotent, acks=all producer keyed by symbol, like a typical ingestor; canaries go round-robin
-    over every partition (coverage), background trades where the default partitioner puts their key."""
+    """An idempotent, acks=all producer keyed by symbol, like a typical ingestor: every record goes where the
+    stage's partitioner puts its key (``steer``; murmur2 until told), the canaries' symbols chosen to cover
+    every partition; round-robin over the partitions only when the pipeline's producer ignores keys."""
 
     Settings: ClassVar[type[PluginSettings]] = KafkaSettings
     feeds_stage: ClassVar[str | None] = "kafka"
@@ -77,7 +78,8 @@ class KafkaInjector:
         self.stage = settings
         self.linger = settings.linger
         self._producer: AIOKafkaProducer | None = None  # made in start: an unstarted one warns when collected
-        self._partitioner = DefaultPartitioner()
+        self._place: Place = partition_of  # the stage's key partitioner (steer)
+        self._round_robin = False  # keys do not decide the partition on this topic: canaries go round-robin
         self._partitions: list[int] = []
         self._partition_of: dict[bytes, int] = {}
         self._open: dict[int, BatchBuilder] = {}  # the batch being filled, per partition
@@ -116,14 +118,22 @@ class KafkaInjector:
         self._partitions = sorted(partitions)
         self._shipper = asyncio.create_task(self._ship(), name="kafka-injector-ship")
 
+    def steer(self, placement: Placement) -> None:
+        """Place records as the stage's producer does (``placement``: the first partitioner that fits the topic),
+        or, where its producer ignores keys, spread canaries round-robin (coverage)."""
+        if placement.places:
+            self._place = placement.places[0][1]
+        else:
+            self._round_robin = True
+
     async def send(self, trade: Trade) -> None:
         key = trade.symbol.encode()
-        if trade.seq is not None:
+        if trade.seq is not None and self._round_robin:
             partition = self._partitions[trade.seq % len(self._partitions)]
         else:
             partition = self._partition_of.get(key, -1)
             if partition < 0:
-                partition = self._partition_of[key] = self._partitioner(key, self._partitions, self._partitions)
+                partition = self._partition_of[key] = self._partitions[self._place(trade.symbol, len(self._partitions))]
         value = self._encode(trade)
         batch = self._open.get(partition)
         if batch is None:

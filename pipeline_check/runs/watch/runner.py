@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline_check.backends.capabilities import INJECTORS
-from pipeline_check.backends.injector import Injector, InjectorContext
-from pipeline_check.backends.probe import placement_of
-from pipeline_check.canary.coverage import covering_symbols
+from pipeline_check.backends.injector import Injector, InjectorContext, steer
+from pipeline_check.backends.probe import first_placement
+from pipeline_check.canary.coverage import Placement, covering_symbols
 from pipeline_check.canary.tags import MAX_SEQ, RunId
 from pipeline_check.canary.trades import Trade, TradeFactory
 from pipeline_check.core.clock import Clock
@@ -127,6 +127,7 @@ class Watch:
         self.active: ProbeSet | None = None
         self.retiring: list[ProbeSet] = []
         self.injector: Injector | None = None
+        self._placement: tuple[str, Placement] | None = None  # the stage canaries are steered on, and how
         self.last = WindowVerdict(time.time(), 0, 0, None)
         self._document: dict[str, Any] = {"verdict": "starting"}
         self._ticked: float | None = None
@@ -191,9 +192,12 @@ class Watch:
         return probes
 
     async def _start_injector(self) -> Injector:
+        """A started source, told where the pipeline's producer puts a key when it writes that stage itself."""
         injector: Injector = self._injector_cls(
             self.config.source.settings, InjectorContext(self.clock, self.notes.note)
         )
+        if self._placement is not None:
+            steer(injector, *self._placement)
         try:
             await injector.start()
         except BaseException:
@@ -202,17 +206,11 @@ class Watch:
         return injector
 
     async def _choose_symbols(self, probes: ProbeSet) -> None:
-        """As a validation run does: canaries cover every partition of the first sharded stage the
-        source does not write itself, under the partitioner its probe finds; explicit ``canary_symbols`` win."""
-        messages = self.config.messages
-        if messages.canary_symbols:
-            return
-        for stage, probe in zip(probes.stages, probes.probes, strict=True):
-            shards = self.ring.shards.get(stage)
-            if shards and stage != self._injector_cls.feeds_stage:
-                placement = await placement_of(probe, max(shards) + 1)
-                self.ring.content.use_symbols(covering_symbols(messages.symbol, placement))
-                return
+        """As a validation run does: canaries cover every partition of the first sharded stage, under the
+        partitioner its probe finds (explicit ``canary_symbols`` win)."""
+        self._placement = await first_placement(probes.stages, probes.probes, self.ring.shards)
+        if self._placement is not None and not self.config.messages.canary_symbols:
+            self.ring.content.use_symbols(covering_symbols(self.config.messages.symbol, self._placement[1]))
 
     # -- the loop ---------------------------------------------------------------------------------------
 
