@@ -40,8 +40,10 @@ def test_canaries_produced_to_kafka_reach_the_api(validator: Validator, config_v
     outcome.check()
     summary = outcome.finished.summary
     assert summary.delivered == 100
-    # the validator's own producer spreads canaries over every partition, one symbol is enough
-    assert [c.seen for c in summary.stage["kafka"].shards] == [34, 33, 33]
+    # canary symbols are chosen to put one on each partition under every partitioner the topic may use, and
+    # the validator's own producer keys them as the pipeline's would: every partition gets canaries
+    seen = [c.seen for c in summary.stage["kafka"].shards]
+    assert len(seen) == 3 and min(seen) > 0 and sum(seen) == 100, seen
 
 
 def test_counts_agree_across_stages_for_the_run(validator: Validator) -> None:
