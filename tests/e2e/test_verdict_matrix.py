@@ -180,7 +180,7 @@ CASES = [
         api=switches("us", UNSAFE_API_PRICE_ORDER="1", UNSAFE_API_PAGE_CAP="10"),
         config=api_form("us"),
     ),
-    # canaries produced to Kafka (round robin), the table's kafka_offset ordering them per partition
+    # canaries produced to Kafka (each keyed onto its partition), the table's kafka_offset ordering them per partition
     Case(
         "Kafka source, ordered by the offset column",
         {},

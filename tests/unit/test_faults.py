@@ -87,8 +87,11 @@ def test_injection_ends_a_while_after_the_last_fault_is_over(tmp_path: Path) -> 
     outcome = run(load_config(config_file(tmp_path, extra=extra), {}), "probe")
     [fault] = outcome.finished.summary.faults
     sent = outcome.finished.summary.injection.sent
-    last_sent = (sent - 1) / 100  # canary n goes n / rate seconds after the first
-    assert 0.55 <= last_sent - fault.end_s <= 0.8, (sent, fault)  # the faults' end + 0.6 s, not 5,000
+    # when the book says the last canary went (a busy machine sends fewer than the schedule's 100/s): on past
+    # the fault's end, and none from its end + 0.6 s on, instead of 5,000 at 100/s
+    sent_at = outcome.book.injected_at[:sent]
+    last_sent = sent_at[-1] - sent_at[0]
+    assert sent < 5000 and 0.3 <= last_sent - fault.end_s <= 0.61, (sent, last_sent, fault)
     assert outcome.book.injected == sent and outcome.result("recovery < 1s").status is Status.PASSED
 
 
