@@ -161,10 +161,11 @@ class FakeCoordinator:
 
     url = "http://coordinator"
 
-    def __init__(self, *, fail: tuple[str, ...] = (), lag: int = 1, rate_share: float = 1.0) -> None:
+    def __init__(self, *, fail: tuple[str, ...] = (), lag: int = 1, rate_share: float = 1.0, done_lag: int = 0) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.fail = fail
         self.lag = lag
+        self.done_lag = done_lag  # reads a stopped task still shows as running (the status relayed each second)
         self.rate_share = rate_share  # the share of its target an agent achieves
         self.now_ms = 1_000_000
         self.calls: list[str] = []
@@ -173,7 +174,14 @@ class FakeCoordinator:
     async def create(self, task_id: str, spec: dict[str, Any]) -> None:
         self.calls.append(f"create {task_id}")
         failed = spec["producerNode"] in self.fail
-        self.tasks[task_id] = {"spec": spec, "started": self.now_ms, "reads": 0, "failed": failed, "done": None}
+        self.tasks[task_id] = {
+            "spec": spec,
+            "started": self.now_ms,
+            "reads": 0,
+            "failed": failed,
+            "done": None,
+            "reads_stopped": 0,
+        }
 
     async def stop(self, task_id: str) -> None:
         self.calls.append(f"stop {task_id}")
@@ -192,6 +200,10 @@ class FakeCoordinator:
                 return parse_task({"state": "RUNNING", "startedMs": task["started"], "status": "Creating 1 topic(s)"})
             task.setdefault("sending", self.now_ms)
             return parse_task({"state": "RUNNING", "startedMs": task["started"], "status": "Created 1 topic(s)"})
+        if task["reads_stopped"] < self.done_lag:
+            task["reads_stopped"] += 1
+            self.now_ms += 1000
+            return parse_task({"state": "RUNNING", "startedMs": task["started"], "status": {"totalSent": 1}})
         seconds = (task["done"] - task.get("sending", task["done"])) / 1000
         sent = int(task["spec"]["targetMessagesPerSec"] * self.rate_share * seconds)
         return parse_task(
@@ -211,8 +223,9 @@ def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(load_module, "POLL", 0.001)
 
 
-def test_the_load_sends_before_the_canaries_and_its_rate_comes_from_the_final_counts() -> None:
-    coordinator = FakeCoordinator(lag=3)
+@pytest.mark.parametrize("done_lag", [0, 2], ids=["done-seen-at-once", "done-seen-2s-late"])
+def test_the_load_sends_before_the_canaries_and_its_rate_comes_from_the_final_counts(done_lag: int) -> None:
+    coordinator = FakeCoordinator(lag=3, done_lag=done_lag)
     notes: list[str] = []
     load = TrogdorLoad(coordinator, bench(), notes.append, clock=coordinator.clock)  # type: ignore[arg-type]
 
@@ -223,7 +236,8 @@ def test_the_load_sends_before_the_canaries_and_its_rate_comes_from_the_final_co
         return await load.stop()
 
     figures = asyncio.run(run())
-    # the window runs from when the tasks were seen sending, not from their (slow) start
+    # the window runs from when the tasks were seen sending, not from their (slow) start, to when they were
+    # told to stop, not to when the coordinator relayed that they were done
     assert figures.engine == "trogdor" and figures.sent == 100_000 and figures.seconds == 20.0
     assert figures.achieved_rate == 5000 and figures.short is None
     assert [a.sent for a in figures.agents] == [50_000, 50_000]
