@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -53,7 +52,6 @@ STACKS = {
     "cluster": ("cluster", COMPOSE / "pipeline.cluster.toml", CLUSTER),
 }
 NOTES_KEPT = 8
-LATE = re.compile(r"^lost\b|\.(p\d+|min|max|avg)\b")  # checks on loss or on a latency statistic
 
 
 def plan(runs: int) -> list[tuple[str, str]]:
@@ -85,10 +83,10 @@ def cause(report: dict[str, Any], faults: list[str]) -> dict[str, Any]:
     """Why a run did not pass, from its JSON report; ``faults`` the services and links its faults touched."""
     if report.get("verdict") == "aborted":
         return {"error": report.get("error"), "consumer_stall": False}
+    unpassed = [c for c in report.get("checks", []) if c["status"] != "passed"]
     failed = [
         {"check": c["name"], "status": c["status"], "observed": c.get("observed"), "detail": c.get("detail", "")}
-        for c in report.get("checks", [])
-        if c["status"] != "passed"
+        for c in unpassed
     ]
     hops = {s["name"]: s["latency"].get("p99", 0) for s in report.get("stages", [])}
     finite = {k: v for k, v in hops.items() if isinstance(v, int | float) and math.isfinite(v)}
@@ -97,7 +95,7 @@ def cause(report: dict[str, Any], faults: list[str]) -> dict[str, Any]:
     # "kafka" as the last stage reached: the canaries stopped before the consumer committed them; or canaries
     # late (a latency or loss check failed) with the consumer the slowest hop. A consumer slowest in a run that
     # failed on something else (a background rate short of the asked) is no stall.
-    late = any(LATE.search(f["check"]) for f in failed)
+    late = any(c.get("kind") == "latency" or c["name"].startswith("lost") for c in unpassed)
     consumer = "kafka" in stuck or (late and slowest == "consumer")
     touched = any("consumer" in f for f in faults)
     return {

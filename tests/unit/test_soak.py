@@ -17,8 +17,8 @@ def report(slowest: str, stuck: dict[str, list[str]] | None = None) -> dict[str,
     return {
         "verdict": "failed",
         "checks": [
-            {"name": "lost == 0", "status": "passed", "observed": 0},
-            {"name": "e2e.p99 < 30s", "status": "failed", "observed": 41.0, "detail": "p99 of 1000"},
+            {"name": "lost == 0", "status": "passed", "observed": 0, "kind": "count"},
+            {"name": "e2e.p99 < 30s", "status": "failed", "observed": 41.0, "detail": "p99 of 1000", "kind": "latency"},
         ],
         "stages": [
             {"name": "kafka", "latency": {"p99": 0.2}},
@@ -39,7 +39,7 @@ def test_a_slow_consumer_without_a_fault_on_it_looks_like_the_consumer_stall() -
     assert not cause(report("consumer"), faults=["consumer"])["consumer_stall"]  # the fault explains it
     assert not cause(report("iceberg"), faults=[])["consumer_stall"]
     short = report("consumer")  # slowest hop, but nothing late: the background load fell short of the asked
-    short["checks"] = [{"name": "throughput >= 90%", "status": "inconclusive", "observed": 99.7}]
+    short["checks"] = [{"name": "throughput >= 90%", "status": "inconclusive", "observed": 99.7, "kind": "rate"}]
     assert not cause(short, faults=[])["consumer_stall"]
     aborted = cause({"verdict": "aborted", "error": "stages.kafka.bootstrap: no answer"}, faults=[])
     assert aborted == {"error": "stages.kafka.bootstrap: no answer", "consumer_stall": False}

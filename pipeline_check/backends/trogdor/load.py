@@ -50,7 +50,7 @@ class TrogdorLoad:
         self._states: dict[str, TaskState] = {}
         self._sending_since: dict[str, float] = {}  # task -> when it was first seen sending
         self._stopping_at: float | None = None  # when the tasks were told to stop
-        self._done_at: float | None = None  # when every task was seen done
+        self._all_done = False  # every task seen done: their counts are final
         self._told: set[str] = set()
 
     async def start(self) -> None:
@@ -122,7 +122,7 @@ class TrogdorLoad:
                     self.note(f"background: {exc}")
                     break
                 if all(s.state in ("DONE", "UNKNOWN") for s in states.values()):
-                    self._done_at = self.clock()
+                    self._all_done = True
                     break
                 if self.clock() >= deadline:
                     self.note(f"background: Trogdor tasks not done {patience:g}s after they were stopped")
@@ -143,10 +143,10 @@ class TrogdorLoad:
             agents.append(AgentLoad(task.agent, task.rate, state.sent if state is not None else None, error))
         counts = [a.sent for a in agents if a.sent is not None]
         began = min(self._sending_since.values(), default=None)
-        end = self._stopping_at if self._done_at is not None else None  # final counts only once all are done
-        known = bool(agents) and len(counts) == len(agents) and began is not None and end is not None
-        seconds = end - began if known and end is not None and began is not None else 0.0
-        sent = sum(counts) if known else None
+        stopped = self._stopping_at if self._all_done else None  # the counts are final only once all are done
+        sent, seconds = None, 0.0
+        if agents and len(counts) == len(agents) and began is not None and stopped is not None:
+            sent, seconds = sum(counts), stopped - began
         rate = sent / seconds if sent is not None and seconds > 0 else None
         return BackgroundLoad("trogdor", self.plan.asked, rate, sent, seconds, tuple(agents), self.detail)
 
